@@ -1,0 +1,13 @@
+"""jumpstart: Jumpstart regularization for plain, thin, deep ReLU networks.
+
+Riera, Rey, Serra, Puertas, Pujol, "Training Thinner and Deeper Neural
+Networks: Jumpstart Regularization", CPAIOR 2022; Riera, Puertas, Pujol,
+"Unit-Centric Regularization for Efficient Deep Neural Networks", IEEE Access
+2025.
+"""
+
+from .core import ActivationStatus, Jumpstart, activation_status, margin_deficits
+
+__version__ = "0.1.0"
+
+__all__ = ["ActivationStatus", "Jumpstart", "activation_status", "margin_deficits"]

@@ -1,0 +1,257 @@
+"""Jumpstart regularization: the penalty ``lam * P(xi+, xi-, psi+, psi-)``.
+
+CPAIOR 2022, Sec. 3, eq. (7); the aggregation ``"balanced"`` and the
+``sign_balance`` / constraint-subset / tie-break options are those of the IEEE
+Access 2025 sequel's code (see ``shared/papers/jumpstart-experiments.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .deficits import TIE_BREAKS, Deficits, margin_deficits
+from .hooks import PreActivationHooks
+
+AGGREGATIONS = ("balanced", "sum", "mean", "l2", "sq")
+CONSTRAINTS = ("unit+", "unit-", "point+", "point-")
+
+
+class LayerDeficits(NamedTuple):
+    """Deficits of one hidden layer (one call of an activation module).
+
+    Attributes:
+        name: qualified module name, ``"#k"`` appended for its k-th reuse.
+        deficits: the four vectors, see :class:`~jumpstart.core.deficits.Deficits`.
+    """
+
+    name: str
+    deficits: Deficits
+
+
+def _check_options(margin, aggregation, sign_balance, constraints, tie_break) -> tuple[str, ...]:
+    if not (isinstance(margin, (int, float)) and margin > 0):
+        raise ValueError(f"margin must be a number > 0; got {margin!r}")
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(
+            f"unknown aggregation {aggregation!r}; allowed: {', '.join(AGGREGATIONS)}"
+        )
+    if not (isinstance(sign_balance, (int, float)) and 0 <= sign_balance <= 1):
+        raise ValueError(f"sign_balance must be in [0, 1]; got {sign_balance!r}")
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"unknown tie_break {tie_break!r}; allowed: {', '.join(TIE_BREAKS)}")
+    if isinstance(constraints, str):
+        constraints = (constraints,)
+    constraints = tuple(constraints)
+    bad = [c for c in constraints if c not in CONSTRAINTS]
+    if bad or not constraints:
+        raise ValueError(
+            f"unknown or empty constraints {bad or list(constraints)!r}; "
+            f"allowed: a non-empty subset of {', '.join(CONSTRAINTS)}"
+        )
+    return constraints
+
+
+def aggregate(
+    layers: Sequence[Deficits],
+    *,
+    aggregation: str = "balanced",
+    sign_balance: float = 0.5,
+    constraints: Iterable[str] = CONSTRAINTS,
+) -> Tensor:
+    """Combine per-layer deficits into the penalty ``P`` of CPAIOR eq. (7).
+
+    Per layer, the unit term of unit ``c`` is ``s*xi+[c] + (1-s)*xi-[c]`` and
+    the point term of sample ``i`` is ``s*psi+[i] + (1-s)*psi-[i]``, with
+    ``s = sign_balance``; a deficit outside ``constraints`` is left out but the
+    others keep their weights (``("unit+",)`` alone gives ``s*xi+``). With
+    ``T`` all selected unit and point terms of all layers concatenated:
+
+    - ``"balanced"``: ``mean(unit terms) + mean(point terms)`` (IEEE default);
+      a group with no selected deficit contributes 0;
+    - ``"sum"``: ``sum(T)`` (the L1 norm: terms are >= 0);
+    - ``"mean"``: ``mean(T)``;
+    - ``"l2"``: ``||T||_2``;
+    - ``"sq"``: ``sum(T**2)`` (squared L2, what the CPAIOR Keras code ran).
+
+    Args:
+        layers: deficits per layer; unit vectors ``(C_l,)``, point ``(N,)``.
+
+    Returns:
+        0-dim tensor, differentiable, ``>= 0``.
+
+    Raises:
+        ValueError: unknown aggregation or constraint, ``sign_balance``
+            outside [0, 1], or no layers.
+    """
+    constraints = _check_options(1.0, aggregation, sign_balance, constraints, "single")
+    if not layers:
+        raise ValueError("no layer deficits to aggregate")
+    s = float(sign_balance)
+    unit_terms, point_terms = [], []
+    for d in layers:
+        for group, pos, neg, key in (
+            (unit_terms, d.unit_pos, d.unit_neg, "unit"),
+            (point_terms, d.point_pos, d.point_neg, "point"),
+        ):
+            parts = []
+            if f"{key}+" in constraints:
+                parts.append(s * pos)
+            if f"{key}-" in constraints:
+                parts.append((1 - s) * neg)
+            if parts:
+                group.append(parts[0] if len(parts) == 1 else parts[0] + parts[1])
+    units = torch.cat(unit_terms) if unit_terms else None
+    points = torch.cat(point_terms) if point_terms else None
+    if aggregation == "balanced":
+        total = sum(t.mean() for t in (units, points) if t is not None)
+        return total  # type: ignore[return-value]
+    terms = torch.cat([t for t in (units, points) if t is not None])
+    if aggregation == "sum":
+        return terms.sum()
+    if aggregation == "mean":
+        return terms.mean()
+    if aggregation == "l2":
+        return torch.linalg.vector_norm(terms)
+    return terms.square().sum()
+
+
+class Jumpstart:
+    """Jumpstart regularizer attached to a model by forward hooks.
+
+    Captures every hidden layer's pre-activation during forward passes made in
+    training mode with gradients enabled, computes the margin deficits of
+    CPAIOR eqs. (9)-(12), and returns their aggregation ``P`` (eq. (7)) from
+    :meth:`penalty`. The training loss is ``task_loss + lam * js.penalty()``.
+    Forwards in eval mode or under ``torch.no_grad()`` collect nothing and do
+    not disturb the last collected pass.
+
+    Example::
+
+        model = jumpstart.models.Rectangular(30, 3, 2, 1)
+        js = jumpstart.Jumpstart(model)
+        loss = loss_fn(model(x), y) + 1e-4 * js.penalty()
+
+    Args:
+        model: any ``nn.Module``.
+        margin: ``m > 0`` of constraints (3)-(6), in pre-activation units.
+        aggregation: ``P``; one of ``balanced``, ``sum``, ``mean``, ``l2``,
+            ``sq`` (see :func:`aggregate`).
+        sign_balance: ``s`` in [0, 1], weight of the positive deficits.
+        constraints: subset of ``unit+``, ``unit-``, ``point+``, ``point-``.
+        tie_break: ``"single"`` (gradient of a max/min to one element; saves
+            only indices) or ``"average"`` (split over ties; saves ``g``).
+        activations: module types whose *input* is a pre-activation; a module
+            called k times per forward gives k layers.
+        layers: instead of ``activations``, modules whose *output* is a
+            pre-activation (for activations applied functionally).
+
+    Raises:
+        ValueError: an option outside its allowed values (the message names
+            the value and the allowed ones), or no activation module / layer
+            found in ``model``; at forward time, a hooked tensor that is the
+            model's output (logits are never penalized).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        margin: float = 1.0,
+        aggregation: str = "balanced",
+        sign_balance: float = 0.5,
+        constraints: Iterable[str] = CONSTRAINTS,
+        tie_break: str = "single",
+        activations: Iterable[type] = (nn.ReLU,),
+        layers: Sequence[nn.Module] | None = None,
+    ) -> None:
+        self.constraints = _check_options(margin, aggregation, sign_balance, constraints, tie_break)
+        self.margin = float(margin)
+        self.aggregation = aggregation
+        self.sign_balance = float(sign_balance)
+        self.tie_break = tie_break
+        self._pending: list[LayerDeficits] | None = None
+        self._pending_inputs: list[Tensor] = []
+        self._last: list[LayerDeficits] | None = None
+        self._model = model
+        self._hooks = PreActivationHooks(
+            model,
+            self._tap,
+            activations=activations,
+            layers=layers,
+            on_start=self._start,
+            on_end=self._end,
+        )
+
+    def _start(self) -> None:
+        collecting = self._model.training and torch.is_grad_enabled()
+        self._pending = [] if collecting else None
+        self._pending_inputs = []
+
+    def _tap(self, name: str, g: Tensor) -> None:
+        if self._pending is None or not torch.is_grad_enabled() or not g.requires_grad:
+            return
+        self._pending_inputs.append(g)
+        self._pending.append(
+            LayerDeficits(name, margin_deficits(g, self.margin, self.tie_break))
+        )
+
+    def _end(self, output: object) -> None:
+        pending, inputs = self._pending, self._pending_inputs
+        self._pending, self._pending_inputs = None, []
+        if not pending:
+            return
+        if isinstance(output, Tensor) and any(g is output for g in inputs):
+            raise ValueError(
+                "a hooked layer produces the model's output; logits are never penalized: "
+                "leave the output module out of layers=[...]"
+            )
+        self._last = pending
+
+    def deficits(self) -> list[LayerDeficits]:
+        """Per-layer deficits of the last collected forward pass, in call order.
+
+        Each holds ``xi+``/``xi-`` of shape ``(C_l,)`` and ``psi+``/``psi-`` of
+        shape ``(N,)``, still attached to the graph (``.detach()`` for logging).
+
+        Raises:
+            RuntimeError: no training-mode forward with gradients has run.
+        """
+        if self._last is None:
+            raise RuntimeError(
+                "Jumpstart has no pre-activations yet: run a forward pass of the model in "
+                "training mode (model.train()) with gradients enabled first"
+            )
+        return list(self._last)
+
+    def penalty(self) -> Tensor:
+        """Penalty ``P`` (0-dim tensor) of the last collected forward pass, eq. (7).
+
+        Raises:
+            RuntimeError: no training-mode forward with gradients has run.
+        """
+        return aggregate(
+            [d.deficits for d in self.deficits()],
+            aggregation=self.aggregation,
+            sign_balance=self.sign_balance,
+            constraints=self.constraints,
+        )
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Names of the modules hooked (one per module, not per call)."""
+        return list(self._hooks.module_names)
+
+    def remove(self) -> None:
+        """Detach every hook and drop collected deficits; idempotent."""
+        self._hooks.remove()
+        self._last = None
+
+    def __enter__(self) -> "Jumpstart":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()

@@ -1,0 +1,303 @@
+"""Dead, linear and nonlinear units and points over a data set.
+
+CPAIOR 2022, Definitions 1 (units) and 2 (points), Sec. 3; the aggregate
+ratios are those of DESIGN.md ("Status over a data set"). Computed in one
+eval-mode pass with no gradient, streaming over batches, exact for the whole
+data set: per unit only the running max and min are kept, per point and layer
+one status code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .hooks import PreActivationHooks
+
+DEAD, LINEAR, NONLINEAR = 0, 1, 2
+STATUS_NAMES = ("dead", "linear", "nonlinear")
+STATUS_COLOURS = ("#d62728", "#1f77b4", "#2ca02c")  # red, blue, green
+
+
+def _codes(mx: Tensor, mn: Tensor) -> np.ndarray:
+    """Status code per element from the max and min over the reduced dims."""
+    code = torch.full(mx.shape, NONLINEAR, dtype=torch.int8)
+    code[mx.cpu() <= 0] = DEAD
+    code[mn.cpu() > 0] = LINEAR
+    return code.numpy()
+
+
+@dataclass
+class ActivationStatus:
+    """Status of every hidden unit and every (point, layer) cell.
+
+    Attributes:
+        layer_names: one name per hidden layer (module call), in call order.
+        unit_status: per layer an ``int8`` array of shape ``(C_l,)`` with codes
+            ``DEAD=0``, ``LINEAR=1``, ``NONLINEAR=2`` (Definition 1).
+        point_status: ``int8`` array of shape ``(N, L)``, same codes
+            (Definition 2), rows in the order the data was streamed.
+    """
+
+    layer_names: list[str]
+    unit_status: list[np.ndarray]
+    point_status: np.ndarray
+    _units: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._units = np.concatenate(self.unit_status)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layer_names)
+
+    @property
+    def num_points(self) -> int:
+        return int(self.point_status.shape[0])
+
+    def _unit_ratio(self, code: int) -> float:
+        return float(np.mean(self._units == code))
+
+    @property
+    def unit_dead_ratio(self) -> float:
+        """Share of all hidden units that are dead (``max g <= 0`` on every input)."""
+        return self._unit_ratio(DEAD)
+
+    @property
+    def unit_linear_ratio(self) -> float:
+        """Share of all hidden units that are linear (``min g > 0``)."""
+        return self._unit_ratio(LINEAR)
+
+    @property
+    def unit_nonlinear_ratio(self) -> float:
+        """Share of all hidden units that are nonlinear."""
+        return self._unit_ratio(NONLINEAR)
+
+    @property
+    def point_dead_ratio(self) -> float:
+        """Share of points dead at *any* layer (they get no gradient)."""
+        return float(np.mean((self.point_status == DEAD).any(axis=1)))
+
+    @property
+    def point_linear_ratio(self) -> float:
+        """Share of points linear at *every* layer."""
+        return float(np.mean((self.point_status == LINEAR).all(axis=1)))
+
+    @property
+    def point_nonlinear_ratio(self) -> float:
+        """Share of points nonlinear at *every* layer."""
+        return float(np.mean((self.point_status == NONLINEAR).all(axis=1)))
+
+    @property
+    def layer_point_dead_ratio(self) -> float:
+        """Share of (point, layer) cells that are dead."""
+        return float(np.mean(self.point_status == DEAD))
+
+    @property
+    def layer_point_linear_ratio(self) -> float:
+        """Share of (point, layer) cells that are linear."""
+        return float(np.mean(self.point_status == LINEAR))
+
+    @property
+    def layer_point_nonlinear_ratio(self) -> float:
+        """Share of (point, layer) cells that are nonlinear."""
+        return float(np.mean(self.point_status == NONLINEAR))
+
+    @property
+    def point_efficiency(self) -> float:
+        """Share of (point, layer) cells that still get gradient.
+
+        A point dead at layer ``l`` (1-based) sends no gradient to layers
+        ``1..l`` (CPAIOR Sec. 3, after Definition 2), so cells at or before its
+        deepest dead layer are lost: ``mean_i (L - d_i) / L``, ``d_i = 0`` for
+        a point never dead.
+        """
+        dead = self.point_status == DEAD
+        layers = self.num_layers
+        # 1-based index of the deepest dead layer, 0 when none.
+        deepest = np.where(dead.any(axis=1), layers - np.argmax(dead[:, ::-1], axis=1), 0)
+        return float(np.mean((layers - deepest) / layers))
+
+    def ratios(self) -> dict[str, float]:
+        """All ten scalar ratios as a dict (the ``status`` of ``jumpstart train --json``)."""
+        keys = (
+            "unit_dead_ratio", "unit_linear_ratio", "unit_nonlinear_ratio",
+            "point_dead_ratio", "point_linear_ratio", "point_nonlinear_ratio",
+            "layer_point_dead_ratio", "layer_point_linear_ratio",
+            "layer_point_nonlinear_ratio", "point_efficiency",
+        )
+        return {k: getattr(self, k) for k in keys}
+
+    def to_frame(self):
+        """Per-layer table (pandas DataFrame), one row per hidden layer.
+
+        Columns: ``layer`` (0-based), ``name``, ``units``, ``dead_units``,
+        ``linear_units``, ``nonlinear_units``, and ``dead_points``,
+        ``linear_points``, ``nonlinear_points`` (shares of points at that layer).
+        """
+        import pandas as pd
+
+        rows = []
+        for i, (name, units) in enumerate(zip(self.layer_names, self.unit_status)):
+            col = self.point_status[:, i]
+            rows.append({
+                "layer": i, "name": name, "units": int(units.size),
+                "dead_units": int(np.sum(units == DEAD)),
+                "linear_units": int(np.sum(units == LINEAR)),
+                "nonlinear_units": int(np.sum(units == NONLINEAR)),
+                "dead_points": float(np.mean(col == DEAD)),
+                "linear_points": float(np.mean(col == LINEAR)),
+                "nonlinear_points": float(np.mean(col == NONLINEAR)),
+            })
+        return pd.DataFrame(rows)
+
+    def plot(self, path: str | Path, *, title: str | None = None) -> Path:
+        """Write a figure with two heatmaps: layers x units and layers x points.
+
+        Dead, linear and nonlinear cells are red, blue and green; units absent
+        from a narrower layer are left white. Format from the suffix (PNG, SVG,
+        PDF). Returns the path written.
+        """
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+        from matplotlib.colors import ListedColormap
+        from matplotlib.patches import Patch
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        width = max(u.size for u in self.unit_status)
+        units = np.full((self.num_layers, width), np.nan)
+        for i, u in enumerate(self.unit_status):
+            units[i, : u.size] = u
+        cmap = ListedColormap(STATUS_COLOURS)
+        cmap.set_bad("white")
+        fig, axes = plt.subplots(
+            1, 2, figsize=(11, 1.5 + 0.18 * self.num_layers),
+            gridspec_kw={"width_ratios": [max(width, 4), max(self.num_points, 4) / 4]},
+            squeeze=False,
+        )
+        ax_u, ax_p = axes[0]
+        for ax, data, xlabel in (
+            (ax_u, units, "unit"),
+            (ax_p, self.point_status.T.astype(float), "point"),
+        ):
+            ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=-0.5, vmax=2.5,
+                      aspect="auto", interpolation="nearest")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("layer")
+        ax_u.set_title(f"units: {self.unit_dead_ratio:.0%} dead, "
+                       f"{self.unit_linear_ratio:.0%} linear", fontsize=9)
+        ax_p.set_title(f"points x layers: {self.layer_point_dead_ratio:.0%} dead, "
+                       f"{self.layer_point_linear_ratio:.0%} linear", fontsize=9)
+        fig.legend(
+            handles=[Patch(color=c, label=n) for c, n in zip(STATUS_COLOURS, STATUS_NAMES)],
+            loc="upper right", ncol=3, fontsize=8, frameon=False,
+        )
+        if title:
+            fig.suptitle(title, x=0.02, ha="left", fontsize=10)
+        fig.tight_layout(rect=(0, 0, 1, 0.93))
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+
+def _batches(data, batch_size: int) -> Iterable[Tensor]:
+    if isinstance(data, Tensor):
+        if data.dim() < 1 or data.shape[0] == 0:
+            raise ValueError(f"data must hold at least one sample; got shape {tuple(data.shape)}")
+        yield from data.split(batch_size)
+        return
+    for item in data:
+        x = item[0] if isinstance(item, (tuple, list)) else item
+        if not isinstance(x, Tensor):
+            raise ValueError(f"data must yield tensors or (x, y, ...) tuples; got {type(x).__name__}")
+        yield x
+
+
+def activation_status(
+    model: nn.Module,
+    data,
+    *,
+    batch_size: int = 1024,
+    activations: Iterable[type] = (nn.ReLU,),
+    layers=None,
+) -> ActivationStatus:
+    """Dead / linear / nonlinear status of units and points over ``data``.
+
+    Runs ``model`` in eval mode under ``torch.no_grad()`` (its training flag is
+    restored afterwards), hooking pre-activations exactly as
+    :class:`~jumpstart.Jumpstart` does. A unit is dead if its pre-activation
+    is ``<= 0`` for every sample and position, linear if ``> 0`` for every one,
+    nonlinear otherwise (CPAIOR Definition 1); a point at a layer likewise over
+    the layer's units and positions (Definition 2).
+
+    Args:
+        model: any ``nn.Module``; inputs are moved to its parameters' device.
+        data: a tensor of inputs ``(N, ...)``, or an iterable (e.g. a
+            DataLoader) yielding ``x`` or ``(x, y, ...)`` batches.
+        batch_size: samples per forward when ``data`` is a tensor.
+        activations, layers: which pre-activations to read (see ``Jumpstart``).
+
+    Returns:
+        :class:`ActivationStatus`.
+
+    Raises:
+        ValueError: empty data, ``batch_size < 1``, no activation found, or
+            batches of different layer structure.
+    """
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    unit_max: list[Tensor] = []
+    unit_min: list[Tensor] = []
+    point_codes: list[list[np.ndarray]] = []
+    names: list[str] = []
+    batch: list[tuple[str, Tensor]] = []
+
+    def tap(name: str, g: Tensor) -> None:
+        batch.append((name, g))
+
+    hooks = PreActivationHooks(model, tap, activations=activations, layers=layers)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for x in _batches(data, batch_size):
+                batch.clear()
+                model(x.to(device))
+                if not batch:
+                    raise ValueError("the forward pass reached no hooked activation")
+                if not names:
+                    names = [n for n, _ in batch]
+                elif [n for n, _ in batch] != names:
+                    raise ValueError("batches took different paths through the model's layers")
+                codes = []
+                for i, (_, g) in enumerate(batch):
+                    gf = g.reshape(g.shape[0], g.shape[1], -1)
+                    mx_nc, mn_nc = gf.amax(dim=2), gf.amin(dim=2)
+                    bmax, bmin = mx_nc.amax(dim=0), mn_nc.amin(dim=0)
+                    if len(unit_max) <= i:
+                        unit_max.append(bmax)
+                        unit_min.append(bmin)
+                    else:
+                        unit_max[i] = torch.maximum(unit_max[i], bmax)
+                        unit_min[i] = torch.minimum(unit_min[i], bmin)
+                    codes.append(_codes(mx_nc.amax(dim=1), mn_nc.amin(dim=1)))
+                point_codes.append(codes)
+    finally:
+        hooks.remove()
+        model.train(was_training)
+    if not point_codes:
+        raise ValueError("data holds no batch")
+    return ActivationStatus(
+        layer_names=names,
+        unit_status=[_codes(mx, mn) for mx, mn in zip(unit_max, unit_min)],
+        point_status=np.concatenate([np.stack(c, axis=1) for c in point_codes], axis=0),
+    )

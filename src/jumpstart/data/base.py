@@ -1,0 +1,60 @@
+"""The in-memory data set container every loader returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A train/validation split held in memory.
+
+    Attributes:
+        name: data set name.
+        x_train: features, float32, shape ``(N_train, *feature_shape)``.
+        y_train: class ids, int64, shape ``(N_train,)``, in ``[0, num_classes)``.
+        x_val: features, float32, shape ``(N_val, *feature_shape)``.
+        y_val: class ids, int64, shape ``(N_val,)``.
+        num_classes: number of classes ``K >= 2``.
+
+    Raises:
+        ValueError: mismatched lengths or feature shapes, non-finite
+            features, or labels outside ``[0, num_classes)``.
+    """
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 2:
+            raise ValueError(f"{self.name}: need at least 2 classes; got {self.num_classes}")
+        for part, x, y in (("train", self.x_train, self.y_train), ("val", self.x_val, self.y_val)):
+            if x.shape[0] != y.shape[0] or y.dim() != 1:
+                raise ValueError(
+                    f"{self.name}: {part} features {tuple(x.shape)} and labels "
+                    f"{tuple(y.shape)} do not match"
+                )
+            if not torch.isfinite(x).all():
+                raise ValueError(f"{self.name}: {part} features hold NaN or inf")
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                raise ValueError(
+                    f"{self.name}: {part} labels must be in [0, {self.num_classes}); "
+                    f"got range [{int(y.min())}, {int(y.max())}]"
+                )
+        if self.x_train.shape[1:] != self.x_val.shape[1:]:
+            raise ValueError(
+                f"{self.name}: train and val feature shapes differ: "
+                f"{tuple(self.x_train.shape[1:])} vs {tuple(self.x_val.shape[1:])}"
+            )
+
+    @property
+    def in_features(self) -> int:
+        """Number of input features (product of the feature shape)."""
+        return int(self.x_train[0].numel())

@@ -1,0 +1,5 @@
+"""Model families: rectangular dense nets (more to come: conv, ResNet)."""
+
+from .rectangular import Rectangular
+
+__all__ = ["Rectangular"]

@@ -1,0 +1,196 @@
+"""The training loop: Adam on a task loss plus an optional Jumpstart penalty."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..core.regularizer import Jumpstart
+from ..data.base import Dataset
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` measured.
+
+    Attributes:
+        history: per-epoch lists ``epoch`` (1-based), ``loss`` (task loss),
+            ``penalty`` (``P`` before ``lam``; 0 without Jumpstart),
+            ``train_acc`` (of the training forward passes of that epoch) and
+            ``val_acc`` (eval mode, after the epoch's updates).
+        diverged: the loss became NaN or inf; training stopped there.
+        seconds: wall time of the loop.
+    """
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    diverged: bool = False
+    seconds: float = 0.0
+
+    def _last(self, key: str) -> float:
+        values = self.history.get(key) or [math.nan]
+        return float(values[-1])
+
+    def _best(self, key: str) -> float:
+        values = self.history.get(key) or [math.nan]
+        return float(max(values))
+
+    @property
+    def epochs(self) -> int:
+        """Epochs completed."""
+        return len(self.history.get("epoch", []))
+
+    def metrics(self) -> dict[str, float | int | bool]:
+        """Final and best accuracies, ``epochs``, ``seconds``, ``diverged``."""
+        return {
+            "train_acc": self._last("train_acc"),
+            "best_train_acc": self._best("train_acc"),
+            "val_acc": self._last("val_acc"),
+            "best_val_acc": self._best("val_acc"),
+            "final_loss": self._last("loss"),
+            "epochs": self.epochs,
+            "seconds": round(self.seconds, 3),
+            "diverged": self.diverged,
+        }
+
+
+def _task_loss(logits: Tensor, y: Tensor) -> Tensor:
+    if logits.shape[1] == 1:
+        return nn.functional.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype))
+    return nn.functional.cross_entropy(logits, y)
+
+
+def _correct(logits: Tensor, y: Tensor) -> int:
+    pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
+    return int((pred == y).sum())
+
+
+def fit(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    lr: float = 0.01,
+    epochs: int = 5000,
+    batch_size: int | None = None,
+    seed: int = 0,
+    lam: float = 0.0,
+    jumpstart: dict | None = None,
+    progress: bool = False,
+) -> FitResult:
+    """Train ``model`` on ``data`` with Adam, optionally with Jumpstart.
+
+    Minimizes ``task_loss + lam * P`` (CPAIOR eq. (7)); the task loss is
+    binary cross-entropy on one logit when the model has one output, else
+    cross-entropy. A non-finite loss stops training and marks the result
+    diverged (no exception escapes).
+
+    Args:
+        model: maps ``(N, *feature_shape)`` to logits ``(N, K)``, ``K = 1``
+            for binary tasks or ``K = data.num_classes``. Trained in place.
+        data: the train/validation split.
+        lr: Adam learning rate.
+        epochs: passes over the training set.
+        batch_size: samples per step; ``None`` is full batch.
+        seed: seeds the minibatch order.
+        lam: Jumpstart coefficient ``lam >= 0``; 0 trains the baseline.
+        jumpstart: options for :class:`~jumpstart.Jumpstart` (``margin``,
+            ``aggregation``, ...); used only when ``lam > 0``.
+        progress: show a progress bar (stderr).
+
+    Returns:
+        :class:`FitResult`.
+
+    Raises:
+        ValueError: ``lr <= 0``, ``epochs < 1``, ``batch_size < 1``,
+            ``lam < 0``, bad Jumpstart options, or a model whose output does
+            not fit the number of classes.
+    """
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0; got {lr!r}")
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
+    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be None or an integer >= 1; got {batch_size!r}")
+    if not lam >= 0:
+        raise ValueError(f"lam must be >= 0; got {lam!r}")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x_tr, y_tr = data.x_train.to(device), data.y_train.to(device)
+    x_va, y_va = data.x_val.to(device), data.y_val.to(device)
+    with torch.no_grad():
+        out = model(x_tr[:1])
+    expected = (1, data.num_classes) if data.num_classes == 2 else (data.num_classes,)
+    if out.dim() != 2 or out.shape[1] not in expected:
+        raise ValueError(
+            f"model output shape {tuple(out.shape)} does not fit {data.num_classes} classes; "
+            f"expected (N, {' or '.join(map(str, expected))})"
+        )
+    js = Jumpstart(model, **(jumpstart or {})) if lam > 0 else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    n = x_tr.shape[0]
+    bs = n if batch_size is None else min(batch_size, n)
+    result = FitResult(history={k: [] for k in ("epoch", "loss", "penalty", "train_acc", "val_acc")})
+    bar = _progress_bar(epochs) if progress else None
+    start = time.perf_counter()
+    try:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            order = torch.randperm(n, generator=generator).to(device) if bs < n else None
+            loss_sum = pen_sum = 0.0
+            correct = 0
+            for lo in range(0, n, bs):
+                idx = order[lo : lo + bs] if order is not None else slice(None)
+                xb, yb = x_tr[idx], y_tr[idx]
+                logits = model(xb)
+                loss = _task_loss(logits, yb)
+                total = loss
+                if js is not None:
+                    pen = js.penalty()
+                    total = loss + lam * pen
+                    pen_sum += float(pen) * xb.shape[0]
+                value = float(total)
+                if not math.isfinite(value):
+                    result.diverged = True
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+                loss_sum += float(loss) * xb.shape[0]
+                correct += _correct(logits.detach(), yb)
+            if result.diverged:
+                break
+            model.eval()
+            with torch.no_grad():
+                val_acc = _correct(model(x_va), y_va) / max(1, x_va.shape[0])
+            h = result.history
+            h["epoch"].append(epoch)
+            h["loss"].append(loss_sum / n)
+            h["penalty"].append(pen_sum / n)
+            h["train_acc"].append(correct / n)
+            h["val_acc"].append(val_acc)
+            if bar is not None:
+                bar[0].update(bar[1], advance=1, loss=loss_sum / n, acc=correct / n)
+    finally:
+        if js is not None:
+            js.remove()
+        if bar is not None:
+            bar[0].stop()
+        result.seconds = time.perf_counter() - start
+        model.eval()
+    return result
+
+
+def _progress_bar(epochs: int):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f}"),
+        TimeRemainingColumn(), transient=True,
+    )
+    task = bar.add_task("train", total=epochs, loss=float("nan"), acc=float("nan"))
+    bar.start()
+    return bar, task
