@@ -50,41 +50,33 @@ class Deficits(NamedTuple):
     point_neg: Tensor
 
 
-def _extremes(gf: Tensor):
-    """Extremes of ``gf`` (shape ``(N, C, S)``) and their flat indices.
+_LAYOUTS: dict[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
 
-    Returns the four extreme vectors (unit max/min of shape ``(C,)``, point
-    max/min of shape ``(N,)``) and the four matching flat indices into ``gf``.
+
+def _layout(n: int, c: int, dtype: torch.dtype, device: torch.device):
+    """Constant vectors for a ``(N, C)`` extremes layout, cached per shape.
+
+    The four extremes are laid out as one vector ``[unit max (C), unit min
+    (C), point max (N), point min (N)]``. Returns ``sign`` (-1 for the maxima,
+    +1 for the minima: deficit ``= relu(m + sign * extreme)``), ``stride`` and
+    ``offset`` turning an arg-max/min along dim 0 (units) or dim 1 (points)
+    into a flat index into ``(N, C)``, and ``which`` (0 for maxima, 1 for
+    minima).
     """
-    n, c, s = gf.shape
-    if s == 1:
-        g2 = gf.squeeze(2)
-        mx_nc = mn_nc = g2
-        arg_mx_s = arg_mn_s = None
-    else:
-        mx_nc, arg_mx_s = gf.max(dim=2)
-        mn_nc, arg_mn_s = gf.min(dim=2)
-    rows = torch.arange(n, device=gf.device)
-    cols = torch.arange(c, device=gf.device)
-
-    def flat(nn_idx: Tensor, cc_idx: Tensor, arg_s: Tensor | None) -> Tensor:
-        base = nn_idx * c + cc_idx
-        if arg_s is None:
-            return base
-        return base * s + arg_s[nn_idx, cc_idx]
-
-    unit_max, unit_max_n = mx_nc.max(dim=0)
-    unit_min, unit_min_n = mn_nc.min(dim=0)
-    point_max, point_max_c = mx_nc.max(dim=1)
-    point_min, point_min_c = mn_nc.min(dim=1)
-    values = (unit_max, unit_min, point_max, point_min)
-    indices = (
-        flat(unit_max_n, cols, arg_mx_s),
-        flat(unit_min_n, cols, arg_mn_s),
-        flat(rows, point_max_c, arg_mx_s),
-        flat(rows, point_min_c, arg_mn_s),
-    )
-    return values, indices
+    key = (n, c, dtype, device)
+    if key not in _LAYOUTS:
+        if len(_LAYOUTS) > 256:
+            _LAYOUTS.clear()
+        ones_c = torch.ones(c, dtype=torch.long, device=device)
+        ones_n = torch.ones(n, dtype=torch.long, device=device)
+        cols = torch.arange(c, device=device)
+        rows_c = torch.arange(n, device=device) * c
+        sign = torch.cat([-ones_c, ones_c, -ones_n, ones_n]).to(dtype)
+        stride = torch.cat([ones_c * c, ones_c * c, ones_n, ones_n])
+        offset = torch.cat([cols, cols, rows_c, rows_c])
+        which = torch.cat([ones_c * 0, ones_c, ones_n * 0, ones_n])
+        _LAYOUTS[key] = (sign, stride, offset, which)
+    return _LAYOUTS[key]
 
 
 class _MarginDeficits(torch.autograd.Function):
@@ -92,45 +84,46 @@ class _MarginDeficits(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, g: Tensor, margin: float, average: bool):  # type: ignore[override]
-        gf = g.reshape(g.shape[0], g.shape[1], -1)
-        (u_max, u_min, p_max, p_min), idx = _extremes(gf)
-        xi_pos = torch.relu(margin - u_max)
-        xi_neg = torch.relu(margin + u_min)
-        psi_pos = torch.relu(margin - p_max)
-        psi_neg = torch.relu(margin + p_min)
-        # d deficit / d extreme: -1 for the positive deficits, +1 for the
-        # negative ones, 0 where the constraint holds.
-        signs = torch.cat([-(xi_pos > 0).to(g.dtype), (xi_neg > 0).to(g.dtype),
-                           -(psi_pos > 0).to(g.dtype), (psi_neg > 0).to(g.dtype)])
-        ctx.g_shape = g.shape
-        ctx.sizes = (u_max.numel(), p_max.numel())
-        ctx.average = average
-        if average:
-            ctx.save_for_backward(signs, gf, u_max, u_min, p_max, p_min)
+        n, c = g.shape[0], g.shape[1]
+        gf = g.reshape(n, c, -1)
+        spatial = gf.shape[2]
+        if spatial == 1:
+            mx = mn = gf.view(n, c)
         else:
-            ctx.save_for_backward(signs, torch.cat(idx))
-        return xi_pos, xi_neg, psi_pos, psi_neg
+            (mx, arg_mx), (mn, arg_mn) = gf.max(dim=2), gf.min(dim=2)
+        sign, stride, offset, which = _layout(n, c, g.dtype, g.device)
+        (u_max, u_max_n), (u_min, u_min_n) = mx.max(dim=0), mn.min(dim=0)
+        (p_max, p_max_c), (p_min, p_min_c) = mx.max(dim=1), mn.min(dim=1)
+        extremes = torch.cat([u_max, u_min, p_max, p_min])
+        deficit = torch.relu(torch.addcmul(extremes.new_tensor(margin), sign, extremes))
+        # d deficit / d extreme: sign where the constraint is violated, else 0.
+        slope = sign * (deficit > 0)
+        ctx.g_shape, ctx.sizes, ctx.average = g.shape, (c, c, n, n), average
+        if average:
+            ctx.save_for_backward(slope, gf, extremes)
+        else:
+            flat = torch.cat([u_max_n, u_min_n, p_max_c, p_min_c]) * stride + offset
+            if spatial > 1:
+                arg = torch.stack([arg_mx.reshape(-1), arg_mn.reshape(-1)])
+                flat = flat * spatial + arg[which, flat]
+            ctx.save_for_backward(slope, flat)
+        return deficit.split(ctx.sizes)
 
     @staticmethod
     def backward(ctx, g_xp, g_xn, g_pp, g_pn):  # type: ignore[override]
         coef = torch.cat([g_xp, g_xn, g_pp, g_pn]) * ctx.saved_tensors[0]
         if not ctx.average:
-            index = ctx.saved_tensors[1]
+            flat = ctx.saved_tensors[1]
             grad = coef.new_zeros(ctx.g_shape.numel())
-            grad.index_add_(0, index, coef)
+            grad.index_add_(0, flat, coef)
             return grad.view(ctx.g_shape), None, None
-        _, gf, u_max, u_min, p_max, p_min = ctx.saved_tensors
-        nc, np_ = ctx.sizes
-        c_xp, c_xn, c_pp, c_pn = coef.split([nc, nc, np_, np_])
+        _, gf, extremes = ctx.saved_tensors
         grad = torch.zeros_like(gf)
-        for ext, c, dims, shape in (
-            (u_max, c_xp, (0, 2), (1, -1, 1)),
-            (u_min, c_xn, (0, 2), (1, -1, 1)),
-            (p_max, c_pp, (1, 2), (-1, 1, 1)),
-            (p_min, c_pn, (1, 2), (-1, 1, 1)),
-        ):
+        shapes = ((1, -1, 1), (1, -1, 1), (-1, 1, 1), (-1, 1, 1))
+        for ext, cf, shape in zip(extremes.split(ctx.sizes), coef.split(ctx.sizes), shapes):
+            dims = (0, 2) if shape[0] == 1 else (1, 2)
             ties = (gf == ext.view(shape)).to(gf.dtype)
-            grad += ties * (c / ties.sum(dim=dims)).view(shape)
+            grad += ties * (cf / ties.sum(dim=dims)).view(shape)
         return grad.view(ctx.g_shape), None, None
 
 

@@ -91,25 +91,18 @@ def aggregate(
     if not layers:
         raise ValueError("no layer deficits to aggregate")
     s = float(sign_balance)
-    unit_terms, point_terms = [], []
-    for d in layers:
-        for group, pos, neg, key in (
-            (unit_terms, d.unit_pos, d.unit_neg, "unit"),
-            (point_terms, d.point_pos, d.point_neg, "point"),
-        ):
-            parts = []
-            if f"{key}+" in constraints:
-                parts.append(s * pos)
-            if f"{key}-" in constraints:
-                parts.append((1 - s) * neg)
-            if parts:
-                group.append(parts[0] if len(parts) == 1 else parts[0] + parts[1])
-    units = torch.cat(unit_terms) if unit_terms else None
-    points = torch.cat(point_terms) if point_terms else None
+    groups = []
+    for key, pos, neg in (("unit", 0, 1), ("point", 2, 3)):
+        parts = []
+        if f"{key}+" in constraints:
+            parts.append(s * torch.cat([d[pos] for d in layers]))
+        if f"{key}-" in constraints:
+            parts.append((1 - s) * torch.cat([d[neg] for d in layers]))
+        if parts:
+            groups.append(parts[0] if len(parts) == 1 else parts[0] + parts[1])
     if aggregation == "balanced":
-        total = sum(t.mean() for t in (units, points) if t is not None)
-        return total  # type: ignore[return-value]
-    terms = torch.cat([t for t in (units, points) if t is not None])
+        return groups[0].mean() if len(groups) == 1 else groups[0].mean() + groups[1].mean()
+    terms = groups[0] if len(groups) == 1 else torch.cat(groups)
     if aggregation == "sum":
         return terms.sum()
     if aggregation == "mean":

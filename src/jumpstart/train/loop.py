@@ -150,15 +150,15 @@ def fit(
                 if js is not None:
                     pen = js.penalty()
                     total = loss + lam * pen
-                    pen_sum += float(pen) * xb.shape[0]
-                value = float(total)
+                    pen_sum += pen.item() * xb.shape[0]
+                value = total.item()
                 if not math.isfinite(value):
                     result.diverged = True
                     break
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 optimizer.step()
-                loss_sum += float(loss) * xb.shape[0]
+                loss_sum += loss.item() * xb.shape[0]
                 correct += _correct(logits.detach(), yb)
             if result.diverged:
                 break

@@ -1,0 +1,143 @@
+"""The ``jumpstart`` command: ``train`` one run, ``demo`` the MOONS comparison."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .core.regularizer import AGGREGATIONS
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Jumpstart regularization for plain, thin, deep ReLU networks.",
+)
+
+
+class UsageError(Exception):
+    """A bad argument: reported as one line, exit status 2."""
+
+
+@app.callback()
+def _root() -> None:
+    """Jumpstart regularization for plain, thin, deep ReLU networks."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise UsageError(message)
+
+
+@app.command()
+def train(
+    dataset: str = typer.Option("moons", help="Data set name."),
+    depth: int = typer.Option(..., help="Hidden layers (>= 1)."),
+    width: int = typer.Option(..., help="Units per hidden layer (>= 1)."),
+    lam: float = typer.Option(..., help="Jumpstart coefficient; 0 trains the baseline."),
+    aggregation: str = typer.Option("balanced", help=f"One of {', '.join(AGGREGATIONS)}."),
+    margin: float = typer.Option(1.0, help="Margin m > 0 of the constraints."),
+    epochs: int = typer.Option(5000, help="Epochs (full batch by default)."),
+    lr: float = typer.Option(0.01, help="Adam learning rate."),
+    batch_size: Optional[int] = typer.Option(None, help="Minibatch size; default full batch."),
+    seed: int = typer.Option(0, help="Seed of the initialization and batch order."),
+    out: Optional[Path] = typer.Option(None, help="Write run.json, curves.csv, status.png here."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Train one Rectangular ReLU net and report accuracy and dead/linear status."""
+    from .data import DATASETS
+    from .train import train_run
+
+    _check(dataset in DATASETS, f"unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")
+    _check(depth >= 1, f"--depth must be >= 1; got {depth}")
+    _check(width >= 1, f"--width must be >= 1; got {width}")
+    _check(lam >= 0, f"--lam must be >= 0; got {lam}")
+    _check(aggregation in AGGREGATIONS,
+           f"unknown --aggregation {aggregation!r}; allowed: {', '.join(AGGREGATIONS)}")
+    _check(margin > 0, f"--margin must be > 0; got {margin}")
+    _check(epochs >= 1, f"--epochs must be >= 1; got {epochs}")
+    _check(lr > 0, f"--lr must be > 0; got {lr}")
+    _check(batch_size is None or batch_size >= 1, f"--batch-size must be >= 1; got {batch_size}")
+    run = train_run(
+        dataset=dataset, depth=depth, width=width, lam=lam, aggregation=aggregation,
+        margin=margin, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+        progress=sys.stderr.isatty(),
+    )
+    if out is not None:
+        run.save(out)
+    metrics = run.metrics()
+    if as_json:
+        typer.echo(json.dumps(metrics))
+        return
+    s = metrics["status"]
+    what = "baseline" if lam == 0 else f"jumpstart lam={lam:g} ({aggregation})"
+    typer.echo(
+        f"{dataset} depth={depth} width={width} {what}: "
+        f"train acc {metrics['train_acc']:.3f} (best {metrics['best_train_acc']:.3f}), "
+        f"val acc {metrics['val_acc']:.3f} (best {metrics['best_val_acc']:.3f}), "
+        f"{metrics['epochs']} epochs in {metrics['seconds']:.1f} s"
+        + (" [DIVERGED]" if metrics["diverged"] else "")
+    )
+    typer.echo(
+        f"units: {s['unit_dead_ratio']:.0%} dead, {s['unit_linear_ratio']:.0%} linear; "
+        f"points dead at some layer: {s['point_dead_ratio']:.0%}; "
+        f"point efficiency {s['point_efficiency']:.2f}"
+    )
+    if out is not None:
+        typer.echo(f"wrote {out}/run.json, curves.csv, status.png")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-out"), help="Folder for the status figures."),
+    width: int = typer.Option(3, help="Units per hidden layer."),
+    depths: str = typer.Option("10,30", help="Comma-separated depths."),
+    lam: float = typer.Option(1e-4, help="Jumpstart coefficient."),
+    aggregation: str = typer.Option("sq", help="Aggregation (the CPAIOR code's squared L2)."),
+    epochs: int = typer.Option(5000, help="Epochs, full batch."),
+    seed: int = typer.Option(0, help="Seed shared by baseline and Jumpstart."),
+    workers: int = typer.Option(2, help="Parallel processes."),
+) -> None:
+    """MOONS, baseline vs Jumpstart on deep thin nets (CPAIOR Fig. 2 settings)."""
+    from .demo import run_demo
+
+    try:
+        depth_list = [int(d) for d in depths.split(",") if d.strip()]
+    except ValueError:
+        raise UsageError(f"--depths must be comma-separated integers; got {depths!r}") from None
+    _check(bool(depth_list) and min(depth_list) >= 1, f"--depths must be integers >= 1; got {depths!r}")
+    _check(width >= 1, f"--width must be >= 1; got {width}")
+    _check(lam > 0, f"--lam must be > 0; got {lam}")
+    _check(aggregation in AGGREGATIONS,
+           f"unknown --aggregation {aggregation!r}; allowed: {', '.join(AGGREGATIONS)}")
+    _check(epochs >= 1, f"--epochs must be >= 1; got {epochs}")
+    _check(workers >= 1, f"--workers must be >= 1; got {workers}")
+    run_demo(out=out, width=width, depths=depth_list, lam=lam, aggregation=aggregation,
+             epochs=epochs, seed=seed, workers=workers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI; bad arguments print one ``error:`` line, exit 2."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args or ["--help"], prog_name="jumpstart", standalone_mode=False)
+    except UsageError as exc:
+        print(f"jumpstart: error: {exc}", file=sys.stderr)
+        return 2
+    except typer.TyperException as exc:  # typer's own parse errors (exit code 2)
+        print(f"jumpstart: error: {exc.format_message()}", file=sys.stderr)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        print("jumpstart: aborted", file=sys.stderr)
+        return 130
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
