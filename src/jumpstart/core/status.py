@@ -176,8 +176,7 @@ class ActivationStatus:
         units = np.full((self.num_layers, width), np.nan)
         for i, u in enumerate(self.unit_status):
             units[i, : u.size] = u
-        cmap = ListedColormap(STATUS_COLOURS)
-        cmap.set_bad("white")
+        cmap = ListedColormap(STATUS_COLOURS).with_extremes(bad="white")
         fig, axes = plt.subplots(
             1, 2, figsize=(11, 1.5 + 0.18 * self.num_layers),
             gridspec_kw={"width_ratios": [max(width, 4), max(self.num_points, 4) / 4]},

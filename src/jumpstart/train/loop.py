@@ -119,8 +119,11 @@ def fit(
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x_tr, y_tr = data.x_train.to(device), data.y_train.to(device)
     x_va, y_va = data.x_val.to(device), data.y_val.to(device)
+    was_training = model.training
+    model.eval()
     with torch.no_grad():
         out = model(x_tr[:1])
+    model.train(was_training)
     expected = (1, data.num_classes) if data.num_classes == 2 else (data.num_classes,)
     if out.dim() != 2 or out.shape[1] not in expected:
         raise ValueError(

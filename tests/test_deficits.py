@@ -1,0 +1,120 @@
+"""Margin deficits (CPAIOR eqs. (9)-(12)) against hand-worked numbers and autograd."""
+
+import pytest
+import torch
+
+from jumpstart.core.deficits import margin_deficits
+
+
+def test_dense_deficits_by_hand():
+    g = torch.tensor([[2.0, -1.0, 0.5], [0.3, 0.2, -3.0]])
+    d = margin_deficits(g, margin=1.0)
+    # unit max [2, .2, .5] -> relu(1 - max); unit min [.3, -1, -3] -> relu(1 + min)
+    assert torch.allclose(d.unit_pos, torch.tensor([0.0, 0.8, 0.5]))
+    assert torch.allclose(d.unit_neg, torch.tensor([1.3, 0.0, 0.0]))
+    # point max [2, .3], point min [-1, -3]
+    assert torch.allclose(d.point_pos, torch.tensor([0.0, 0.7]))
+    assert torch.allclose(d.point_neg, torch.tensor([0.0, 0.0]))
+
+
+CONV = torch.tensor([
+    [[[1.0, -2.0], [0.5, 3.0]], [[-0.5, -0.5], [-0.1, -4.0]]],
+    [[[0.2, 0.1], [0.3, 0.4]], [[0.6, 0.7], [-0.2, 0.9]]],
+])  # (N=2, C=2, H=2, W=2)
+
+
+@pytest.mark.parametrize("margin, expected", [
+    # unit max per channel (over batch, H, W) = [3, .9]; unit min = [-2, -4]
+    # point max per sample (over C, H, W) = [3, .9]; point min = [-4, -.2]
+    (1.0, ([0.0, 0.1], [0.0, 0.0], [0.0, 0.1], [0.0, 0.8])),
+    (2.0, ([0.0, 1.1], [0.0, 0.0], [0.0, 1.1], [0.0, 1.8])),
+])
+def test_conv_deficits_reduce_over_batch_and_space(margin, expected):
+    d = margin_deficits(CONV, margin=margin)
+    for got, want in zip(d, expected):
+        assert torch.allclose(got, torch.tensor(want), atol=1e-6)
+
+
+def _naive(g, margin, tie_break):
+    """Deficits through plain autograd: amax/amin split ties evenly (average);
+    max/min along one flattened dim sends the gradient to one element (single)."""
+    n, c = g.shape[:2]
+    units = g.transpose(0, 1).reshape(c, -1)
+    points = g.reshape(n, -1)
+    if tie_break == "average":
+        ext = (units.amax(1), units.amin(1), points.amax(1), points.amin(1))
+    else:
+        ext = (units.max(1).values, units.min(1).values, points.max(1).values, points.min(1).values)
+    return (torch.relu(margin - ext[0]), torch.relu(margin + ext[1]),
+            torch.relu(margin - ext[2]), torch.relu(margin + ext[3]))
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (5, 3, 4, 4), (3, 2, 7)])
+@pytest.mark.parametrize("tie_break", ["single", "average"])
+def test_gradient_equals_naive_autograd(shape, tie_break):
+    g = (torch.randn(*shape, dtype=torch.float64) * 0.8).requires_grad_()
+    weights = [torch.rand(shape[1]), torch.rand(shape[1]), torch.rand(shape[0]), torch.rand(shape[0])]
+    ours = margin_deficits(g, 0.7, tie_break)
+    ref = _naive(g, 0.7, tie_break)
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b)
+    grad_ours, = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, ours)), g)
+    grad_ref, = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, ref)), g)
+    assert torch.allclose(grad_ours, grad_ref)
+
+
+def test_average_tie_break_splits_gradient_over_ties():
+    # unit 0 reaches its max 0.5 at two samples: each gets half of d xi+/d max = -1.
+    g = torch.tensor([[0.5, -2.0], [0.5, -3.0], [0.1, 2.0]], requires_grad=True)
+    d = margin_deficits(g, 1.0, "average")
+    d.unit_pos[0].backward()
+    assert torch.allclose(g.grad, torch.tensor([[-0.5, 0.0], [-0.5, 0.0], [0.0, 0.0]]))
+
+
+def test_single_tie_break_sends_gradient_to_one_element():
+    g = torch.tensor([[0.5, -2.0], [0.5, -3.0], [0.1, 2.0]], requires_grad=True)
+    d = margin_deficits(g, 1.0, "single")
+    d.unit_pos[0].backward()
+    assert g.grad.count_nonzero() == 1 and g.grad.sum() == -1.0
+    assert g.grad[:2, 0].sum() == -1.0  # at one of the two tied maxima
+
+
+def test_satisfied_constraints_get_no_gradient():
+    g = torch.tensor([[3.0, -3.0], [-3.0, 3.0]], requires_grad=True)
+    d = margin_deficits(g, 1.0)
+    assert all(t.sum() == 0 for t in d)
+    sum(t.sum() for t in d).backward()
+    assert g.grad.abs().sum() == 0
+
+
+def test_single_tie_break_saves_no_pre_activation():
+    """Only 2 * (2C + 2N) numbers are kept for backward, never g itself."""
+    n, c, h, w = 16, 4, 8, 8
+    g = torch.randn(n, c, h, w, requires_grad=True)
+    x = g * 1.0  # a non-leaf, like a real pre-activation
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        margin_deficits(x)
+    assert sum(saved) == 2 * (2 * c + 2 * n)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"margin": 0.0}, "margin"),
+    ({"margin": -1.0}, "margin"),
+    ({"tie_break": "first"}, "tie_break"),
+])
+def test_bad_options_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        margin_deficits(torch.randn(3, 2), **kwargs)
+
+
+def test_bad_shape_raises():
+    with pytest.raises(ValueError, match="shape"):
+        margin_deficits(torch.randn(5))
+    with pytest.raises(ValueError, match="shape"):
+        margin_deficits(torch.randn(0, 3))
