@@ -58,10 +58,11 @@ def _layout(n: int, c: int, dtype: torch.dtype, device: torch.device):
 
     The four extremes are laid out as one vector ``[unit max (C), unit min
     (C), point max (N), point min (N)]``. Returns ``sign`` (-1 for the maxima,
-    +1 for the minima: deficit ``= relu(m + sign * extreme)``), ``stride`` and
+    +1 for the minima: deficit ``= relu(m + sign * extreme)``), ``-sign`` as a
+    column (an argmax of ``-sign * row`` is the arg-max for maxima, the arg-min
+    for minima), ``stride`` and
     ``offset`` turning an arg-max/min along dim 0 (units) or dim 1 (points)
-    into a flat index into ``(N, C)``, and ``which`` (0 for maxima, 1 for
-    minima).
+    into a flat index into ``(N, C)``.
     """
     key = (n, c, dtype, device)
     if key not in _LAYOUTS:
@@ -74,8 +75,7 @@ def _layout(n: int, c: int, dtype: torch.dtype, device: torch.device):
         sign = torch.cat([-ones_c, ones_c, -ones_n, ones_n]).to(dtype)
         stride = torch.cat([ones_c * c, ones_c * c, ones_n, ones_n])
         offset = torch.cat([cols, cols, rows_c, rows_c])
-        which = torch.cat([ones_c * 0, ones_c, ones_n * 0, ones_n])
-        _LAYOUTS[key] = (sign, stride, offset, which)
+        _LAYOUTS[key] = (sign, -sign.unsqueeze(1), stride, offset)
     return _LAYOUTS[key]
 
 
@@ -89,23 +89,34 @@ class _MarginDeficits(torch.autograd.Function):
         spatial = gf.shape[2]
         if spatial == 1:
             mx = mn = gf.view(n, c)
-        else:
-            (mx, arg_mx), (mn, arg_mn) = gf.max(dim=2), gf.min(dim=2)
-        sign, stride, offset, which = _layout(n, c, g.dtype, g.device)
+        else:  # values only: a reduction with indices is several times slower
+            mx, mn = gf.amax(dim=2), gf.amin(dim=2)
+        sign, neg_sign, stride, offset = _layout(n, c, g.dtype, g.device)
         (u_max, u_max_n), (u_min, u_min_n) = mx.max(dim=0), mn.min(dim=0)
         (p_max, p_max_c), (p_min, p_min_c) = mx.max(dim=1), mn.min(dim=1)
         extremes = torch.cat([u_max, u_min, p_max, p_min])
-        deficit = torch.relu(torch.addcmul(extremes.new_tensor(margin), sign, extremes))
+        deficit = (extremes * sign).add_(margin).relu_()
         # d deficit / d extreme: sign where the constraint is violated, else 0.
         slope = sign * (deficit > 0)
         ctx.g_shape, ctx.sizes, ctx.average = g.shape, (c, c, n, n), average
         if average:
             ctx.save_for_backward(slope, gf, extremes)
         else:
+            # flat index into (N, C) of each extreme's (sample, channel) ...
             flat = torch.cat([u_max_n, u_min_n, p_max_c, p_min_c]) * stride + offset
             if spatial > 1:
-                arg = torch.stack([arg_mx.reshape(-1), arg_mn.reshape(-1)])
-                flat = flat * spatial + arg[which, flat]
+                # ... then its position, searched only in the rows of violated
+                # constraints (all rows on GPU, where selecting them would sync):
+                pick = slope.nonzero().squeeze(1) if g.device.type == "cpu" else None
+                if pick is not None and pick.numel() == flat.numel():
+                    pick = None
+                sel = flat if pick is None else flat[pick]
+                rows = gf.reshape(n * c, spatial).index_select(0, sel)
+                signs = neg_sign if pick is None else neg_sign[pick]
+                pos = (rows * signs).argmax(dim=1)
+                if pick is not None:
+                    pos = torch.zeros_like(flat).index_copy_(0, pick, pos)
+                flat = flat * spatial + pos
             ctx.save_for_backward(slope, flat)
         return deficit.split(ctx.sizes)
 
