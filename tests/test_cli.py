@@ -32,11 +32,13 @@ def test_train_human_summary(capsys):
 
 @pytest.mark.parametrize("args, fragment", [
     (["--dataset", "mnist"], "unknown dataset 'mnist'"),
-    (["--depth", "0"], "--depth must be >= 1"),
-    (["--lam", "-1"], "--lam must be >= 0"),
-    (["--aggregation", "max"], "unknown --aggregation 'max'"),
-    (["--epochs", "0"], "--epochs must be >= 1"),
-    (["--lr", "0"], "--lr must be > 0"),
+    (["--depth", "0"], "depth must be an integer >= 1; got 0"),
+    (["--width", "-2"], "width must be an integer >= 1; got -2"),
+    (["--lam", "-1"], "lam must be >= 0; got -1"),
+    (["--aggregation", "max"], "unknown aggregation 'max'; allowed: balanced"),
+    (["--epochs", "0"], "epochs must be an integer >= 1; got 0"),
+    (["--lr", "0"], "lr must be > 0; got 0"),
+    (["--margin", "0"], "margin must be > 0"),
     (["--depth", "abc"], "Invalid value for '--depth'"),
 ])
 def test_bad_arguments_exit_nonzero_with_one_line(args, fragment, capsys):

@@ -48,24 +48,16 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Train one Rectangular ReLU net and report accuracy and dead/linear status."""
-    from .data import DATASETS
     from .train import train_run
 
-    _check(dataset in DATASETS, f"unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")
-    _check(depth >= 1, f"--depth must be >= 1; got {depth}")
-    _check(width >= 1, f"--width must be >= 1; got {width}")
-    _check(lam >= 0, f"--lam must be >= 0; got {lam}")
-    _check(aggregation in AGGREGATIONS,
-           f"unknown --aggregation {aggregation!r}; allowed: {', '.join(AGGREGATIONS)}")
-    _check(margin > 0, f"--margin must be > 0; got {margin}")
-    _check(epochs >= 1, f"--epochs must be >= 1; got {epochs}")
-    _check(lr > 0, f"--lr must be > 0; got {lr}")
-    _check(batch_size is None or batch_size >= 1, f"--batch-size must be >= 1; got {batch_size}")
-    run = train_run(
-        dataset=dataset, depth=depth, width=width, lam=lam, aggregation=aggregation,
-        margin=margin, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-        progress=sys.stderr.isatty(),
-    )
+    try:
+        run = train_run(
+            dataset=dataset, depth=depth, width=width, lam=lam, aggregation=aggregation,
+            margin=margin, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+            progress=sys.stderr.isatty(),
+        )
+    except ValueError as exc:  # train_run validates every argument before training
+        raise UsageError(str(exc)) from None
     if out is not None:
         run.save(out)
     metrics = run.metrics()
@@ -96,7 +88,7 @@ def demo(
     width: int = typer.Option(3, help="Units per hidden layer."),
     depths: str = typer.Option("10,30", help="Comma-separated depths."),
     lam: float = typer.Option(1e-4, help="Jumpstart coefficient."),
-    aggregation: str = typer.Option("sq", help="Aggregation (the CPAIOR code's squared L2)."),
+    aggregation: str = typer.Option("balanced", help=f"One of {', '.join(AGGREGATIONS)}."),
     epochs: int = typer.Option(5000, help="Epochs, full batch."),
     seed: int = typer.Option(0, help="Seed shared by baseline and Jumpstart."),
     workers: int = typer.Option(2, help="Parallel processes."),

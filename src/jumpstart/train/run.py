@@ -73,17 +73,16 @@ def train_run(
     (CPAIOR Sec. 4).
 
     Raises:
-        ValueError: unknown data set or aggregation, ``depth``/``width``/
-            ``epochs`` < 1, ``lam < 0``, ``lr <= 0``, ``margin <= 0``; the
-            message names the bad value.
+        ValueError: before any training: unknown data set or aggregation,
+            ``margin <= 0`` (here), ``depth``/``width`` < 1 (``Rectangular``),
+            ``epochs`` < 1, ``lam < 0``, ``lr <= 0`` (``fit``); the message
+            names the bad value.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; allowed: {', '.join(AGGREGATIONS)}")
-    if not lam >= 0:
-        raise ValueError(f"lam must be >= 0; got {lam!r}")
-    if not margin > 0:
+    if not margin > 0:  # checked here too: without Jumpstart (lam 0) nothing else would
         raise ValueError(f"margin must be > 0; got {margin!r}")
     data = DATASETS[dataset]()
     torch.manual_seed(seed)
