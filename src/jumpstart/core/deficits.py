@@ -22,6 +22,16 @@ custom autograd function here saves only the flat indices of the extremes
 ``2 * (C + N)`` integers per layer to what autograd keeps for backward. The
 spatial dimensions are reduced once to per-(sample, channel) extremes; the
 unit and point reductions then run on that small ``(N, C)`` tensor.
+
+Granularity: CPAIOR Sec. 3, last paragraph, takes a conv unit's
+pre-activation as a matrix and its max/min over all positions; that is
+``"channel"`` (the default, also the CPAIOR PyTorch and IEEE code): a unit is a
+channel and a point a sample, as in the table above. The CPAIOR Keras code
+(MOONS, MNIST; ``shared/papers/jumpstart-experiments.md``, "MOONS") made each
+spatial position its own unit and point; that is ``"position"``: with ``S``
+the product of the spatial sizes, a unit is a (channel, position) pair reduced
+over the batch only, and a point a (sample, position) pair reduced over the
+channels only. For dense ``(N, C)`` tensors the two coincide.
 """
 
 from __future__ import annotations
@@ -32,10 +42,23 @@ import torch
 from torch import Tensor
 
 TIE_BREAKS = ("single", "average")
+GRANULARITIES = ("channel", "position")
+
+
+def check_granularity(granularity: str) -> None:
+    """Raise ``ValueError`` naming ``granularity`` and the allowed values if it is unknown."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(
+            f"unknown granularity {granularity!r}; allowed: {', '.join(GRANULARITIES)}"
+        )
 
 
 class Deficits(NamedTuple):
     """The four deficit vectors of one layer.
+
+    Shapes are for granularity ``"channel"``; with ``"position"`` the unit
+    vectors have ``C * S`` entries and the point vectors ``N * S`` (see
+    :func:`margin_deficits`).
 
     Attributes:
         unit_pos: ``xi+``, shape ``(C,)``, eq. (9).
@@ -138,12 +161,47 @@ class _MarginDeficits(torch.autograd.Function):
         return grad.view(ctx.g_shape), None, None
 
 
-def margin_deficits(g: Tensor, margin: float = 1.0, tie_break: str = "single") -> Deficits:
+def _position_deficits(g: Tensor, margin: float, average: bool) -> Deficits:
+    """Deficits with granularity ``"position"`` through plain autograd ops.
+
+    ``max``/``min`` along a dim save only their indices for backward
+    (``"single"``); ``amax``/``amin`` split the gradient over ties (``"average"``).
+    """
+    n, c = g.shape[0], g.shape[1]
+    gf = g.reshape(n, c, -1)
+    units = gf.reshape(n, -1)  # (N, C*S): column c*S + s is unit (c, s)
+    if average:
+        ext = units.amax(0), units.amin(0), gf.amax(1), gf.amin(1)
+    else:
+        ext = units.max(0)[0], units.min(0)[0], gf.max(1)[0], gf.min(1)[0]
+    u_max, u_min, p_max, p_min = (e.reshape(-1) for e in ext)  # points: index n*S + s
+    return Deficits(
+        torch.relu(margin - u_max), torch.relu(margin + u_min),
+        torch.relu(margin - p_max), torch.relu(margin + p_min),
+    )
+
+
+def margin_deficits(
+    g: Tensor, margin: float = 1.0, tie_break: str = "single", granularity: str = "channel"
+) -> Deficits:
     """Unit and point margin deficits of one hidden layer's pre-activation.
 
     Implements eqs. (9)-(12) of the CPAIOR 2022 paper (see the module docstring
-    for the sign of (10) and (12)); for conv tensors the max/min also runs over
-    the spatial positions (CPAIOR Sec. 3, last paragraph).
+    for the sign of (10) and (12)). For conv tensors ``g`` of shape
+    ``(N, C, *spatial)``, ``S = prod(spatial)``, ``granularity`` says what the
+    max/min runs over:
+
+    - ``"channel"``: units are the ``C`` channels, each reduced over batch and
+      positions; points are the ``N`` samples, each reduced over channels and
+      positions (CPAIOR Sec. 3, last paragraph);
+    - ``"position"``: units are the ``C * S`` (channel, position) pairs, each
+      reduced over the batch only, ordered as the columns of
+      ``g.reshape(N, C * S)``; points are the ``N * S`` (sample, position)
+      pairs, each reduced over the channels only, sample-major (index
+      ``n * S + s``). This is what the authors' Keras MOONS code ran
+      (``shared/papers/jumpstart-experiments.md``, "MOONS").
+
+    For dense ``(N, C)`` tensors (``S = 1``) both give the same deficits.
 
     Args:
         g: pre-activation, shape ``(N, C)`` or ``(N, C, *spatial)``, ``N >= 1``.
@@ -151,15 +209,18 @@ def margin_deficits(g: Tensor, margin: float = 1.0, tie_break: str = "single") -
         tie_break: ``"single"`` sends the whole gradient of a max/min to one
             extreme element (saves only indices for backward); ``"average"``
             splits it evenly over all tied extremes (saves ``g`` for backward).
+        granularity: ``"channel"`` or ``"position"``, see above.
 
     Returns:
-        :class:`Deficits` with ``unit_pos``/``unit_neg`` of shape ``(C,)`` and
-        ``point_pos``/``point_neg`` of shape ``(N,)``, in ``g``'s dtype, all
+        :class:`Deficits` with ``unit_pos``/``unit_neg`` of shape ``(C,)``
+        (``(C * S,)`` for ``"position"``) and ``point_pos``/``point_neg`` of
+        shape ``(N,)`` (``(N * S,)`` for ``"position"``), in ``g``'s dtype, all
         ``>= 0`` and differentiable with respect to ``g``.
 
     Raises:
         ValueError: ``g`` has fewer than 2 dims or is empty, ``margin <= 0``,
-            or ``tie_break`` is unknown.
+            or ``tie_break`` or ``granularity`` is unknown (the message names
+            the value and the allowed ones).
     """
     if g.dim() < 2 or g.numel() == 0:
         raise ValueError(
@@ -170,4 +231,8 @@ def margin_deficits(g: Tensor, margin: float = 1.0, tie_break: str = "single") -
         raise ValueError(f"margin must be > 0; got {margin!r}")
     if tie_break not in TIE_BREAKS:
         raise ValueError(f"unknown tie_break {tie_break!r}; allowed: {', '.join(TIE_BREAKS)}")
-    return Deficits(*_MarginDeficits.apply(g, float(margin), tie_break == "average"))
+    check_granularity(granularity)
+    average = tie_break == "average"
+    if granularity == "position" and g[0, 0].numel() > 1:  # S = 1: same as "channel"
+        return _position_deficits(g, float(margin), average)
+    return Deficits(*_MarginDeficits.apply(g, float(margin), average))

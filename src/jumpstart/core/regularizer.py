@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .deficits import TIE_BREAKS, Deficits, margin_deficits
+from .deficits import TIE_BREAKS, Deficits, check_granularity, margin_deficits
 from .hooks import PreActivationHooks
 
 AGGREGATIONS = ("balanced", "sum", "mean", "l2", "sq")
@@ -78,7 +78,8 @@ def aggregate(
     - ``"sq"``: ``sum(T**2)`` (squared L2, what the CPAIOR Keras code ran).
 
     Args:
-        layers: deficits per layer; unit vectors ``(C_l,)``, point ``(N,)``.
+        layers: deficits per layer; unit vectors ``(C_l,)``, point ``(N,)``
+            (``(C_l * S_l,)`` and ``(N * S_l,)`` with granularity ``"position"``).
 
     Returns:
         0-dim tensor, differentiable, ``>= 0``.
@@ -137,6 +138,11 @@ class Jumpstart:
         constraints: subset of ``unit+``, ``unit-``, ``point+``, ``point-``.
         tie_break: ``"single"`` (gradient of a max/min to one element; saves
             only indices) or ``"average"`` (split over ties; saves ``g``).
+        granularity: ``"channel"`` (a conv unit is a channel, a point a
+            sample; CPAIOR Sec. 3, last paragraph) or ``"position"`` (each
+            spatial position of a channel is its own unit, of a sample its own
+            point; the CPAIOR Keras MOONS code, see
+            :func:`~jumpstart.core.deficits.margin_deficits`).
         activations: module types whose *input* is a pre-activation; a module
             called k times per forward gives k layers.
         layers: instead of ``activations``, modules whose *output* is a
@@ -158,14 +164,17 @@ class Jumpstart:
         sign_balance: float = 0.5,
         constraints: Iterable[str] = CONSTRAINTS,
         tie_break: str = "single",
+        granularity: str = "channel",
         activations: Iterable[type] = (nn.ReLU,),
         layers: Sequence[nn.Module] | None = None,
     ) -> None:
         self.constraints = _check_options(margin, aggregation, sign_balance, constraints, tie_break)
+        check_granularity(granularity)
         self.margin = float(margin)
         self.aggregation = aggregation
         self.sign_balance = float(sign_balance)
         self.tie_break = tie_break
+        self.granularity = granularity
         self._pending: list[LayerDeficits] | None = None
         self._pending_inputs: list[Tensor] = []
         self._last: list[LayerDeficits] | None = None
@@ -189,7 +198,7 @@ class Jumpstart:
             return
         self._pending_inputs.append(g)
         self._pending.append(
-            LayerDeficits(name, margin_deficits(g, self.margin, self.tie_break))
+            LayerDeficits(name, margin_deficits(g, self.margin, self.tie_break, self.granularity))
         )
 
     def _end(self, output: object) -> None:
@@ -208,7 +217,9 @@ class Jumpstart:
         """Per-layer deficits of the last collected forward pass, in call order.
 
         Each holds ``xi+``/``xi-`` of shape ``(C_l,)`` and ``psi+``/``psi-`` of
-        shape ``(N,)``, still attached to the graph (``.detach()`` for logging).
+        shape ``(N,)`` (``(C_l * S_l,)`` and ``(N * S_l,)`` with granularity
+        ``"position"``, ``S_l`` the layer's number of spatial positions), still
+        attached to the graph (``.detach()`` for logging).
 
         Raises:
             RuntimeError: no training-mode forward with gradients has run.

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .deficits import check_granularity
 from .hooks import PreActivationHooks
 
 DEAD, LINEAR, NONLINEAR = 0, 1, 2
@@ -39,7 +40,8 @@ class ActivationStatus:
     Attributes:
         layer_names: one name per hidden layer (module call), in call order.
         unit_status: per layer an ``int8`` array of shape ``(C_l,)`` with codes
-            ``DEAD=0``, ``LINEAR=1``, ``NONLINEAR=2`` (Definition 1).
+            ``DEAD=0``, ``LINEAR=1``, ``NONLINEAR=2`` (Definition 1); of shape
+            ``(C_l * S_l,)`` with granularity ``"position"``.
         point_status: ``int8`` array of shape ``(N, L)``, same codes
             (Definition 2), rows in the order the data was streamed.
     """
@@ -227,6 +229,7 @@ def activation_status(
     batch_size: int = 1024,
     activations: Iterable[type] = (nn.ReLU,),
     layers=None,
+    granularity: str = "channel",
 ) -> ActivationStatus:
     """Dead / linear / nonlinear status of units and points over ``data``.
 
@@ -237,22 +240,35 @@ def activation_status(
     nonlinear otherwise (CPAIOR Definition 1); a point at a layer likewise over
     the layer's units and positions (Definition 2).
 
+    ``granularity`` is that of :func:`~jumpstart.core.deficits.margin_deficits`:
+    with ``"position"`` (the CPAIOR Keras MOONS code) each spatial position of
+    a channel is its own unit, so a layer of ``C`` channels and ``S``
+    positions has ``C * S`` unit statuses, ordered as the columns of
+    ``g.reshape(N, C * S)``. Points stay samples under either granularity: a
+    sample is dead at a layer if all its (sample, position) pairs are dead
+    (every channel ``<= 0`` at every position), linear if every value is
+    ``> 0``, so ``point_status`` keeps shape ``(N, L)``.
+
     Args:
         model: any ``nn.Module``; inputs are moved to its parameters' device.
         data: a tensor of inputs ``(N, ...)``, or an iterable (e.g. a
             DataLoader) yielding ``x`` or ``(x, y, ...)`` batches.
         batch_size: samples per forward when ``data`` is a tensor.
         activations, layers: which pre-activations to read (see ``Jumpstart``).
+        granularity: ``"channel"`` or ``"position"``, see above.
 
     Returns:
         :class:`ActivationStatus`.
 
     Raises:
-        ValueError: empty data, ``batch_size < 1``, no activation found, or
-            batches of different layer structure.
+        ValueError: empty data, ``batch_size < 1``, unknown ``granularity``, no
+            activation found, or batches of different layer structure (with
+            ``"position"``, also a layer whose number of positions changes
+            between batches).
     """
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    check_granularity(granularity)
     unit_max: list[Tensor] = []
     unit_min: list[Tensor] = []
     point_codes: list[list[np.ndarray]] = []
@@ -278,13 +294,23 @@ def activation_status(
                 elif [n for n, _ in batch] != names:
                     raise ValueError("batches took different paths through the model's layers")
                 codes = []
-                for i, (_, g) in enumerate(batch):
+                for i, (name, g) in enumerate(batch):
                     gf = g.reshape(g.shape[0], g.shape[1], -1)
                     mx_nc, mn_nc = gf.amax(dim=2), gf.amin(dim=2)
-                    bmax, bmin = mx_nc.amax(dim=0), mn_nc.amin(dim=0)
+                    if granularity == "position":
+                        units = g.reshape(g.shape[0], -1)
+                        bmax, bmin = units.amax(dim=0), units.amin(dim=0)
+                    else:
+                        bmax, bmin = mx_nc.amax(dim=0), mn_nc.amin(dim=0)
                     if len(unit_max) <= i:
                         unit_max.append(bmax)
                         unit_min.append(bmin)
+                    elif unit_max[i].shape != bmax.shape:
+                        raise ValueError(
+                            f"layer {name} has {unit_max[i].numel()} units in one batch and "
+                            f"{bmax.numel()} in another; granularity 'position' needs inputs "
+                            "of one spatial size"
+                        )
                     else:
                         unit_max[i] = torch.maximum(unit_max[i], bmax)
                         unit_min[i] = torch.minimum(unit_min[i], bmin)
