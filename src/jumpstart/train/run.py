@@ -12,7 +12,7 @@ from torch import nn
 from ..core.regularizer import AGGREGATIONS
 from ..core.status import ActivationStatus, activation_status
 from ..data import DATASETS
-from ..models import Rectangular
+from ..models import MoonsConv, Rectangular
 from .loop import FitResult, fit
 
 
@@ -54,18 +54,27 @@ class RunResult:
 def train_run(
     *,
     dataset: str = "moons",
+    model: str = "rectangular",
     depth: int,
     width: int,
     lam: float = 0.0,
     aggregation: str = "balanced",
     margin: float = 1.0,
+    sign_balance: float = 0.5,
+    tie_break: str = "single",
+    granularity: str = "channel",
     epochs: int = 5000,
     lr: float = 0.01,
     batch_size: int | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> RunResult:
-    """Train one Rectangular ReLU net on a named data set and measure it.
+    """Train one ReLU net on a named data set and measure it.
+
+    ``model`` is ``"rectangular"`` (dense, :class:`~jumpstart.models.Rectangular`)
+    or ``"moons_conv"`` (the CPAIOR Keras MOONS net,
+    :class:`~jumpstart.models.MoonsConv`; with ``granularity="position"`` as
+    the authors ran it). The status uses the same ``granularity``.
 
     ``torch.manual_seed(seed)`` fixes the Glorot initialization and the
     minibatch order, so a baseline (``lam=0``) and a Jumpstart run with the
@@ -84,17 +93,22 @@ def train_run(
         raise ValueError(f"unknown aggregation {aggregation!r}; allowed: {', '.join(AGGREGATIONS)}")
     if not margin > 0:  # checked here too: without Jumpstart (lam 0) nothing else would
         raise ValueError(f"margin must be > 0; got {margin!r}")
+    if model not in ("rectangular", "moons_conv"):
+        raise ValueError(f"unknown model {model!r}; allowed: rectangular, moons_conv")
     data = DATASETS[dataset]()
     torch.manual_seed(seed)
     out_features = 1 if data.num_classes == 2 else data.num_classes
-    model = Rectangular(depth, width, data.in_features, out_features)
-    result = fit(
-        model, data, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed, lam=lam,
-        jumpstart={"aggregation": aggregation, "margin": margin}, progress=progress,
-    )
-    config = {
-        "dataset": dataset, "depth": depth, "width": width, "lam": lam,
-        "aggregation": aggregation, "margin": margin, "lr": lr, "batch_size": batch_size,
-        "seed": seed,
-    }
-    return RunResult(config, model, result, activation_status(model, data.x_train))
+    if model == "moons_conv":
+        if dataset != "moons":
+            raise ValueError("model moons_conv takes the moons data set only")
+        net = MoonsConv(depth, width)
+    else:
+        net = Rectangular(depth, width, data.in_features, out_features)
+    options = {"aggregation": aggregation, "margin": margin, "sign_balance": sign_balance,
+               "tie_break": tie_break, "granularity": granularity}
+    result = fit(net, data, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed, lam=lam,
+                 jumpstart=options, progress=progress)
+    config = {"dataset": dataset, "model": model, "depth": depth, "width": width, "lam": lam,
+              **options, "lr": lr, "batch_size": batch_size, "seed": seed}
+    status = activation_status(net, data.x_train, granularity=granularity)
+    return RunResult(config, net, result, status)

@@ -1,0 +1,8 @@
+"""Experiments: declarative sweeps, the results store, backends, reports."""
+
+from .config import Sweep, SweepError, load_sweep, presets, run_key
+from .store import ResultsStore, load
+from .sweep import run_sweep
+
+__all__ = ["ResultsStore", "Sweep", "SweepError", "load", "load_sweep", "presets",
+           "run_key", "run_sweep"]

@@ -1,0 +1,142 @@
+"""The results store: one SQLite file (stdlib ``sqlite3``, WAL mode).
+
+Table ``runs``: one row per run key with its config (JSON), state (``done``,
+``diverged`` or ``failed``), metrics (JSON, the keys of ``jumpstart train
+--json``), error text, wall seconds and finish time. Table ``curves``: the
+run's per-epoch curves (every ``curve_every`` epochs). A run and its curves
+are written in one transaction, so a sweep killed at any moment leaves each
+run either wholly recorded or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+STATES = ("done", "diverged", "failed")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    key TEXT PRIMARY KEY,
+    sweep TEXT NOT NULL,
+    config TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('done', 'diverged', 'failed')),
+    metrics TEXT,
+    error TEXT,
+    seconds REAL,
+    finished_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS curves (
+    key TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    loss REAL, penalty REAL, train_acc REAL, val_acc REAL,
+    PRIMARY KEY (key, epoch)
+);
+"""
+CURVE_COLUMNS = ("loss", "penalty", "train_acc", "val_acc")
+
+
+class ResultsStore:
+    """A results database at ``path`` (created with its tables if missing).
+
+    Raises:
+        ValueError: ``path`` exists but is not a jumpstart results database.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=60)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"{self.path} is not a jumpstart results database: {exc}") from None
+
+    def keys(self, states: tuple[str, ...] = STATES) -> set[str]:
+        """Keys of the recorded runs whose state is in ``states``."""
+        marks = ",".join("?" * len(states))
+        rows = self._db.execute(f"SELECT key FROM runs WHERE state IN ({marks})", states)
+        return {r[0] for r in rows}
+
+    def record(self, key: str, sweep: str, config: dict, state: str, *, metrics: dict | None,
+               curves: dict | None = None, error: str | None = None,
+               seconds: float | None = None) -> None:
+        """Write one run and its curves atomically (replacing an earlier row).
+
+        ``curves`` holds equal-length lists ``epoch`` and the
+        :data:`CURVE_COLUMNS`.
+
+        Raises:
+            ValueError: ``state`` not one of ``done``, ``diverged``, ``failed``.
+        """
+        if state not in STATES:
+            raise ValueError(f"unknown run state {state!r}; allowed: {', '.join(STATES)}")
+        with self._db:  # one transaction
+            self._db.execute("DELETE FROM curves WHERE key = ?", (key,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, sweep, json.dumps(config, sort_keys=True), state,
+                 None if metrics is None else json.dumps(metrics), error, seconds, time.time()),
+            )
+            if curves:
+                rows = zip(*(curves[c] for c in ("epoch", *CURVE_COLUMNS)))
+                self._db.executemany("INSERT INTO curves VALUES (?, ?, ?, ?, ?, ?)",
+                                     ((key, *r) for r in rows))
+
+    def runs(self, sweep: str | None = None):
+        """DataFrame of runs: ``key``, ``sweep``, ``state``, ``error``,
+        ``seconds``, one column per config key and one per metric (the
+        ``status`` ratios flattened to ``unit_dead_ratio``, ...)."""
+        import pandas as pd
+
+        query = "SELECT key, sweep, config, state, metrics, error, seconds FROM runs"
+        rows = self._db.execute(query + (" WHERE sweep = ?" if sweep else ""),
+                                (sweep,) if sweep else ()).fetchall()
+        records = []
+        for key, name, config, state, metrics, error, seconds in rows:
+            m = json.loads(metrics) if metrics else {}
+            status = m.pop("status", {}) or {}
+            m.pop("seconds", None)
+            m["epochs_done"] = m.pop("epochs", None)  # the config's "epochs" is the budget
+            records.append({"key": key, "sweep": name, "state": state, "error": error,
+                            "seconds": seconds, **json.loads(config), **m, **status})
+        return pd.DataFrame.from_records(records)
+
+    def curves(self, keys=None):
+        """DataFrame of curves (``key``, ``epoch``, loss, penalty, accuracies)."""
+        import pandas as pd
+
+        frame = pd.read_sql_query("SELECT * FROM curves ORDER BY key, epoch", self._db)
+        return frame if keys is None else frame[frame["key"].isin(set(keys))]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "ResultsStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load(db: str | Path, *, sweep: str | None = None):
+    """Runs of the results database ``db`` as a pandas DataFrame.
+
+    One row per run; columns ``key``, ``sweep``, ``state`` (done / diverged /
+    failed), ``error``, ``seconds``, one per config key (``depth``, ``width``,
+    ``technique``, ``lam``, ``lr``, ``seed``, ``epochs``, ...) and one per
+    metric, named as the keys of ``jumpstart train --json`` (``best_train_acc``,
+    ``best_val_acc``, ..., and the status ratios ``unit_dead_ratio``, ...),
+    except that the epochs a run completed are ``epochs_done`` (``epochs`` is
+    the configured budget).
+
+    Raises:
+        FileNotFoundError: ``db`` does not exist.
+    """
+    if not Path(db).is_file():
+        raise FileNotFoundError(f"results database {db} not found")
+    with ResultsStore(db) as store:
+        return store.runs(sweep)

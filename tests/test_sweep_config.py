@@ -1,0 +1,101 @@
+"""Sweep files: validation, grid expansion, run keys."""
+
+import pytest
+
+from jumpstart.experiments import SweepError, load_sweep, presets, run_key
+
+
+def write(tmp_path, text, name="s.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+BASIC = """
+name = "t"
+[fixed]
+dataset = "moons"
+epochs = 10
+[jumpstart]
+lam = 0.001
+[grid]
+depth = [2, 3]
+width = [1, 4, 5]
+technique = ["baseline", "jumpstart"]
+"""
+
+
+def test_expansion_counts_and_technique_options(tmp_path):
+    sweep = load_sweep(write(tmp_path, BASIC))
+    assert sweep.name == "t" and len(sweep.runs) == 2 * 3 * 2
+    base = [r for r in sweep.runs if r["technique"] == "baseline"]
+    js = [r for r in sweep.runs if r["technique"] == "jumpstart"]
+    assert len(base) == len(js) == 6
+    assert all("lam" not in r and "aggregation" not in r for r in base)
+    assert all(r["lam"] == 0.001 and r["aggregation"] == "balanced" for r in js)
+    assert all(r["epochs"] == 10 and r["lr"] == 0.01 and r["batch_size"] == "full"
+               for r in sweep.runs)
+
+
+def test_baseline_is_not_repeated_along_jumpstart_axes(tmp_path):
+    text = BASIC.replace("[grid]", "[grid]\nlam = [0.001, 0.01]").replace("lam = 0.001\n", "")
+    sweep = load_sweep(write(tmp_path, text))
+    # baseline runs ignore lam: 6 of them, plus 6 x 2 jumpstart runs
+    assert len(sweep.runs) == 6 + 12
+    assert len({run_key(r) for r in sweep.runs}) == 18
+
+
+def test_seeds_override(tmp_path):
+    sweep = load_sweep(write(tmp_path, BASIC), seeds=3)
+    assert sorted({r["seed"] for r in sweep.runs}) == [0, 1, 2]
+    assert len(sweep.runs) == 36
+
+
+def test_run_key_is_canonical():
+    a = {"depth": 2, "width": 3, "lr": 0.01}
+    b = {"lr": 0.01, "width": 3, "depth": 2}
+    assert run_key(a) == run_key(b)
+    assert run_key(a) != run_key({**a, "width": 4})
+    assert len(run_key(a)) == 16
+
+
+def test_presets_ship_and_expand():
+    assert {"moons-paper", "moons-paper-keras", "moons-quick"} <= set(presets())
+    paper = load_sweep("moons-paper")
+    assert len(paper.runs) == 432  # 24 depths x 9 widths x 2 techniques
+    assert {r["depth"] for r in paper.runs} == {1, 2, 3, 4, 5, 10, 15, 20, 25, 30, 35, 40, 45,
+                                               50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150}
+    keras = load_sweep("moons-paper-keras")
+    js = [r for r in keras.runs if r["technique"] == "jumpstart"]
+    assert all(r["model"] == "moons_conv" and r["granularity"] == "position"
+               and r["aggregation"] == "sq" for r in js)
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda t: t.replace("[grid]", "[grid]\ndeptth = [1]"), "unknown key(s) ['deptth'] in [grid]"),
+    (lambda t: t.replace("depth = [2, 3]", "depth = [0, 3]"), "depth must be an integer >= 1; got 0"),
+    (lambda t: t.replace("depth = [2, 3]", "depth = []"), "depth must be a non-empty list"),
+    (lambda t: t.replace("depth = [2, 3]", "depth = 2"), "depth must be a non-empty list"),
+    (lambda t: t.replace('dataset = "moons"', 'dataset = "mnist"'), "dataset must be one of"),
+    (lambda t: t.replace("lam = 0.001", "lam = -1"), "lam must be a number >= 0"),
+    (lambda t: t.replace("lam = 0.001", 'aggregation = "max"'), "aggregation must be one of"),
+    (lambda t: t.replace("epochs = 10", "epochs = 1.5"), "epochs must be an integer"),
+    (lambda t: t.replace('name = "t"', ""), "needs a non-empty string 'name'"),
+    (lambda t: t + "\n[extra]\nx = 1\n", "unknown top-level key(s) ['extra']"),
+    (lambda t: t.replace("[fixed]", "[fixed]\nlam = 1.0"), "unknown key(s) ['lam'] in [fixed]"),
+    (lambda t: t.replace('technique = ["baseline", "jumpstart"]', ""), "missing technique"),
+    (lambda t: t.replace("[grid]", "[grid"), "not valid TOML"),
+])
+def test_bad_sweep_files_say_what_is_wrong(tmp_path, edit, fragment):
+    path = write(tmp_path, edit(BASIC))
+    with pytest.raises(SweepError) as err:
+        load_sweep(path)
+    assert fragment in str(err.value)
+    assert str(path) in str(err.value) or "TOML" in str(err.value)
+
+
+def test_unknown_preset_and_missing_file(tmp_path):
+    with pytest.raises(SweepError, match="unknown sweep preset 'nope'; presets: "):
+        load_sweep("nope")
+    with pytest.raises(SweepError, match="not found"):
+        load_sweep(tmp_path / "missing.toml")

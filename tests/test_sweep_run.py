@@ -1,0 +1,150 @@
+"""Running sweeps: results store, resume after a crash, failures, population training."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from jumpstart.experiments import ResultsStore, load, load_sweep, run_key, run_sweep
+from jumpstart.train import train_run
+from jumpstart.train.population import Member, train_population
+
+TINY = """
+name = "tiny"
+[fixed]
+dataset = "moons"
+epochs = {epochs}
+curve_every = 10
+[jumpstart]
+lam = 0.001
+[grid]
+depth = {depths}
+width = [2, 3]
+technique = ["baseline", "jumpstart"]
+"""
+
+
+def tiny(tmp_path, depths=(2, 3), epochs=20):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(epochs=epochs, depths=list(depths)))
+    return path
+
+
+@pytest.mark.parametrize("aggregation", ["balanced", "sum", "sq", "l2"])
+def test_population_matches_single_runs_including_padded_width(aggregation):
+    members = [Member(width=2, seed=3, lam=1e-3), Member(width=5, seed=1, lam=1e-3),
+               Member(width=3, seed=2, lam=0.0)]  # widths 2 and 3 are padded to 5
+    results = train_population(members, depth=5, epochs=100,
+                               jumpstart={"aggregation": aggregation})
+    for m, r in zip(members, results):
+        single = train_run(depth=5, width=m.width, lam=m.lam, seed=m.seed, epochs=100,
+                           aggregation=aggregation)
+        for a, b in zip(r.model.parameters(), single.model.parameters()):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+        assert r.metrics["best_train_acc"] == pytest.approx(single.fit.metrics()["best_train_acc"])
+        assert r.metrics["status"] == pytest.approx(single.status.ratios())
+
+
+def test_population_minibatches_match_single_run():
+    members = [Member(width=3, seed=0, lam=1e-3), Member(width=4, seed=5, lam=0.0)]
+    results = train_population(members, depth=3, epochs=10, batch_size=16)
+    for m, r in zip(members, results):
+        single = train_run(depth=3, width=m.width, lam=m.lam, seed=m.seed, epochs=10,
+                           batch_size=16)
+        for a, b in zip(r.model.parameters(), single.model.parameters()):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_padded_units_stay_inert():
+    results = train_population([Member(2, 0, 1e-2), Member(6, 1, 1e-2)], depth=4, epochs=30)
+    # the narrow member's standalone copy has exactly 2 units per layer
+    assert results[0].model.linears[1].weight.shape == (2, 2)
+    assert results[0].metrics["status"]["unit_dead_ratio"] <= 1.0
+
+
+def test_sweep_store_and_load_columns(tmp_path):
+    db = tmp_path / "r.db"
+    counts = run_sweep(load_sweep(tiny(tmp_path)), db, workers=1, progress=False)
+    assert counts == {"total": 8, "skipped": 0, "done": 8, "diverged": 0, "failed": 0}
+    frame = load(db)
+    assert len(frame) == 8
+    for col in ("key", "state", "depth", "width", "technique", "lam", "lr", "seed", "epochs",
+                "best_train_acc", "best_val_acc", "train_acc", "val_acc", "diverged",
+                "unit_dead_ratio", "point_efficiency", "epochs_done"):
+        assert col in frame.columns, col
+    assert set(frame["state"]) == {"done"} and (frame["epochs_done"] == 20).all()
+    with ResultsStore(db) as store:
+        curves = store.curves()
+    assert sorted(set(curves["epoch"])) == [10, 20]
+    assert len(curves) == 16
+    again = run_sweep(load_sweep(tiny(tmp_path)), db, workers=1, progress=False)
+    assert again["skipped"] == 8 and again["done"] == 0
+
+
+def test_failing_run_is_recorded_and_sweep_finishes(tmp_path, monkeypatch):
+    import jumpstart.train.population as population
+
+    real = population.train_population
+
+    def flaky(members, **kw):
+        if any(m.width == 3 and m.lam > 0 for m in members):
+            raise RuntimeError("boom at width 3")
+        return real(members, **kw)
+
+    monkeypatch.setattr(population, "train_population", flaky)
+    db = tmp_path / "r.db"
+    counts = run_sweep(load_sweep(tiny(tmp_path)), db, workers=1, progress=False)
+    assert counts["failed"] == 2 and counts["done"] == 6
+    frame = load(db)
+    failed = frame[frame["state"] == "failed"]
+    assert set(failed["width"]) == {3} and set(failed["technique"]) == {"jumpstart"}
+    assert all("boom at width 3" in e for e in failed["error"])
+
+
+def test_resume_after_kill_loses_nothing_and_repeats_nothing(tmp_path):
+    path = tiny(tmp_path, depths=(1, 2, 3, 4, 5, 6), epochs=400)
+    db = tmp_path / "r.db"
+    cmd = [sys.executable, "-m", "jumpstart.cli", "sweep", str(path), "--db", str(db),
+           "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    recorded = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as con:
+                    recorded = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue
+            if recorded >= 4:
+                break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(db) as con:
+        before = dict(con.execute("SELECT key, finished_at FROM runs").fetchall())
+    assert 4 <= len(before) < 24, "the kill should land mid-sweep"
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with sqlite3.connect(db) as con:
+        after = dict(con.execute("SELECT key, finished_at FROM runs").fetchall())
+        n_rows = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    expected = {run_key(c) for c in load_sweep(path).runs}
+    assert n_rows == 24 and set(after) == expected
+    assert all(after[k] == t for k, t in before.items())  # finished runs not repeated
+
+
+def test_ray_backend_matches_local(tmp_path):
+    pytest.importorskip("ray")
+    sweep = load_sweep(tiny(tmp_path))
+    run_sweep(sweep, tmp_path / "local.db", workers=1, progress=False)
+    counts = run_sweep(sweep, tmp_path / "ray.db", workers=2, backend="ray", progress=False)
+    assert counts["done"] == 8
+    cols = ["key", "best_train_acc", "best_val_acc", "train_acc", "unit_dead_ratio"]
+    local = load(tmp_path / "local.db")[cols].sort_values("key").reset_index(drop=True)
+    remote = load(tmp_path / "ray.db")[cols].sort_values("key").reset_index(drop=True)
+    assert local.equals(remote)
