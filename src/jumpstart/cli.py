@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -109,6 +110,52 @@ def demo(
     _check(workers >= 1, f"--workers must be >= 1; got {workers}")
     run_demo(out=out, width=width, depths=depth_list, lam=lam, aggregation=aggregation,
              epochs=epochs, seed=seed, workers=workers)
+
+
+@app.command()
+def sweep(
+    preset_or_file: str = typer.Argument(..., help="Preset name (e.g. moons-paper) or .toml path."),
+    db: Path = typer.Option(..., help="Results database (SQLite); created if missing."),
+    workers: int = typer.Option(2, help="Worker processes (local) or CPUs (local Ray)."),
+    seeds: Optional[int] = typer.Option(None, help="Replace the seed axis with 0..K-1."),
+    backend: str = typer.Option("local", help="local or ray."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster HOST:PORT; default local Ray."),
+    retry_failed: bool = typer.Option(False, help="Re-run runs recorded as failed."),
+) -> None:
+    """Run the runs of a sweep that the database does not hold yet (resumable)."""
+    from .experiments import load_sweep, run_sweep
+
+    try:
+        spec = load_sweep(preset_or_file, seeds=seeds)
+        start = time.perf_counter()
+        counts = run_sweep(spec, db, workers=workers, backend=backend, address=address,
+                           retry_failed=retry_failed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    typer.echo(
+        f"{spec.name}: {counts['total']} runs, {counts['skipped']} already in {db}; "
+        f"this call: {counts['done']} done, {counts['diverged']} diverged, "
+        f"{counts['failed']} failed in {time.perf_counter() - start:.0f} s"
+    )
+
+
+@app.command()
+def report(
+    db: Path = typer.Argument(..., help="Results database written by `jumpstart sweep`."),
+    out: Path = typer.Option(..., help="Folder for the figures and tables."),
+    sweep: Optional[str] = typer.Option(None, help="Report only this sweep's runs."),
+    threshold: float = typer.Option(0.9, help="Best train accuracy from which a cell trains."),
+) -> None:
+    """Figures and tables of a depth x width sweep (MOONS, CPAIOR Fig. 2)."""
+    from .experiments.report import write_report
+
+    try:
+        paths = write_report(db, out, sweep=sweep, threshold=threshold)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    for path in paths:
+        typer.echo(f"wrote {path}")
+    typer.echo((out / "trainable_depth.md").read_text())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,15 @@ single-run trajectory up to float rounding (different matmul summation order).
 
 Members may differ in width, seed and ``lam``; they share the data set, depth,
 epochs, learning rate, batch size and Jumpstart options.
+
+Per-operation overhead is the cost that matters here, so the backward pass
+is written out by hand (a ReLU net's backward is a few batched matmuls per
+layer) and the gradients land in one buffer per parameter group: hidden
+weights of all layers are one ``(L-1, P, W, W)`` tensor, and Adam runs on six
+tensors whatever the depth. Only the small deficit-to-penalty part (per-layer
+extremes to ``P``) goes through autograd; its gradient is scattered back to
+the extreme elements (tie-break ``single``) or split over ties (``average``),
+exactly as :func:`jumpstart.core.margin_deficits` does.
 """
 
 from __future__ import annotations
@@ -59,30 +68,17 @@ class MemberResult:
     model: Rectangular
 
 
-def _extremes(g: Tensor, offsets: tuple[Tensor, Tensor], tie_break: str) -> list[Tensor]:
-    """Unit max/min ``(P, W)`` (over samples) and point max/min ``(P, N)`` (over
-    real units) of one layer's pre-activations ``g`` of shape ``(P, N, W)``.
+def _penalty(u_max: Tensor, u_min: Tensor, p_max: Tensor, p_min: Tensor, mask: Tensor,
+             n_points: int, *, margin: float, aggregation: str, sign_balance: float,
+             constraints, tie_break: str) -> Tensor:
+    """Per-member penalty ``P`` (shape ``(P,)``) from stacked extremes.
 
-    ``offsets`` are ``(P, 1, W)`` tensors, 0 on real units and -inf / +inf on
-    padded ones, so padded units never win a point reduction; their unit
-    extremes are dropped later by the mask.
+    ``u_max``/``u_min``: unit extremes over samples, ``(L, P, W)``;
+    ``p_max``/``p_min``: point extremes over real units, ``(L, P, N)``. The
+    same deficits (CPAIOR eqs. (9)-(12)) and aggregation as
+    :func:`jumpstart.core.aggregate`, batched over members, with padded units
+    (``mask`` False, shape ``(P, W)``) left out of every term and count.
     """
-    lo_off, hi_off = offsets
-    g_hi, g_lo = g + lo_off, g + hi_off
-    if tie_break == "average":
-        return [g.amax(1), g.amin(1), g_hi.amax(2), g_lo.amin(2)]
-    return [g.max(1).values, g.min(1).values, g_hi.max(2).values, g_lo.min(2).values]
-
-
-def _penalty(ext: list[list[Tensor]], mask: Tensor, n_points: int, *, margin: float,
-             aggregation: str, sign_balance: float, constraints, tie_break: str) -> Tensor:
-    """Per-member penalty ``P`` (shape ``(P,)``) from per-layer extremes.
-
-    The same deficits and aggregation as :func:`jumpstart.core.aggregate`,
-    batched over members, with padded units (``mask`` False, shape ``(P, W)``)
-    left out of every reduction and every count.
-    """
-    u_max, u_min, p_max, p_min = (torch.stack(t) for t in zip(*ext))  # (L, P, W|N)
     s = sign_balance
     unit = point = None
     if "unit+" in constraints:
@@ -110,6 +106,32 @@ def _penalty(ext: list[list[Tensor]], mask: Tensor, n_points: int, *, margin: fl
     if aggregation == "l2":
         return torch.linalg.vector_norm(flat, dim=1)
     return flat.square().sum(1)
+
+
+class _Adam:
+    """Adam (Kingma & Ba) over a few tensors with external gradient buffers.
+
+    The same update as ``torch.optim.Adam`` (betas 0.9, 0.999, eps 1e-8, no
+    weight decay), written out because the gradients are not ``.grad`` fields.
+    """
+
+    def __init__(self, params: list[Tensor], lr: float) -> None:
+        self.params, self.lr, self.t = params, lr, 0
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def step(self, grads: list[Tensor]) -> None:
+        self.t += 1
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        step_size = self.lr / (1 - b1 ** self.t)
+        bc2_sqrt = math.sqrt(1 - b2 ** self.t)
+        torch._foreach_lerp_(self.m, grads, 1 - b1)
+        torch._foreach_mul_(self.v, b2)
+        torch._foreach_addcmul_(self.v, grads, grads, 1 - b2)
+        denom = torch._foreach_sqrt(self.v)
+        torch._foreach_div_(denom, bc2_sqrt)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(self.params, self.m, denom, -step_size)
 
 
 def train_population(
@@ -188,41 +210,73 @@ def train_population(
             lin = net.output if layer == depth else net.linears[layer]
             w[p, : lin.out_features, : lin.in_features] = lin.weight.detach()
             b[p, : lin.out_features] = lin.bias.detach()
-        weights.append(w.requires_grad_())
-        biases.append(b.requires_grad_())
-    params = [t for pair in zip(weights, biases) for t in pair]
+        weights.append(w)
+        biases.append(b)
     mask = torch.arange(wmax)[None, :] < torch.tensor([m.width for m in members])[:, None]
     lam = torch.tensor([m.lam for m in members])
     use_js = bool((lam > 0).any())
-    optimizer = torch.optim.Adam(params, lr=lr, foreach=True)
+    padded = not bool(mask.all())
+    # Parameter groups: first layer, hidden layers stacked, output layer.
+    w_in, b_in = weights[0], biases[0]
+    w_hid = torch.stack(weights[1:depth]) if depth > 1 else torch.zeros(0, pop, wmax, wmax)
+    b_hid = torch.stack(biases[1:depth]) if depth > 1 else torch.zeros(0, pop, wmax)
+    w_out, b_out = weights[depth], biases[depth]
+    params = [w_in, b_in, w_hid, b_hid, w_out, b_out]
+    grads = [torch.zeros_like(t) for t in params]
+    g_w_in, g_b_in, g_w_hid, g_b_hid, g_w_out, g_b_out = grads
+    adam = _Adam(params, lr)
     bs = n if batch_size is None else min(batch_size, n)
     generators = [torch.Generator().manual_seed(m.seed) for m in members] if bs < n else None
+    lo_off = torch.zeros(pop, 1, wmax).masked_fill(~mask[:, None, :], -math.inf)
+    hi_off = torch.zeros(pop, 1, wmax).masked_fill(~mask[:, None, :], math.inf)
+    average = opts["tie_break"] == "average"
 
-    offsets = (torch.zeros(pop, 1, wmax).masked_fill(~mask[:, None, :], -math.inf),
-               torch.zeros(pop, 1, wmax).masked_fill(~mask[:, None, :], math.inf))
+    def layer_params(layer: int) -> tuple[Tensor, Tensor]:
+        if layer == 0:
+            return w_in, b_in
+        return w_hid[layer - 1], b_hid[layer - 1]
 
-    def forward(x: Tensor, keep: list[list[Tensor]] | None) -> Tensor:
-        h = x
+    def forward(x: Tensor, gs: list[Tensor] | None, hs: list[Tensor] | None) -> Tensor:
+        """Logits ``(P, N)``; keeps pre-activations and activations when asked."""
+        h = x.expand(pop, *x.shape) if x.dim() == 2 else x
         for layer in range(depth):
-            w, b = weights[layer], biases[layer]
-            g = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)) if h.dim() == 3 else \
-                torch.matmul(h, w.transpose(1, 2)) + b.unsqueeze(1)
-            if keep is not None:
-                keep.append(_extremes(g, offsets, opts["tie_break"]))
+            w, b = layer_params(layer)
+            g = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             h = torch.relu(g)
-        return torch.baddbmm(biases[depth].unsqueeze(1), h, weights[depth].transpose(1, 2))[..., 0]
+            if gs is not None:
+                gs.append(g)
+                hs.append(h)
+        return torch.baddbmm(b_out.unsqueeze(1), h, w_out.transpose(1, 2))[..., 0]
+
+    def extremes(g: Tensor):
+        """Unit extremes over samples ``(P, W)``, point extremes over real units
+        ``(P, N)``, each with the arg index along its reduced dim."""
+        g_hi, g_lo = (g + lo_off, g + hi_off) if padded else (g, g)
+        return g.max(1), g.min(1), g_hi.max(2), g_lo.min(2)
+
+    def add_penalty_grad(dg: Tensor, g: Tensor, ext, coefs) -> None:
+        """Route d penalty / d extreme to the extreme element(s) of ``g``."""
+        for (values, index), coef, dim in zip(ext, coefs, (1, 1, 2, 2)):
+            if average:
+                ties = (g == values.unsqueeze(dim)).to(g.dtype)
+                if padded and dim == 2:
+                    ties = ties * mask.unsqueeze(1)
+                dg.add_(ties * (coef / ties.sum(dim)).unsqueeze(dim))
+            else:
+                dg.scatter_add_(dim, index.unsqueeze(dim), coef.unsqueeze(dim))
 
     alive = torch.ones(pop, dtype=torch.bool)
     done_epochs = torch.zeros(pop, dtype=torch.long)
-    best_train = torch.zeros(pop)
-    best_val = torch.zeros(pop)
-    last = {k: torch.zeros(pop) for k in ("loss", "penalty", "train_acc", "val_acc")}
+    best_train = torch.zeros(pop, dtype=torch.float64)
+    best_val = torch.zeros(pop, dtype=torch.float64)
+    last = {k: torch.zeros(pop, dtype=torch.float64)
+            for k in ("loss", "penalty", "train_acc", "val_acc")}
     curves = {k: [] for k in ("epoch", "loss", "penalty", "train_acc", "val_acc")}
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        loss_sum = torch.zeros(pop)
-        pen_sum = torch.zeros(pop)
-        correct = torch.zeros(pop)
+        loss_sum = torch.zeros(pop, dtype=torch.float64)
+        pen_sum = torch.zeros(pop, dtype=torch.float64)
+        correct = torch.zeros(pop, dtype=torch.float64)
         if generators is not None:
             order = torch.stack([torch.randperm(n, generator=g) for g in generators])
         for lo in range(0, n, bs):
@@ -231,28 +285,50 @@ def train_population(
             else:
                 idx = order[:, lo : lo + bs]
                 xb, yb = x_tr[idx], y_tr[idx]
-            gs: list[list[Tensor]] | None = [] if use_js else None
-            logits = forward(xb, gs)
+            rows = yb.shape[1]
+            gs: list[Tensor] = []
+            hs: list[Tensor] = []
+            logits = forward(xb, gs, hs)
             task = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, yb.expand_as(logits), reduction="none").mean(1)
+                logits, yb, reduction="none").mean(1)
             total = task
             if use_js:
-                pen = _penalty(gs, mask, yb.shape[-1], **opts)
-                total = task + lam * pen
-                pen_sum += pen.detach() * yb.shape[-1]
-            alive &= torch.isfinite(total.detach())
-            optimizer.zero_grad(set_to_none=True)
-            torch.where(alive, total, 0.0).sum().backward()
-            if not bool(alive.all()):  # freeze diverged members where they are
-                for t in params:
-                    t.grad[~alive] = 0
-            optimizer.step()
-            loss_sum += task.detach() * yb.shape[-1]
-            correct += ((logits.detach() > 0).float() == yb.expand_as(logits)).sum(1)
+                ext = [extremes(g) for g in gs]
+                leaves = [torch.stack([e[i].values for e in ext]).requires_grad_()
+                          for i in range(4)]
+                pen = _penalty(*leaves, mask, rows, **opts)
+                total = task + lam * pen.detach()
+            alive &= torch.isfinite(total)
+            live = alive.to(logits.dtype)
+            # d loss / d logits for mean BCE, zero for diverged members
+            dz = torch.where(alive[:, None], (torch.sigmoid(logits) - yb) / rows, 0.0)
+            if use_js:
+                coefs = torch.autograd.grad(torch.where(alive, lam * pen, 0.0).sum(), leaves)
+            h_last = hs[-1]
+            torch.bmm(dz.unsqueeze(1), h_last, out=g_w_out)
+            torch.sum(dz, 1, keepdim=True, out=g_b_out)
+            dh = dz.unsqueeze(2) * w_out  # (P, N, W)
+            for layer in range(depth - 1, -1, -1):
+                dg = torch.ops.aten.threshold_backward(dh, hs[layer], 0)
+                if use_js:
+                    add_penalty_grad(dg, gs[layer], ext[layer], [c[layer] for c in coefs])
+                if layer == 0:
+                    h_prev = xb.expand(pop, *xb.shape) if xb.dim() == 2 else xb
+                    torch.bmm(dg.transpose(1, 2), h_prev, out=g_w_in)
+                    torch.sum(dg, 1, out=g_b_in)
+                else:
+                    torch.bmm(dg.transpose(1, 2), hs[layer - 1], out=g_w_hid[layer - 1])
+                    torch.sum(dg, 1, out=g_b_hid[layer - 1])
+                    dh = torch.bmm(dg, layer_params(layer)[0])
+            adam.step(grads)
+            loss_sum += task.double() * rows * live
+            if use_js:
+                pen_sum += pen.detach().double() * rows * live
+            correct += ((logits > 0).to(yb.dtype) == yb).sum(1).double()
         with torch.no_grad():
-            val_correct = ((forward(x_va, None) > 0).long() == y_va).sum(1)
+            val_correct = ((forward(x_va, None, None) > 0).long() == y_va).sum(1)
         now = {"loss": loss_sum / n, "penalty": pen_sum / n, "train_acc": correct / n,
-               "val_acc": val_correct.float() / max(1, x_va.shape[0])}
+               "val_acc": val_correct.double() / max(1, x_va.shape[0])}
         for k, v in now.items():
             last[k] = torch.where(alive, v, last[k])
         best_train = torch.where(alive, torch.maximum(best_train, now["train_acc"]), best_train)
@@ -273,8 +349,9 @@ def train_population(
         with torch.no_grad():
             for layer in range(depth + 1):
                 lin = net.output if layer == depth else net.linears[layer]
-                lin.weight.copy_(weights[layer][p, : lin.out_features, : lin.in_features])
-                lin.bias.copy_(biases[layer][p, : lin.out_features])
+                w, b = (w_out, b_out) if layer == depth else layer_params(layer)
+                lin.weight.copy_(w[p, : lin.out_features, : lin.in_features])
+                lin.bias.copy_(b[p, : lin.out_features])
         status = activation_status(net, data.x_train)
         diverged = not bool(alive[p])
         metrics = {

@@ -1,0 +1,171 @@
+"""Reports of a sweep: figures and tables as files, named after the paper
+figure they reproduce.
+
+For now: depth x width x technique sweeps such as MOONS (CPAIOR 2022 Fig. 2).
+A *cell* is one (technique, width, depth); its value is the median of a metric
+over the cell's runs that did not fail (over seeds and any other varying
+config key, e.g. ``lam``), NaN when every run of the cell failed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .store import load
+
+GRID = ("technique", "width", "depth")
+TECHNIQUE_ORDER = ("baseline", "jumpstart")
+
+
+def _medians(runs, metric: str):
+    """Series over the (technique, width, depth) cells that were run: median of
+    ``metric`` over each cell's runs that did not fail (NaN if all failed)."""
+    value = runs[metric].where(runs["state"] != "failed")
+    return runs.assign(value=value).groupby(list(GRID))["value"].median()
+
+
+def _techniques(runs) -> list[str]:
+    present = set(runs["technique"])
+    return [t for t in TECHNIQUE_ORDER if t in present] + sorted(present - set(TECHNIQUE_ORDER))
+
+
+def trainable_depth(runs, threshold: float = 0.9):
+    """Per width and technique, how deep the nets still train (CPAIOR 2022 Fig. 2 claim).
+
+    Args:
+        runs: DataFrame of runs as :func:`~jumpstart.experiments.store.load` gives,
+            with columns ``state``, ``technique``, ``width``, ``depth``, ``best_train_acc``.
+        threshold: a cell is trainable when its median ``best_train_acc`` is
+            ``>= threshold`` (inclusive).
+
+    Returns:
+        DataFrame with columns ``width``, ``technique``, ``trainable_depth``
+        (largest trainable depth, ``<NA>`` if none), ``trainable_cells`` (how
+        many depths at that width are trainable) and ``cells`` (how many depths
+        were run there, cells whose runs all failed included); sorted by width,
+        then technique (baseline, jumpstart, others).
+    """
+    frame = _medians(runs, "best_train_acc").rename("acc").reset_index()
+    frame["trainable"] = frame["acc"] >= threshold
+    frame["good_depth"] = frame["depth"].where(frame["trainable"])
+    table = frame.groupby(["width", "technique"], as_index=False).agg(
+        trainable_depth=("good_depth", "max"), trainable_cells=("trainable", "sum"),
+        cells=("depth", "size"))
+    table["trainable_depth"] = table["trainable_depth"].astype("Int64")
+    order = {t: i for i, t in enumerate(_techniques(runs))}
+    return table.sort_values(["width", "technique"], key=lambda s: s.map(order) if
+                             s.name == "technique" else s, ignore_index=True)
+
+
+def _markdown(table, techniques: list[str], threshold: float) -> str:
+    head = (f"Trainable depth: per width and technique, the largest depth whose median "
+            f"(over seeds) best train accuracy is >= {threshold:g}, and how many of the "
+            f"depths run at that width reach it (trainable/run); '-' where none does.")
+    cols = ["width"] + [f"{t} {what}" for t in techniques for what in ("depth", "cells")]
+    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    by = table.set_index(["width", "technique"])
+    for width in sorted(table["width"].unique()):
+        row = [str(width)]
+        for t in techniques:
+            if (width, t) not in by.index:
+                row += ["", ""]
+                continue
+            r = by.loc[(width, t)]
+            depth = r["trainable_depth"]
+            row += ["-" if pd.isna(depth) else str(depth), f"{r['trainable_cells']}/{r['cells']}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _heatmaps(path: Path, runs, rows: list[tuple[str, str]], vmin: float, vmax: float,
+              title: str) -> None:
+    """One panel per (row metric, technique): width (y) x depth (x), shared colour scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    techniques = _techniques(runs)
+    depths, widths = sorted(runs["depth"].unique()), sorted(runs["width"].unique())
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
+    panel = (max(3.0, 1.2 + 0.22 * len(depths)), max(2.2, 1.0 + 0.25 * len(widths)))
+    fig, axes = plt.subplots(len(rows), len(techniques), squeeze=False, layout="constrained",
+                             figsize=(panel[0] * len(techniques) + 1, panel[1] * len(rows) + 0.5))
+    for (metric, name), ax_row in zip(rows, axes):
+        cells = _medians(runs, metric)
+        for technique, ax in zip(techniques, ax_row):
+            grid = cells[technique].unstack("depth").reindex(index=widths, columns=depths)
+            image = ax.imshow(np.ma.masked_invalid(grid.to_numpy(float)), origin="lower",
+                              aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
+            ax.set_xticks(range(len(depths)), [str(d) for d in depths],
+                          rotation=90 if len(depths) > 8 else 0, fontsize=7)
+            ax.set_yticks(range(len(widths)), [str(w) for w in widths], fontsize=7)
+            ax.set_xlabel("depth")
+            ax.set_ylabel("width")
+            ax.set_title(f"{name}, {technique}")
+    fig.colorbar(image, ax=axes, shrink=0.9)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = None,
+                 threshold: float = 0.9) -> list[Path]:
+    """Write the report of a depth x width x technique sweep (MOONS, CPAIOR 2022 Fig. 2).
+
+    Files written into ``out_dir`` (created if missing):
+
+    - ``fig2_moons.png``: CPAIOR 2022 Fig. 2, heatmaps of best train (top row)
+      and best validation (bottom row) accuracy per technique, depth on x,
+      width on y, colour scale 0.5 (chance) to 1.0; cells whose runs all
+      failed, or that were not run, are grey;
+    - ``trainable_depth.csv`` and ``trainable_depth.md``: the table of
+      :func:`trainable_depth` at ``threshold``;
+    - ``unit_status_heatmaps.png``: dead (top) and linear (bottom) unit ratio
+      per technique, same axes, colour scale 0 to 1.
+
+    Every cell is the median over the cell's runs that did not fail.
+
+    Args:
+        db: results database (SQLite) written by ``jumpstart sweep``.
+        out_dir: output folder.
+        sweep: report only this sweep's runs; default every run in ``db``.
+        threshold: best train accuracy from which a cell counts as trainable.
+
+    Returns:
+        The paths written, in the order above.
+
+    Raises:
+        FileNotFoundError: ``db`` does not exist.
+        ValueError: ``threshold`` not in (0, 1]; ``db`` not a results
+            database, or holding no runs (for ``sweep``), or runs without
+            ``depth``/``width``/``technique``, or only failed runs.
+    """
+    if not (isinstance(threshold, (int, float)) and 0 < threshold <= 1):
+        raise ValueError(f"threshold must be a number in (0, 1]; got {threshold!r}")
+    runs = load(db, sweep=sweep)
+    where = f"sweep {sweep!r} of {db}" if sweep else str(db)
+    if runs.empty:
+        raise ValueError(f"no runs in {where}")
+    missing = [c for c in GRID if c not in runs]
+    if missing:
+        raise ValueError(f"runs in {where} have no {', '.join(missing)}; this report needs a "
+                         "depth x width x technique sweep such as MOONS")
+    if (runs["state"] == "failed").all():
+        raise ValueError(f"every run in {where} failed; nothing to report")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / name for name in ("fig2_moons.png", "trainable_depth.csv",
+                                     "trainable_depth.md", "unit_status_heatmaps.png")]
+    _heatmaps(paths[0], runs, [("best_train_acc", "train"), ("best_val_acc", "validation")],
+              0.5, 1.0, "Best accuracy, median over seeds (CPAIOR 2022 Fig. 2)")
+    table = trainable_depth(runs, threshold)
+    table.to_csv(paths[1], index=False)
+    paths[2].write_text(_markdown(table, _techniques(runs), threshold))
+    _heatmaps(paths[3], runs, [("unit_dead_ratio", "dead units"),
+                               ("unit_linear_ratio", "linear units")],
+              0.0, 1.0, "Unit status ratio, median over seeds")
+    return paths

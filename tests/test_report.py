@@ -1,0 +1,119 @@
+"""The sweep report (CPAIOR 2022 Fig. 2 heatmaps, trainable-depth table)."""
+
+import re
+
+import pytest
+
+from jumpstart.cli import main
+from jumpstart.experiments import ResultsStore, run_key
+from jumpstart.experiments.report import write_report
+
+PNG = b"\x89PNG\r\n\x1a\n"
+# (technique, width, depth) -> best_train_acc per run, None = failed; the
+# medians over the non-failed runs are in the comments (threshold 0.9).
+ACC = {
+    ("baseline", 2, 2): [1.0, 0.75],     # 0.875: max >= 0.9 but median not
+    ("baseline", 2, 5): [0.75, 0.625],   # 0.6875
+    ("baseline", 2, 10): [0.5, 0.5],     # 0.5 -> width 2 baseline: no depth trains
+    ("jumpstart", 2, 2): [1.0, 1.0],     # 1.0 (second run diverged, counted as usual)
+    ("jumpstart", 2, 5): [0.9, None],    # 0.9: failed run left out, threshold inclusive
+    ("jumpstart", 2, 10): [0.625, 0.5],  # 0.5625
+    ("baseline", 3, 2): [1.0, 0.875],    # 0.9375: min < 0.9 but median not
+    ("baseline", 3, 5): [0.5, 1.0],      # 0.75
+    ("baseline", 3, 10): [0.5, 0.5],     # 0.5
+    ("jumpstart", 3, 2): [1.0, 1.0],     # 1.0
+    ("jumpstart", 3, 5): [0.75, 0.75],   # 0.75
+    ("jumpstart", 3, 10): [1.0, 0.9375, 0.5],  # median 0.9375 (mean 0.8125); 3rd run lam 1e-3
+}
+CSV = """width,technique,trainable_depth,trainable_cells,cells
+2,baseline,,0,3
+2,jumpstart,5,2,3
+3,baseline,2,1,3
+3,jumpstart,10,2,3
+"""
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "r.db"
+    with ResultsStore(path) as store:
+        for (technique, width, depth), accs in ACC.items():
+            for i, acc in enumerate(accs):
+                config = {"dataset": "moons", "model": "rectangular", "depth": depth,
+                          "width": width, "technique": technique, "epochs": 10, "lr": 0.01,
+                          "seed": min(i, 1), "batch_size": "full", "curve_every": 5}
+                if technique == "jumpstart":
+                    config.update(lam=1e-3 if i == 2 else 1e-4, aggregation="sq")
+                if acc is None:
+                    store.record(run_key(config), "moons", config, "failed", metrics=None,
+                                 error="boom")
+                    continue
+                state = "diverged" if (technique, width, depth, i) == ("jumpstart", 2, 2, 1) \
+                    else "done"
+                metrics = {"best_train_acc": acc, "best_val_acc": acc - 0.0625,
+                           "train_acc": acc, "val_acc": acc, "diverged": state == "diverged",
+                           "status": {"unit_dead_ratio": 1 - acc, "unit_linear_ratio": 0.25}}
+                store.record(run_key(config), "moons", config, state, metrics=metrics)
+    return path
+
+
+def test_writes_figures_and_trainable_depth_table(db, tmp_path):
+    out = tmp_path / "report" / "nested"
+    paths = write_report(db, out)
+    assert [p.name for p in paths] == ["fig2_moons.png", "trainable_depth.csv",
+                                       "trainable_depth.md", "unit_status_heatmaps.png"]
+    assert all(p.parent == out and p.is_file() for p in paths)
+    for name in ("fig2_moons.png", "unit_status_heatmaps.png"):
+        assert (out / name).read_bytes()[:8] == PNG
+    assert (out / "trainable_depth.csv").read_text() == CSV
+    md = (out / "trainable_depth.md").read_text()
+    assert ">= 0.9" in md and "median" in md
+    assert "| width | baseline depth | baseline cells | jumpstart depth | jumpstart cells |" in md
+    assert "| 2 | - | 0/3 | 5 | 2/3 |" in md
+    assert "| 3 | 2 | 1/3 | 10 | 2/3 |" in md
+
+
+def test_threshold_and_sweep_filter(db, tmp_path):
+    write_report(db, tmp_path, sweep="moons", threshold=0.75)
+    lines = (tmp_path / "trainable_depth.csv").read_text().splitlines()
+    # medians >= 0.75: baseline w2 {2}, jumpstart w2 {2, 5}, baseline w3 {2, 5},
+    # jumpstart w3 {2, 5, 10}
+    assert lines[1:] == ["2,baseline,2,1,3", "2,jumpstart,5,2,3", "3,baseline,5,2,3",
+                         "3,jumpstart,10,3,3"]
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"sweep": "mnist"}, "no runs in sweep 'mnist'"),
+    ({"threshold": 0}, "threshold must be a number in (0, 1]"),
+])
+def test_bad_input(db, tmp_path, kwargs, fragment):
+    with pytest.raises(ValueError, match="^" + re.escape(fragment)):
+        write_report(db, tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_or_missing_db(tmp_path):
+    ResultsStore(tmp_path / "empty.db").close()
+    with pytest.raises(ValueError, match="no runs in"):
+        write_report(tmp_path / "empty.db", tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        write_report(tmp_path / "missing.db", tmp_path / "out")
+
+
+def test_cli_report(db, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["report", str(db), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out / 'fig2_moons.png'}" in text.splitlines()
+    assert "| 3 | 2 | 1/3 | 10 | 2/3 |" in text
+    assert (out / "trainable_depth.csv").read_text() == CSV
+
+
+@pytest.mark.parametrize("name, fragment", [("missing.db", "not found"),
+                                            ("empty.db", "no runs in")])
+def test_cli_report_errors(tmp_path, capsys, name, fragment):
+    ResultsStore(tmp_path / "empty.db").close()
+    assert main(["report", str(tmp_path / name), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("jumpstart: error:") and fragment in err
