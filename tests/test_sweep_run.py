@@ -50,6 +50,21 @@ def test_population_matches_single_runs_including_padded_width(aggregation):
         assert r.metrics["status"] == pytest.approx(single.status.ratios())
 
 
+@pytest.mark.parametrize("aggregation", ["sq", "balanced"])
+def test_moons_conv_population_matches_single_runs(aggregation):
+    """The Keras MOONS formulation (kernel (2, 1), per-position deficits)."""
+    members = [Member(width=3, seed=0, lam=1e-3), Member(width=5, seed=1, lam=1e-3),
+               Member(width=2, seed=2, lam=0.0)]
+    opts = {"aggregation": aggregation, "granularity": "position"}
+    results = train_population(members, model="moons_conv", depth=4, epochs=100, jumpstart=opts)
+    for m, r in zip(members, results):
+        single = train_run(model="moons_conv", depth=4, width=m.width, lam=m.lam, seed=m.seed,
+                           epochs=100, **opts)
+        for a, b in zip(r.model.parameters(), single.model.parameters()):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+        assert r.metrics["status"] == pytest.approx(single.status.ratios())
+
+
 def test_population_minibatches_match_single_run():
     members = [Member(width=3, seed=0, lam=1e-3), Member(width=4, seed=5, lam=0.0)]
     results = train_population(members, depth=3, epochs=10, batch_size=16)

@@ -33,16 +33,18 @@ def _train_group(configs: list[dict]) -> list[dict]:
     js = next((c for c in configs if c["technique"] == "jumpstart"), None)
     options = {} if js is None else {k: js[k] for k in JUMPSTART_OPTIONS}
     out = []
-    if first["model"] == "rectangular":
-        options.pop("granularity", None)  # dense: both granularities coincide
+    conv = first["model"] == "moons_conv"
+    if not conv or (options.get("granularity", "position") == "position" and batch_size is None):
+        if not conv:
+            options.pop("granularity", None)  # dense: both granularities coincide
         members = [Member(c["width"], c["seed"], c.get("lam", 0.0)) for c in configs]
         results = train_population(
-            members, dataset=first["dataset"], depth=first["depth"], epochs=first["epochs"],
-            lr=first["lr"], batch_size=batch_size, jumpstart=options,
+            members, dataset=first["dataset"], model=first["model"], depth=first["depth"],
+            epochs=first["epochs"], lr=first["lr"], batch_size=batch_size, jumpstart=options,
             curve_every=first["curve_every"])
         for c, r in zip(configs, results):
             out.append((c, r.metrics, r.curves))
-    else:
+    else:  # MoonsConv with channel granularity or minibatches: one run at a time
         for c in configs:
             run = train_run(dataset=c["dataset"], model=c["model"], depth=c["depth"],
                             width=c["width"], lam=c.get("lam", 0.0), epochs=c["epochs"],

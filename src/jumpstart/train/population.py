@@ -37,7 +37,8 @@ from torch import Tensor
 from ..core.regularizer import CONSTRAINTS
 from ..core.status import activation_status
 from ..data import DATASETS
-from ..models import Rectangular
+from ..models import MoonsConv, Rectangular
+from .stacks import DenseStack, MoonsConvStack
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,12 @@ class MemberResult:
             ``status`` (ratios on the training set at the end).
         curves: dict of lists ``epoch``, ``loss``, ``penalty``, ``train_acc``,
             ``val_acc`` every ``curve_every`` epochs (and the last one).
-        model: the trained member as a standalone ``Rectangular``.
+        model: the trained member as a standalone Rectangular or MoonsConv.
     """
 
     metrics: dict
     curves: dict
-    model: Rectangular
+    model: torch.nn.Module
 
 
 def _penalty(u_max: Tensor, u_min: Tensor, p_max: Tensor, p_min: Tensor, mask: Tensor,
@@ -138,6 +139,7 @@ def train_population(
     members: list[Member],
     *,
     dataset: str = "moons",
+    model: str = "rectangular",
     depth: int,
     epochs: int = 5000,
     lr: float = 0.01,
@@ -146,10 +148,13 @@ def train_population(
     curve_every: int = 50,
     progress=None,
 ) -> list[MemberResult]:
-    """Train a population of Rectangular ReLU nets of one depth at once.
+    """Train a population of same-depth ReLU nets at once.
 
-    Numerically each member is ``train_run(dataset=..., depth=depth,
-    width=member.width, lam=member.lam, seed=member.seed, ...)``: the same
+    ``model`` is ``"rectangular"`` (dense) or ``"moons_conv"`` (the CPAIOR
+    Keras MOONS net, deficits with granularity ``"position"``, full batch).
+    Numerically each member is ``train_run(dataset=..., model=model,
+    depth=depth, width=member.width, lam=member.lam, seed=member.seed, ...)``:
+    the same
     initialization, minibatch order (``batch_size`` set), loss ``task +
     lam * P`` (CPAIOR eq. (7)) and Adam, up to float rounding. A member whose
     loss becomes NaN/inf is frozen there and reported diverged.
@@ -173,7 +178,8 @@ def train_population(
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")
     opts = {"margin": 1.0, "aggregation": "balanced", "sign_balance": 0.5,
-            "constraints": CONSTRAINTS, "tie_break": "single", **(jumpstart or {})}
+            "constraints": CONSTRAINTS, "tie_break": "single", "granularity": None,
+            **(jumpstart or {})}
     if any(m.lam > 0 for m in members):
         from ..core.regularizer import _check_options
 
@@ -186,6 +192,8 @@ def train_population(
         raise ValueError(f"lr must be > 0; got {lr!r}")
     if any(not m.lam >= 0 for m in members):
         raise ValueError(f"lam must be >= 0; got {[m.lam for m in members]}")
+    if model not in ("rectangular", "moons_conv"):
+        raise ValueError(f"unknown model {model!r}; allowed: rectangular, moons_conv")
     data = DATASETS[dataset]()
     if data.num_classes != 2:
         raise ValueError("population training supports binary data sets (one logit) for now")
@@ -193,77 +201,28 @@ def train_population(
     x_va, y_va = data.x_val.flatten(1), data.y_val
     n, features = x_tr.shape
     pop = len(members)
-    wmax = max(m.width for m in members)
-
-    # Stack each member's own initialization, zero-padded to wmax.
-    singles = []
-    for m in members:
+    nets = []
+    for m in members:  # each member's own initialization, as train_run builds it
         torch.manual_seed(m.seed)
-        singles.append(Rectangular(depth, m.width, features, 1))
-    weights, biases = [], []
-    for layer in range(depth + 1):
-        rows = 1 if layer == depth else wmax
-        cols = features if layer == 0 else wmax
-        w = torch.zeros(pop, rows, cols)
-        b = torch.zeros(pop, rows)
-        for p, net in enumerate(singles):
-            lin = net.output if layer == depth else net.linears[layer]
-            w[p, : lin.out_features, : lin.in_features] = lin.weight.detach()
-            b[p, : lin.out_features] = lin.bias.detach()
-        weights.append(w)
-        biases.append(b)
-    mask = torch.arange(wmax)[None, :] < torch.tensor([m.width for m in members])[:, None]
+        nets.append(MoonsConv(depth, m.width) if model == "moons_conv"
+                    else Rectangular(depth, m.width, features, 1))
+    if model == "moons_conv":
+        if opts["granularity"] not in (None, "position"):
+            raise ValueError("MoonsConv populations use granularity 'position'")
+        if batch_size is not None:
+            raise ValueError("MoonsConv populations train full batch")
+        stack = MoonsConvStack(nets)
+    else:
+        stack = DenseStack(nets)
+    granularity = "position" if model == "moons_conv" else "channel"
+    opts.pop("granularity", None)
     lam = torch.tensor([m.lam for m in members])
     use_js = bool((lam > 0).any())
-    padded = not bool(mask.all())
-    # Parameter groups: first layer, hidden layers stacked, output layer.
-    w_in, b_in = weights[0], biases[0]
-    w_hid = torch.stack(weights[1:depth]) if depth > 1 else torch.zeros(0, pop, wmax, wmax)
-    b_hid = torch.stack(biases[1:depth]) if depth > 1 else torch.zeros(0, pop, wmax)
-    w_out, b_out = weights[depth], biases[depth]
-    params = [w_in, b_in, w_hid, b_hid, w_out, b_out]
-    grads = [torch.zeros_like(t) for t in params]
-    g_w_in, g_b_in, g_w_hid, g_b_hid, g_w_out, g_b_out = grads
-    adam = _Adam(params, lr)
+    average = opts["tie_break"] == "average"
+    unit_mask = stack.unit_mask
+    adam = _Adam(stack.params, lr)
     bs = n if batch_size is None else min(batch_size, n)
     generators = [torch.Generator().manual_seed(m.seed) for m in members] if bs < n else None
-    lo_off = torch.zeros(pop, 1, wmax).masked_fill(~mask[:, None, :], -math.inf)
-    hi_off = torch.zeros(pop, 1, wmax).masked_fill(~mask[:, None, :], math.inf)
-    average = opts["tie_break"] == "average"
-
-    def layer_params(layer: int) -> tuple[Tensor, Tensor]:
-        if layer == 0:
-            return w_in, b_in
-        return w_hid[layer - 1], b_hid[layer - 1]
-
-    def forward(x: Tensor, gs: list[Tensor] | None, hs: list[Tensor] | None) -> Tensor:
-        """Logits ``(P, N)``; keeps pre-activations and activations when asked."""
-        h = x.expand(pop, *x.shape) if x.dim() == 2 else x
-        for layer in range(depth):
-            w, b = layer_params(layer)
-            g = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-            h = torch.relu(g)
-            if gs is not None:
-                gs.append(g)
-                hs.append(h)
-        return torch.baddbmm(b_out.unsqueeze(1), h, w_out.transpose(1, 2))[..., 0]
-
-    def extremes(g: Tensor):
-        """Unit extremes over samples ``(P, W)``, point extremes over real units
-        ``(P, N)``, each with the arg index along its reduced dim."""
-        g_hi, g_lo = (g + lo_off, g + hi_off) if padded else (g, g)
-        return g.max(1), g.min(1), g_hi.max(2), g_lo.min(2)
-
-    def add_penalty_grad(dg: Tensor, g: Tensor, ext, coefs) -> None:
-        """Route d penalty / d extreme to the extreme element(s) of ``g``."""
-        for (values, index), coef, dim in zip(ext, coefs, (1, 1, 2, 2)):
-            if average:
-                ties = (g == values.unsqueeze(dim)).to(g.dtype)
-                if padded and dim == 2:
-                    ties = ties * mask.unsqueeze(1)
-                dg.add_(ties * (coef / ties.sum(dim)).unsqueeze(dim))
-            else:
-                dg.scatter_add_(dim, index.unsqueeze(dim), coef.unsqueeze(dim))
 
     alive = torch.ones(pop, dtype=torch.bool)
     done_epochs = torch.zeros(pop, dtype=torch.long)
@@ -272,6 +231,7 @@ def train_population(
     last = {k: torch.zeros(pop, dtype=torch.float64)
             for k in ("loss", "penalty", "train_acc", "val_acc")}
     curves = {k: [] for k in ("epoch", "loss", "penalty", "train_acc", "val_acc")}
+    no_penalty = lambda dg, layer: None  # noqa: E731
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         loss_sum = torch.zeros(pop, dtype=torch.float64)
@@ -286,47 +246,35 @@ def train_population(
                 idx = order[:, lo : lo + bs]
                 xb, yb = x_tr[idx], y_tr[idx]
             rows = yb.shape[1]
-            gs: list[Tensor] = []
-            hs: list[Tensor] = []
-            logits = forward(xb, gs, hs)
+            logits = stack.forward(xb, keep=True)
             task = torch.nn.functional.binary_cross_entropy_with_logits(
                 logits, yb, reduction="none").mean(1)
             total = task
+            penalty_grad = no_penalty
             if use_js:
-                ext = [extremes(g) for g in gs]
-                leaves = [torch.stack([e[i].values for e in ext]).requires_grad_()
+                ext = [stack.extremes(layer) for layer in range(depth)]
+                leaves = [torch.stack([e[i].values.reshape(pop, -1) for e in ext]).requires_grad_()
                           for i in range(4)]
-                pen = _penalty(*leaves, mask, rows, **opts)
+                pen = _penalty(*leaves, unit_mask, rows * stack.rows_per_point, **opts)
                 total = task + lam * pen.detach()
             alive &= torch.isfinite(total)
-            live = alive.to(logits.dtype)
-            # d loss / d logits for mean BCE, zero for diverged members
-            dz = torch.where(alive[:, None], (torch.sigmoid(logits) - yb) / rows, 0.0)
+            live = alive.to(torch.float64)
             if use_js:
                 coefs = torch.autograd.grad(torch.where(alive, lam * pen, 0.0).sum(), leaves)
-            h_last = hs[-1]
-            torch.bmm(dz.unsqueeze(1), h_last, out=g_w_out)
-            torch.sum(dz, 1, keepdim=True, out=g_b_out)
-            dh = dz.unsqueeze(2) * w_out  # (P, N, W)
-            for layer in range(depth - 1, -1, -1):
-                dg = torch.ops.aten.threshold_backward(dh, hs[layer], 0)
-                if use_js:
-                    add_penalty_grad(dg, gs[layer], ext[layer], [c[layer] for c in coefs])
-                if layer == 0:
-                    h_prev = xb.expand(pop, *xb.shape) if xb.dim() == 2 else xb
-                    torch.bmm(dg.transpose(1, 2), h_prev, out=g_w_in)
-                    torch.sum(dg, 1, out=g_b_in)
-                else:
-                    torch.bmm(dg.transpose(1, 2), hs[layer - 1], out=g_w_hid[layer - 1])
-                    torch.sum(dg, 1, out=g_b_hid[layer - 1])
-                    dh = torch.bmm(dg, layer_params(layer)[0])
-            adam.step(grads)
+
+                def penalty_grad(dg, layer):
+                    stack.add_penalty_grad(dg, layer, ext[layer], [c[layer] for c in coefs],
+                                           average)
+            # d mean-BCE / d logits, zero for diverged members
+            dz = torch.where(alive[:, None], (torch.sigmoid(logits) - yb) / rows, 0.0)
+            stack.backward(xb, dz, penalty_grad)
+            adam.step(stack.grads)
             loss_sum += task.double() * rows * live
             if use_js:
                 pen_sum += pen.detach().double() * rows * live
             correct += ((logits > 0).to(yb.dtype) == yb).sum(1).double()
         with torch.no_grad():
-            val_correct = ((forward(x_va, None, None) > 0).long() == y_va).sum(1)
+            val_correct = ((stack.forward(x_va, keep=False) > 0).long() == y_va).sum(1)
         now = {"loss": loss_sum / n, "penalty": pen_sum / n, "train_acc": correct / n,
                "val_acc": val_correct.double() / max(1, x_va.shape[0])}
         for k, v in now.items():
@@ -345,14 +293,9 @@ def train_population(
     seconds = time.perf_counter() - start
 
     results = []
-    for p, (m, net) in enumerate(zip(members, singles)):
-        with torch.no_grad():
-            for layer in range(depth + 1):
-                lin = net.output if layer == depth else net.linears[layer]
-                w, b = (w_out, b_out) if layer == depth else layer_params(layer)
-                lin.weight.copy_(w[p, : lin.out_features, : lin.in_features])
-                lin.bias.copy_(b[p, : lin.out_features])
-        status = activation_status(net, data.x_train)
+    for p, m in enumerate(members):
+        net = stack.member(p)
+        status = activation_status(net, data.x_train, granularity=granularity)
         diverged = not bool(alive[p])
         metrics = {
             "train_acc": float(last["train_acc"][p]), "best_train_acc": float(best_train[p]),

@@ -1,0 +1,231 @@
+"""Stacked weights of a population of same-depth nets, with a hand-written backward.
+
+A stack holds ``P`` members' weights zero-padded to the widest member (see
+:mod:`jumpstart.train.population` for why padding is inert) and implements
+``forward`` (logits ``(P, N)``), ``extremes`` (the per-layer unit and point
+maxima/minima the Jumpstart deficits need, with arg indices) and
+``backward`` (gradients of the task loss plus the penalty, written into
+``grads``). Two architectures:
+
+- :class:`DenseStack`: :class:`~jumpstart.models.Rectangular` nets; a layer is
+  ``g = h W^T + b`` with ``h`` of shape ``(P, N, W)``;
+- :class:`MoonsConvStack`: :class:`~jumpstart.models.MoonsConv` nets (the
+  CPAIOR Keras MOONS net); the two positions are stacked along the sample
+  axis, ``h`` of shape ``(P, 2N, W)`` (rows ``:N`` position 0, ``N:`` position
+  1), and a layer is ``g = h W0^T + b`` plus ``h[N:] W1^T`` on the position-0
+  rows (kernel (2, 1), one zero row padded at the bottom). Deficits are per
+  (position, channel) and per (sample, position): granularity ``"position"``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..models import MoonsConv, Rectangular
+
+
+class _Stack:
+    """Shared machinery: padding mask, offsets, penalty-gradient routing."""
+
+    def __init__(self, widths: list[int], rows_per_point: int) -> None:
+        pop, wmax = len(widths), max(widths)
+        self.pop, self.wmax, self.rows_per_point = pop, wmax, rows_per_point
+        self.mask = torch.arange(wmax)[None, :] < torch.tensor(widths)[:, None]  # (P, W)
+        self.padded = not bool(self.mask.all())
+        self.lo_off = torch.zeros(pop, 1, wmax).masked_fill(~self.mask[:, None, :], -math.inf)
+        self.hi_off = torch.zeros(pop, 1, wmax).masked_fill(~self.mask[:, None, :], math.inf)
+        self.gs: list[Tensor] = []
+        self.hs: list[Tensor] = []
+
+    @property
+    def unit_mask(self) -> Tensor:
+        """``(P, U)``: which of the per-layer units are real (not padding)."""
+        return self.mask.repeat(1, self.rows_per_point)
+
+    def _unit_view(self, g: Tensor) -> Tensor:
+        """``g`` as ``(P, R, N, W)``: units reduce over dim 2."""
+        return g.view(self.pop, self.rows_per_point, -1, self.wmax)
+
+    def extremes(self, layer: int):
+        """Unit max/min over samples, ``(P, U)``, and point max/min over real
+        units, ``(P, R*N)``, each as ``(values, indices)`` along the reduced dim."""
+        g = self.gs[layer]
+        g4 = self._unit_view(g)
+        g_hi, g_lo = (g + self.lo_off, g + self.hi_off) if self.padded else (g, g)
+        return g4.max(2), g4.min(2), g_hi.max(2), g_lo.min(2)
+
+    def add_penalty_grad(self, dg: Tensor, layer: int, ext, coefs, average: bool) -> None:
+        """Route d penalty / d extreme (``coefs``, shapes as the extremes' values
+        flattened) to the extreme element (``single``) or split over ties."""
+        g = self.gs[layer]
+        g4, dg4 = self._unit_view(g), self._unit_view(dg)
+        for k, ((values, index), coef) in enumerate(zip(ext, coefs)):
+            target, source, dim = (dg4, g4, 2) if k < 2 else (dg, g, 2)
+            coef = coef.view(values.shape)
+            if average:
+                ties = (source == values.unsqueeze(dim)).to(g.dtype)
+                if k >= 2 and self.padded:
+                    ties = ties * self.mask.unsqueeze(1)
+                target.add_(ties * (coef / ties.sum(dim)).unsqueeze(dim))
+            else:
+                target.scatter_add_(dim, index.unsqueeze(dim), coef.unsqueeze(dim))
+
+
+class DenseStack(_Stack):
+    """``P`` Rectangular ReLU nets of one depth (one logit each), stacked."""
+
+    def __init__(self, nets: list[Rectangular]) -> None:
+        super().__init__([net.width for net in nets], rows_per_point=1)
+        self.nets, self.depth = nets, nets[0].depth
+        pop, wmax = self.pop, self.wmax
+        features = nets[0].linears[0].in_features
+
+        def stack(get, rows, cols):
+            w, b = torch.zeros(pop, rows, cols), torch.zeros(pop, rows)
+            for p, net in enumerate(nets):
+                lin = get(net)
+                w[p, : lin.out_features, : lin.in_features] = lin.weight.detach()
+                b[p, : lin.out_features] = lin.bias.detach()
+            return w, b
+
+        self.w_in, self.b_in = stack(lambda n: n.linears[0], wmax, features)
+        hidden = [stack(lambda n, i=i: n.linears[i], wmax, wmax) for i in range(1, self.depth)]
+        self.w_hid = torch.stack([w for w, _ in hidden]) if hidden else torch.zeros(0, pop, wmax, wmax)
+        self.b_hid = torch.stack([b for _, b in hidden]) if hidden else torch.zeros(0, pop, wmax)
+        self.w_out, self.b_out = stack(lambda n: n.output, 1, wmax)
+        self.params = [self.w_in, self.b_in, self.w_hid, self.b_hid, self.w_out, self.b_out]
+        self.grads = [torch.zeros_like(t) for t in self.params]
+
+    def _layer(self, layer: int) -> tuple[Tensor, Tensor]:
+        return (self.w_in, self.b_in) if layer == 0 else (self.w_hid[layer - 1],
+                                                         self.b_hid[layer - 1])
+
+    def _input(self, x: Tensor) -> Tensor:
+        return x.expand(self.pop, *x.shape) if x.dim() == 2 else x
+
+    def forward(self, x: Tensor, keep: bool) -> Tensor:
+        """Logits ``(P, N)`` for ``x`` of shape ``(N, F)`` (shared) or ``(P, N, F)``."""
+        self.gs, self.hs = [], []
+        h = self._input(x)
+        for layer in range(self.depth):
+            w, b = self._layer(layer)
+            g = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            h = torch.relu(g)
+            if keep:
+                self.gs.append(g)
+                self.hs.append(h)
+        return torch.baddbmm(self.b_out.unsqueeze(1), h, self.w_out.transpose(1, 2))[..., 0]
+
+    def backward(self, x: Tensor, dz: Tensor, penalty_grad) -> None:
+        """Write gradients into ``grads`` given d loss / d logits ``dz`` ``(P, N)``;
+        ``penalty_grad(dg, layer)`` adds the penalty's share to ``dg`` in place."""
+        g_w_in, g_b_in, g_w_hid, g_b_hid, g_w_out, g_b_out = self.grads
+        torch.bmm(dz.unsqueeze(1), self.hs[-1], out=g_w_out)
+        torch.sum(dz, 1, keepdim=True, out=g_b_out)
+        dh = dz.unsqueeze(2) * self.w_out
+        for layer in range(self.depth - 1, -1, -1):
+            dg = torch.ops.aten.threshold_backward(dh, self.hs[layer], 0)
+            penalty_grad(dg, layer)
+            if layer == 0:
+                torch.bmm(dg.transpose(1, 2), self._input(x), out=g_w_in)
+                torch.sum(dg, 1, out=g_b_in)
+            else:
+                torch.bmm(dg.transpose(1, 2), self.hs[layer - 1], out=g_w_hid[layer - 1])
+                torch.sum(dg, 1, out=g_b_hid[layer - 1])
+                dh = torch.bmm(dg, self._layer(layer)[0])
+
+    def member(self, p: int) -> nn.Module:
+        """Member ``p`` as its standalone Rectangular with the trained weights."""
+        net = self.nets[p]
+        with torch.no_grad():
+            for layer in range(self.depth + 1):
+                lin = net.output if layer == self.depth else net.linears[layer]
+                w, b = (self.w_out, self.b_out) if layer == self.depth else self._layer(layer)
+                lin.weight.copy_(w[p, : lin.out_features, : lin.in_features])
+                lin.bias.copy_(b[p, : lin.out_features])
+        return net
+
+
+class MoonsConvStack(_Stack):
+    """``P`` MoonsConv nets (Keras MOONS formulation) of one depth, stacked."""
+
+    def __init__(self, nets: list[MoonsConv]) -> None:
+        super().__init__([net.width for net in nets], rows_per_point=2)
+        self.nets, self.depth = nets, nets[0].depth
+        pop, wmax = self.pop, self.wmax
+        # per layer: W0 (tap on the row itself), W1 (tap on the row below), bias
+        self.w0 = torch.zeros(self.depth, pop, wmax, wmax)
+        self.w1 = torch.zeros(self.depth, pop, wmax, wmax)
+        self.b = torch.zeros(self.depth, pop, wmax)
+        self.w_out = torch.zeros(pop, 2, wmax)  # (position, channel)
+        self.b_out = torch.zeros(pop, 1)
+        for p, net in enumerate(nets):
+            for layer, conv in enumerate(net.convs):
+                cout, cin = conv.weight.shape[:2]
+                self.w0[layer, p, :cout, :cin] = conv.weight.detach()[:, :, 0, 0]
+                self.w1[layer, p, :cout, :cin] = conv.weight.detach()[:, :, 1, 0]
+                self.b[layer, p, :cout] = conv.bias.detach()
+            w = net.output.weight.detach().view(net.width, 2)  # flatten index c*2 + pos
+            self.w_out[p, :, : net.width] = w.t()
+            self.b_out[p] = net.output.bias.detach()
+        self.params = [self.w0, self.w1, self.b, self.w_out, self.b_out]
+        self.grads = [torch.zeros_like(t) for t in self.params]
+
+    def _input(self, x: Tensor) -> Tensor:
+        """Points ``(N, 2)`` as the first layer's input ``(P, 2N, W)``: the
+        coordinate of each position in channel 0, zeros elsewhere."""
+        if x.dim() != 2:
+            raise ValueError("MoonsConv populations train full batch (x of shape (N, 2))")
+        h = x.new_zeros(self.pop, 2 * x.shape[0], self.wmax)
+        h[:, :, 0] = x.t().reshape(-1)
+        return h
+
+    def forward(self, x: Tensor, keep: bool) -> Tensor:
+        """Logits ``(P, N)`` for points ``x`` of shape ``(N, 2)``."""
+        self.gs, self.hs, n = [], [], x.shape[0]
+        h = self._input(x)
+        self.h_in = h
+        for layer in range(self.depth):
+            g = torch.baddbmm(self.b[layer].unsqueeze(1), h, self.w0[layer].transpose(1, 2))
+            g[:, :n].baddbmm_(h[:, n:], self.w1[layer].transpose(1, 2))
+            h = torch.relu(g)
+            if keep:
+                self.gs.append(g)
+                self.hs.append(h)
+        out = (h.view(self.pop, 2, n, self.wmax) * self.w_out.unsqueeze(2)).sum((1, 3))
+        return out + self.b_out
+
+    def backward(self, x: Tensor, dz: Tensor, penalty_grad) -> None:
+        """Write gradients into ``grads``; see :meth:`DenseStack.backward`."""
+        g_w0, g_w1, g_b, g_w_out, g_b_out = self.grads
+        n = x.shape[0]
+        h4 = self.hs[-1].view(self.pop, 2, n, self.wmax)
+        torch.sum(h4 * dz.view(self.pop, 1, n, 1), 2, out=g_w_out)
+        torch.sum(dz, 1, keepdim=True, out=g_b_out)
+        dh = (dz.view(self.pop, 1, n, 1) * self.w_out.unsqueeze(2)).view(self.pop, 2 * n, self.wmax)
+        for layer in range(self.depth - 1, -1, -1):
+            dg = torch.ops.aten.threshold_backward(dh, self.hs[layer], 0)
+            penalty_grad(dg, layer)
+            h_prev = self.h_in if layer == 0 else self.hs[layer - 1]
+            torch.bmm(dg.transpose(1, 2), h_prev, out=g_w0[layer])
+            torch.bmm(dg[:, :n].transpose(1, 2), h_prev[:, n:], out=g_w1[layer])
+            torch.sum(dg, 1, out=g_b[layer])
+            if layer > 0:
+                dh = torch.bmm(dg, self.w0[layer])
+                dh[:, n:].baddbmm_(dg[:, :n], self.w1[layer])
+
+    def member(self, p: int) -> nn.Module:
+        """Member ``p`` as its standalone MoonsConv with the trained weights."""
+        net = self.nets[p]
+        with torch.no_grad():
+            for layer, conv in enumerate(net.convs):
+                cout, cin = conv.weight.shape[:2]
+                conv.weight[:, :, 0, 0] = self.w0[layer, p, :cout, :cin]
+                conv.weight[:, :, 1, 0] = self.w1[layer, p, :cout, :cin]
+                conv.bias.copy_(self.b[layer, p, :cout])
+            net.output.weight.copy_(self.w_out[p, :, : net.width].t().reshape(1, -1))
+            net.output.bias.copy_(self.b_out[p])
+        return net
