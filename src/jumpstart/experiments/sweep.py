@@ -14,7 +14,6 @@ import sys
 import time
 import traceback
 from collections import defaultdict
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from .config import Sweep, group_key, run_key
@@ -159,17 +158,29 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
     return counts
 
 
+def _die_with_parent() -> None:
+    """Pool worker initializer: on Linux, be killed when the sweep process dies
+    (even by SIGKILL), so no orphan keeps training a group nobody will record."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+
+
 def _execute_local(groups, workers, _address):
     if workers == 1 or len(groups) <= 1:
         for g in groups:
             yield from run_group(g, threads=None if workers == 1 else 1)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        pending = {pool.submit(run_group, g) for g in groups}
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                yield from future.result()
+    pool = mp.get_context("spawn").Pool(workers, initializer=_die_with_parent)
+    try:
+        for results in pool.imap_unordered(run_group, groups):
+            yield from results
+        pool.close()
+    finally:
+        pool.terminate()  # Ctrl-C or an error: stop the workers now
+        pool.join()
 
 
 def _execute_ray(groups, workers, address):
