@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .rectangular import INITS
+from .rectangular import init_weights
 
 
 class MoonsConv(nn.Module):
@@ -51,8 +51,6 @@ class MoonsConv(nn.Module):
         for name, value in (("depth", depth), ("width", width)):
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
-        if init not in INITS:
-            raise ValueError(f"unknown init {init!r}; allowed: {', '.join(INITS)}")
         self.depth, self.width = depth, width
         channels = [1] + [width] * depth
         self.convs = nn.ModuleList(
@@ -60,14 +58,7 @@ class MoonsConv(nn.Module):
         )
         self.activations = nn.ModuleList(nn.ReLU() for _ in range(depth))
         self.output = nn.Linear(2 * width, 1)
-        for layer in [*self.convs, self.output]:
-            if init == "glorot":
-                nn.init.xavier_uniform_(layer.weight)
-            elif init == "kaiming":
-                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-            else:
-                nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        init_weights([*self.convs, self.output], init)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of shape ``(N, 1)`` for points ``x`` of shape ``(N, 2)``."""

@@ -9,6 +9,26 @@ NORMS = (None, "batch")
 INITS = ("glorot", "kaiming", "zero")
 
 
+def init_weights(layers, init: str) -> None:
+    """Initialize weighted layers in place: ``"glorot"`` (Glorot uniform, the
+    Keras default the CPAIOR code used), ``"kaiming"`` (Kaiming normal, fan-in,
+    ReLU gain) or ``"zero"`` weights; biases always zero.
+
+    Raises:
+        ValueError: unknown ``init``.
+    """
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; allowed: {', '.join(INITS)}")
+    for layer in layers:
+        if init == "glorot":
+            nn.init.xavier_uniform_(layer.weight)
+        elif init == "kaiming":
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        else:
+            nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+
+
 class Rectangular(nn.Module):
     """``depth`` hidden layers of ``width`` units, then a linear output layer.
 
@@ -58,8 +78,6 @@ class Rectangular(nn.Module):
             raise ValueError(f"unknown norm {norm!r}; allowed: None, batch")
         if skip is not None and not (isinstance(skip, int) and skip >= 1):
             raise ValueError(f"skip must be None or an integer >= 1; got {skip!r}")
-        if init not in INITS:
-            raise ValueError(f"unknown init {init!r}; allowed: {', '.join(INITS)}")
         self.depth, self.width, self.skip = depth, width, skip
         dims = [in_features] + [width] * depth
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
@@ -68,14 +86,7 @@ class Rectangular(nn.Module):
         )
         self.activations = nn.ModuleList(ACTIVATIONS[activation]() for _ in range(depth))
         self.output = nn.Linear(width, out_features)
-        for layer in [*self.linears, self.output]:
-            if init == "glorot":
-                nn.init.xavier_uniform_(layer.weight)
-            elif init == "kaiming":
-                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-            else:
-                nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        init_weights([*self.linears, self.output], init)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of shape ``(N, out_features)`` for ``x`` of shape ``(N, in_features)``."""
