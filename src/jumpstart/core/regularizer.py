@@ -32,7 +32,14 @@ class LayerDeficits(NamedTuple):
     deficits: Deficits
 
 
-def _check_options(margin, aggregation, sign_balance, constraints, tie_break) -> tuple[str, ...]:
+def check_options(margin, aggregation, sign_balance, constraints, tie_break) -> tuple[str, ...]:
+    """Validate Jumpstart options; return ``constraints`` as a tuple.
+
+    Raises:
+        ValueError: ``margin <= 0``, ``sign_balance`` outside [0, 1], or an
+            unknown aggregation, tie-break or constraint (the message names
+            the bad value and the allowed ones).
+    """
     if not (isinstance(margin, (int, float)) and margin > 0):
         raise ValueError(f"margin must be a number > 0; got {margin!r}")
     if aggregation not in AGGREGATIONS:
@@ -88,7 +95,7 @@ def aggregate(
         ValueError: unknown aggregation or constraint, ``sign_balance``
             outside [0, 1], or no layers.
     """
-    constraints = _check_options(1.0, aggregation, sign_balance, constraints, "single")
+    constraints = check_options(1.0, aggregation, sign_balance, constraints, "single")
     if not layers:
         raise ValueError("no layer deficits to aggregate")
     s = float(sign_balance)
@@ -168,7 +175,7 @@ class Jumpstart:
         activations: Iterable[type] = (nn.ReLU,),
         layers: Sequence[nn.Module] | None = None,
     ) -> None:
-        self.constraints = _check_options(margin, aggregation, sign_balance, constraints, tie_break)
+        self.constraints = check_options(margin, aggregation, sign_balance, constraints, tie_break)
         check_granularity(granularity)
         self.margin = float(margin)
         self.aggregation = aggregation

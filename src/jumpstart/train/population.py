@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..core.regularizer import CONSTRAINTS
+from ..core.regularizer import CONSTRAINTS, check_options
 from ..core.status import activation_status
 from ..data import DATASETS
 from ..models import MoonsConv, Rectangular
@@ -154,10 +154,10 @@ def train_population(
     Keras MOONS net, deficits with granularity ``"position"``, full batch).
     Numerically each member is ``train_run(dataset=..., model=model,
     depth=depth, width=member.width, lam=member.lam, seed=member.seed, ...)``:
-    the same
-    initialization, minibatch order (``batch_size`` set), loss ``task +
-    lam * P`` (CPAIOR eq. (7)) and Adam, up to float rounding. A member whose
-    loss becomes NaN/inf is frozen there and reported diverged.
+    the same initialization, minibatch order (``batch_size`` set), loss
+    ``task + lam * P`` (CPAIOR eq. (7)) and Adam, up to float rounding. A
+    member whose loss becomes NaN/inf stops being recorded there and is
+    reported diverged (its metrics are those of its last finite epoch).
 
     Args:
         members: the networks, ``len >= 1``.
@@ -181,9 +181,7 @@ def train_population(
             "constraints": CONSTRAINTS, "tie_break": "single", "granularity": None,
             **(jumpstart or {})}
     if any(m.lam > 0 for m in members):
-        from ..core.regularizer import _check_options
-
-        opts["constraints"] = _check_options(opts["margin"], opts["aggregation"],
+        opts["constraints"] = check_options(opts["margin"], opts["aggregation"],
                                              opts["sign_balance"], opts["constraints"],
                                              opts["tie_break"])
     if not (isinstance(epochs, int) and epochs >= 1):
