@@ -217,6 +217,7 @@ def train_population(
     lam = torch.tensor([m.lam for m in members])
     use_js = bool((lam > 0).any())
     average = opts["tie_break"] == "average"
+    stack.keep_g = average
     unit_mask = stack.unit_mask
     adam = _Adam(stack.params, lr)
     bs = n if batch_size is None else min(batch_size, n)
@@ -244,13 +245,13 @@ def train_population(
                 idx = order[:, lo : lo + bs]
                 xb, yb = x_tr[idx], y_tr[idx]
             rows = yb.shape[1]
-            logits = stack.forward(xb, keep=True)
+            logits = stack.forward(xb, keep=True, extremes=use_js)
             task = torch.nn.functional.binary_cross_entropy_with_logits(
                 logits, yb, reduction="none").mean(1)
             total = task
             penalty_grad = no_penalty
             if use_js:
-                ext = [stack.extremes(layer) for layer in range(depth)]
+                ext = stack.ext
                 leaves = [torch.stack([e[i].values.reshape(pop, -1) for e in ext]).requires_grad_()
                           for i in range(4)]
                 pen = _penalty(*leaves, unit_mask, rows * stack.rows_per_point, **opts)
@@ -272,7 +273,7 @@ def train_population(
                 pen_sum += pen.detach().double() * rows * live
             correct += ((logits > 0).to(yb.dtype) == yb).sum(1).double()
         with torch.no_grad():
-            val_correct = ((stack.forward(x_va, keep=False) > 0).long() == y_va).sum(1)
+            val_correct = ((stack.forward(x_va) > 0).long() == y_va).sum(1)
         now = {"loss": loss_sum / n, "penalty": pen_sum / n, "train_acc": correct / n,
                "val_acc": val_correct.double() / max(1, x_va.shape[0])}
         for k, v in now.items():

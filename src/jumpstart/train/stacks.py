@@ -2,8 +2,8 @@
 
 A stack holds ``P`` members' weights zero-padded to the widest member (see
 :mod:`jumpstart.train.population` for why padding is inert) and implements
-``forward`` (logits ``(P, N)``), ``extremes`` (the per-layer unit and point
-maxima/minima the Jumpstart deficits need, with arg indices) and
+``forward`` (logits ``(P, N)``; optionally recording the per-layer unit and
+point maxima/minima the Jumpstart deficits need, with arg indices) and
 ``backward`` (gradients of the task loss plus the penalty, written into
 ``grads``). Two architectures:
 
@@ -37,8 +37,20 @@ class _Stack:
         self.padded = not bool(self.mask.all())
         self.lo_off = torch.zeros(pop, 1, wmax).masked_fill(~self.mask[:, None, :], -math.inf)
         self.hi_off = torch.zeros(pop, 1, wmax).masked_fill(~self.mask[:, None, :], math.inf)
+        self.keep_g = False  # set for tie-break "average", which needs g in backward
         self.gs: list[Tensor] = []
         self.hs: list[Tensor] = []
+        self.ext: list = []
+
+    def _record(self, g: Tensor, h: Tensor, keep: bool, extremes: bool) -> None:
+        """Keep what backward needs: the activation, the layer's extremes
+        (computed now, while ``g`` is hot in cache) and ``g`` only if asked."""
+        if keep:
+            self.hs.append(h)
+        if extremes:
+            self.ext.append(self._extremes(g))
+            if self.keep_g:
+                self.gs.append(g)
 
     @property
     def unit_mask(self) -> Tensor:
@@ -49,10 +61,9 @@ class _Stack:
         """``g`` as ``(P, R, N, W)``: units reduce over dim 2."""
         return g.view(self.pop, self.rows_per_point, -1, self.wmax)
 
-    def extremes(self, layer: int):
-        """Unit max/min over samples, ``(P, U)``, and point max/min over real
+    def _extremes(self, g: Tensor):
+        """Unit max/min over samples, ``(P, R, W)``, and point max/min over real
         units, ``(P, R*N)``, each as ``(values, indices)`` along the reduced dim."""
-        g = self.gs[layer]
         g4 = self._unit_view(g)
         g_hi, g_lo = (g + self.lo_off, g + self.hi_off) if self.padded else (g, g)
         return g4.max(2), g4.min(2), g_hi.max(2), g_lo.min(2)
@@ -60,12 +71,15 @@ class _Stack:
     def add_penalty_grad(self, dg: Tensor, layer: int, ext, coefs, average: bool) -> None:
         """Route d penalty / d extreme (``coefs``, shapes as the extremes' values
         flattened) to the extreme element (``single``) or split over ties."""
-        g = self.gs[layer]
-        g4, dg4 = self._unit_view(g), self._unit_view(dg)
+        dg4 = self._unit_view(dg)
+        if average:
+            g = self.gs[layer]
+            g4 = self._unit_view(g)
         for k, ((values, index), coef) in enumerate(zip(ext, coefs)):
-            target, source, dim = (dg4, g4, 2) if k < 2 else (dg, g, 2)
+            target, dim = (dg4, 2) if k < 2 else (dg, 2)
             coef = coef.view(values.shape)
             if average:
+                source = g4 if k < 2 else g
                 ties = (source == values.unsqueeze(dim)).to(g.dtype)
                 if k >= 2 and self.padded:
                     ties = ties * self.mask.unsqueeze(1)
@@ -106,17 +120,17 @@ class DenseStack(_Stack):
     def _input(self, x: Tensor) -> Tensor:
         return x.expand(self.pop, *x.shape) if x.dim() == 2 else x
 
-    def forward(self, x: Tensor, keep: bool) -> Tensor:
-        """Logits ``(P, N)`` for ``x`` of shape ``(N, F)`` (shared) or ``(P, N, F)``."""
-        self.gs, self.hs = [], []
+    def forward(self, x: Tensor, keep: bool = False, extremes: bool = False) -> Tensor:
+        """Logits ``(P, N)`` for ``x`` of shape ``(N, F)`` (shared) or ``(P, N, F)``;
+        ``keep`` stores activations for :meth:`backward`, ``extremes`` the
+        per-layer extremes (``self.ext``)."""
+        self.gs, self.hs, self.ext = [], [], []
         h = self._input(x)
         for layer in range(self.depth):
             w, b = self._layer(layer)
             g = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             h = torch.relu(g)
-            if keep:
-                self.gs.append(g)
-                self.hs.append(h)
+            self._record(g, h, keep, extremes)
         return torch.baddbmm(self.b_out.unsqueeze(1), h, self.w_out.transpose(1, 2))[..., 0]
 
     def backward(self, x: Tensor, dz: Tensor, penalty_grad) -> None:
@@ -183,18 +197,17 @@ class MoonsConvStack(_Stack):
         h[:, :, 0] = x.t().reshape(-1)
         return h
 
-    def forward(self, x: Tensor, keep: bool) -> Tensor:
-        """Logits ``(P, N)`` for points ``x`` of shape ``(N, 2)``."""
-        self.gs, self.hs, n = [], [], x.shape[0]
+    def forward(self, x: Tensor, keep: bool = False, extremes: bool = False) -> Tensor:
+        """Logits ``(P, N)`` for points ``x`` of shape ``(N, 2)``; see
+        :meth:`DenseStack.forward`."""
+        self.gs, self.hs, self.ext, n = [], [], [], x.shape[0]
         h = self._input(x)
         self.h_in = h
         for layer in range(self.depth):
             g = torch.baddbmm(self.b[layer].unsqueeze(1), h, self.w0[layer].transpose(1, 2))
             g[:, :n].baddbmm_(h[:, n:], self.w1[layer].transpose(1, 2))
             h = torch.relu(g)
-            if keep:
-                self.gs.append(g)
-                self.hs.append(h)
+            self._record(g, h, keep, extremes)
         out = (h.view(self.pop, 2, n, self.wmax) * self.w_out.unsqueeze(2)).sum((1, 3))
         return out + self.b_out
 
