@@ -230,7 +230,6 @@ def train_population(
     last = {k: torch.zeros(pop, dtype=torch.float64)
             for k in ("loss", "penalty", "train_acc", "val_acc")}
     curves = {k: [] for k in ("epoch", "loss", "penalty", "train_acc", "val_acc")}
-    no_penalty = lambda dg, layer: None  # noqa: E731
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         loss_sum = torch.zeros(pop, dtype=torch.float64)
@@ -249,24 +248,21 @@ def train_population(
             task = torch.nn.functional.binary_cross_entropy_with_logits(
                 logits, yb, reduction="none").mean(1)
             total = task
-            penalty_grad = no_penalty
             if use_js:
-                ext = stack.ext
-                leaves = [torch.stack([e[i].values.reshape(pop, -1) for e in ext]).requires_grad_()
+                leaves = [torch.stack([e[i].values.reshape(pop, -1) for e in stack.ext])
+                          .requires_grad_()
                           for i in range(4)]
                 pen = _penalty(*leaves, unit_mask, rows * stack.rows_per_point, **opts)
                 total = task + lam * pen.detach()
             alive &= torch.isfinite(total)
             live = alive.to(torch.float64)
+            penalty = None
             if use_js:
                 coefs = torch.autograd.grad(torch.where(alive, lam * pen, 0.0).sum(), leaves)
-
-                def penalty_grad(dg, layer):
-                    stack.add_penalty_grad(dg, layer, ext[layer], [c[layer] for c in coefs],
-                                           average)
+                penalty = (coefs, average)
             # d mean-BCE / d logits, zero for diverged members
             dz = torch.where(alive[:, None], (torch.sigmoid(logits) - yb) / rows, 0.0)
-            stack.backward(xb, dz, penalty_grad)
+            stack.backward(xb, dz, penalty)
             adam.step(stack.grads)
             loss_sum += task.double() * rows * live
             if use_js:
@@ -292,7 +288,7 @@ def train_population(
     seconds = time.perf_counter() - start
 
     results = []
-    for p, m in enumerate(members):
+    for p in range(pop):
         net = stack.member(p)
         status = activation_status(net, data.x_train, granularity=granularity)
         diverged = not bool(alive[p])

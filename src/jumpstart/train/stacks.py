@@ -68,9 +68,11 @@ class _Stack:
         g_hi, g_lo = (g + self.lo_off, g + self.hi_off) if self.padded else (g, g)
         return g4.max(2), g4.min(2), g_hi.max(2), g_lo.min(2)
 
-    def add_penalty_grad(self, dg: Tensor, layer: int, ext, coefs, average: bool) -> None:
-        """Route d penalty / d extreme (``coefs``, shapes as the extremes' values
-        flattened) to the extreme element (``single``) or split over ties."""
+    def add_penalty_grad(self, dg: Tensor, layer: int, coefs, average: bool) -> None:
+        """Route d penalty / d extreme (``coefs``: the four ``(L, P, *)``
+        gradients of the stacked extremes' values) to the extreme element of
+        layer ``layer`` (``single``) or split over ties (``average``)."""
+        ext, coefs = self.ext[layer], [c[layer] for c in coefs]
         dg4 = self._unit_view(dg)
         if average:
             g = self.gs[layer]
@@ -133,16 +135,18 @@ class DenseStack(_Stack):
             self._record(g, h, keep, extremes)
         return torch.baddbmm(self.b_out.unsqueeze(1), h, self.w_out.transpose(1, 2))[..., 0]
 
-    def backward(self, x: Tensor, dz: Tensor, penalty_grad) -> None:
+    def backward(self, x: Tensor, dz: Tensor, penalty=None) -> None:
         """Write gradients into ``grads`` given d loss / d logits ``dz`` ``(P, N)``;
-        ``penalty_grad(dg, layer)`` adds the penalty's share to ``dg`` in place."""
+        ``penalty = (coefs, average)`` adds the penalty's share, ``coefs`` being
+        d penalty / d extremes stacked over layers (see :meth:`add_penalty_grad`)."""
         g_w_in, g_b_in, g_w_hid, g_b_hid, g_w_out, g_b_out = self.grads
         torch.bmm(dz.unsqueeze(1), self.hs[-1], out=g_w_out)
         torch.sum(dz, 1, keepdim=True, out=g_b_out)
         dh = dz.unsqueeze(2) * self.w_out
         for layer in range(self.depth - 1, -1, -1):
             dg = torch.ops.aten.threshold_backward(dh, self.hs[layer], 0)
-            penalty_grad(dg, layer)
+            if penalty is not None:
+                self.add_penalty_grad(dg, layer, *penalty)
             if layer == 0:
                 torch.bmm(dg.transpose(1, 2), self._input(x), out=g_w_in)
                 torch.sum(dg, 1, out=g_b_in)
@@ -211,7 +215,7 @@ class MoonsConvStack(_Stack):
         out = (h.view(self.pop, 2, n, self.wmax) * self.w_out.unsqueeze(2)).sum((1, 3))
         return out + self.b_out
 
-    def backward(self, x: Tensor, dz: Tensor, penalty_grad) -> None:
+    def backward(self, x: Tensor, dz: Tensor, penalty=None) -> None:
         """Write gradients into ``grads``; see :meth:`DenseStack.backward`."""
         g_w0, g_w1, g_b, g_w_out, g_b_out = self.grads
         n = x.shape[0]
@@ -221,7 +225,8 @@ class MoonsConvStack(_Stack):
         dh = (dz.view(self.pop, 1, n, 1) * self.w_out.unsqueeze(2)).view(self.pop, 2 * n, self.wmax)
         for layer in range(self.depth - 1, -1, -1):
             dg = torch.ops.aten.threshold_backward(dh, self.hs[layer], 0)
-            penalty_grad(dg, layer)
+            if penalty is not None:
+                self.add_penalty_grad(dg, layer, *penalty)
             h_prev = self.h_in if layer == 0 else self.hs[layer - 1]
             torch.bmm(dg.transpose(1, 2), h_prev, out=g_w0[layer])
             torch.bmm(dg[:, :n].transpose(1, 2), h_prev[:, n:], out=g_w1[layer])
