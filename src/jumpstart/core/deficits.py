@@ -181,6 +181,43 @@ def _position_deficits(g: Tensor, margin: float, average: bool) -> Deficits:
     )
 
 
+def member_deficits(g: Tensor, margin: float = 1.0, tie_break: str = "single") -> Deficits:
+    """Deficits of a population's pre-activation, one set per member.
+
+    Population training stacks ``P`` independent networks; a hidden layer's
+    pre-activation then has shape ``(P, N, C, *spatial)``. Each member gets the
+    ``"channel"`` deficits of :func:`margin_deficits` on its own slice
+    ``g[p]`` (CPAIOR eqs. (9)-(12)), through plain autograd ops (``max``/``min``
+    along a dim send the gradient to one element: ``"single"``; ``amax``/
+    ``amin`` split it over ties: ``"average"``).
+
+    Returns:
+        :class:`Deficits` with unit vectors of shape ``(P, C)`` and point
+        vectors of shape ``(P, N)``.
+
+    Raises:
+        ValueError: ``g`` has fewer than 3 dims or is empty, ``margin <= 0``,
+            or ``tie_break`` is unknown.
+    """
+    if g.dim() < 3 or g.numel() == 0:
+        raise ValueError(f"a population pre-activation has shape (P, N, C, *spatial); "
+                         f"got shape {tuple(g.shape)}")
+    if not margin > 0:
+        raise ValueError(f"margin must be > 0; got {margin!r}")
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"unknown tie_break {tie_break!r}; allowed: {', '.join(TIE_BREAKS)}")
+    p, n, c = g.shape[:3]
+    points = g.reshape(p, n, -1)  # (P, N, C*S)
+    units = g.reshape(p, n, c, -1).transpose(1, 2).reshape(p, c, -1)  # (P, C, N*S)
+    if tie_break == "average":
+        ext = units.amax(2), units.amin(2), points.amax(2), points.amin(2)
+    else:
+        ext = units.max(2)[0], units.min(2)[0], points.max(2)[0], points.min(2)[0]
+    m = float(margin)
+    return Deficits(torch.relu(m - ext[0]), torch.relu(m + ext[1]),
+                    torch.relu(m - ext[2]), torch.relu(m + ext[3]))
+
+
 def margin_deficits(
     g: Tensor, margin: float = 1.0, tie_break: str = "single", granularity: str = "channel"
 ) -> Deficits:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .deficits import TIE_BREAKS, Deficits, check_granularity, margin_deficits
+from .deficits import TIE_BREAKS, Deficits, check_granularity, margin_deficits, member_deficits
 from .hooks import PreActivationHooks
 
 AGGREGATIONS = ("balanced", "sum", "mean", "l2", "sq")
@@ -86,10 +86,13 @@ def aggregate(
 
     Args:
         layers: deficits per layer; unit vectors ``(C_l,)``, point ``(N,)``
-            (``(C_l * S_l,)`` and ``(N * S_l,)`` with granularity ``"position"``).
+            (``(C_l * S_l,)`` and ``(N * S_l,)`` with granularity ``"position"``);
+            or, for a population of ``P`` networks, ``(P, C_l)`` and ``(P, N)``
+            (:func:`~jumpstart.core.deficits.member_deficits`), each member
+            aggregated on its own.
 
     Returns:
-        0-dim tensor, differentiable, ``>= 0``.
+        0-dim tensor (shape ``(P,)`` for a population), differentiable, ``>= 0``.
 
     Raises:
         ValueError: unknown aggregation or constraint, ``sign_balance``
@@ -103,21 +106,21 @@ def aggregate(
     for key, pos, neg in (("unit", 0, 1), ("point", 2, 3)):
         parts = []
         if f"{key}+" in constraints:
-            parts.append(s * torch.cat([d[pos] for d in layers]))
+            parts.append(s * torch.cat([d[pos] for d in layers], dim=-1))
         if f"{key}-" in constraints:
-            parts.append((1 - s) * torch.cat([d[neg] for d in layers]))
+            parts.append((1 - s) * torch.cat([d[neg] for d in layers], dim=-1))
         if parts:
             groups.append(parts[0] if len(parts) == 1 else parts[0] + parts[1])
     if aggregation == "balanced":
-        return groups[0].mean() if len(groups) == 1 else groups[0].mean() + groups[1].mean()
-    terms = groups[0] if len(groups) == 1 else torch.cat(groups)
+        return sum(group.mean(-1) for group in groups)
+    terms = torch.cat(groups, dim=-1)
     if aggregation == "sum":
-        return terms.sum()
+        return terms.sum(-1)
     if aggregation == "mean":
-        return terms.mean()
+        return terms.mean(-1)
     if aggregation == "l2":
-        return torch.linalg.vector_norm(terms)
-    return terms.square().sum()
+        return torch.linalg.vector_norm(terms, dim=-1)
+    return terms.square().sum(-1)
 
 
 class Jumpstart:
@@ -154,6 +157,10 @@ class Jumpstart:
             called k times per forward gives k layers.
         layers: instead of ``activations``, modules whose *output* is a
             pre-activation (for activations applied functionally).
+        members: the model is a population of independent networks whose
+            pre-activations carry a leading member dimension ``(P, N, C, ...)``
+            (:mod:`jumpstart.train.batched`); deficits are taken per member
+            (granularity ``"channel"``) and :meth:`penalty` has shape ``(P,)``.
 
     Raises:
         ValueError: an option outside its allowed values (the message names
@@ -174,6 +181,7 @@ class Jumpstart:
         granularity: str = "channel",
         activations: Iterable[type] = (nn.ReLU,),
         layers: Sequence[nn.Module] | None = None,
+        members: bool = False,
     ) -> None:
         self.constraints = check_options(margin, aggregation, sign_balance, constraints, tie_break)
         check_granularity(granularity)
@@ -182,6 +190,9 @@ class Jumpstart:
         self.sign_balance = float(sign_balance)
         self.tie_break = tie_break
         self.granularity = granularity
+        self.members = bool(members)
+        if self.members and granularity != "channel":
+            raise ValueError("population (members=True) deficits use granularity 'channel'")
         self._pending: list[LayerDeficits] | None = None
         self._pending_inputs: list[Tensor] = []
         self._last: list[LayerDeficits] | None = None
@@ -204,9 +215,11 @@ class Jumpstart:
         if self._pending is None or not torch.is_grad_enabled() or not g.requires_grad:
             return
         self._pending_inputs.append(g)
-        self._pending.append(
-            LayerDeficits(name, margin_deficits(g, self.margin, self.tie_break, self.granularity))
-        )
+        if self.members:
+            deficits = member_deficits(g, self.margin, self.tie_break)
+        else:
+            deficits = margin_deficits(g, self.margin, self.tie_break, self.granularity)
+        self._pending.append(LayerDeficits(name, deficits))
 
     def _end(self, output: object) -> None:
         pending, inputs = self._pending, self._pending_inputs
@@ -239,7 +252,8 @@ class Jumpstart:
         return list(self._last)
 
     def penalty(self) -> Tensor:
-        """Penalty ``P`` (0-dim tensor) of the last collected forward pass, eq. (7).
+        """Penalty ``P`` of the last collected forward pass, eq. (7): a 0-dim
+        tensor, or shape ``(P,)`` (one per member) with ``members=True``.
 
         Raises:
             RuntimeError: no training-mode forward with gradients has run.

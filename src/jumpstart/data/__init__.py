@@ -1,8 +1,27 @@
-"""Data sets: MOONS (more to come: UCI tables, MNIST, CIFAR, ImageFolder)."""
+"""Data sets: MOONS and UCI/PMLB tables (more to come: MNIST, CIFAR, ImageFolder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 from .base import Dataset
 from .moons import moons
+from .tabular import data_dir, table_names, tabular
 
 DATASETS = {"moons": moons}
 
-__all__ = ["DATASETS", "Dataset", "moons"]
+
+def load_dataset(name: str, *, seed: int = 0, directory: str | Path | None = None) -> Dataset:
+    """A built-in data set by name (``"moons"``, fixed split) or else a table
+    (:func:`tabular`, split by ``seed``; ``directory`` as there).
+
+    Raises:
+        FileNotFoundError: ``name`` is neither built in nor a table.
+        ValueError: a table that cannot be used (see :func:`tabular`).
+    """
+    if name in DATASETS:
+        return DATASETS[name]()
+    return tabular(name, seed=seed, directory=directory)
+
+
+__all__ = ["DATASETS", "Dataset", "data_dir", "load_dataset", "moons", "table_names", "tabular"]

@@ -10,7 +10,7 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Dataset:
-    """A train/validation split held in memory.
+    """A train/validation(/test) split held in memory.
 
     Attributes:
         name: data set name.
@@ -19,6 +19,8 @@ class Dataset:
         x_val: features, float32, shape ``(N_val, *feature_shape)``.
         y_val: class ids, int64, shape ``(N_val,)``.
         num_classes: number of classes ``K >= 2``.
+        x_test, y_test: optional held-out test part (``None`` when the data
+            set has none), shapes as the validation part.
 
     Raises:
         ValueError: mismatched lengths or feature shapes, non-finite
@@ -31,11 +33,22 @@ class Dataset:
     x_val: Tensor
     y_val: Tensor
     num_classes: int
+    x_test: Tensor | None = None
+    y_test: Tensor | None = None
+
+    def parts(self) -> list[tuple[str, Tensor, Tensor]]:
+        """``(name, x, y)`` for ``train``, ``val`` and, when present, ``test``."""
+        out = [("train", self.x_train, self.y_train), ("val", self.x_val, self.y_val)]
+        if self.x_test is not None:
+            out.append(("test", self.x_test, self.y_test))
+        return out
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
             raise ValueError(f"{self.name}: need at least 2 classes; got {self.num_classes}")
-        for part, x, y in (("train", self.x_train, self.y_train), ("val", self.x_val, self.y_val)):
+        if (self.x_test is None) != (self.y_test is None):
+            raise ValueError(f"{self.name}: x_test and y_test must be given together")
+        for part, x, y in self.parts():
             if x.shape[0] != y.shape[0] or y.dim() != 1:
                 raise ValueError(
                     f"{self.name}: {part} features {tuple(x.shape)} and labels "
@@ -48,11 +61,12 @@ class Dataset:
                     f"{self.name}: {part} labels must be in [0, {self.num_classes}); "
                     f"got range [{int(y.min())}, {int(y.max())}]"
                 )
-        if self.x_train.shape[1:] != self.x_val.shape[1:]:
-            raise ValueError(
-                f"{self.name}: train and val feature shapes differ: "
-                f"{tuple(self.x_train.shape[1:])} vs {tuple(self.x_val.shape[1:])}"
-            )
+        for part, x, _ in self.parts()[1:]:
+            if self.x_train.shape[1:] != x.shape[1:]:
+                raise ValueError(
+                    f"{self.name}: train and {part} feature shapes differ: "
+                    f"{tuple(self.x_train.shape[1:])} vs {tuple(x.shape[1:])}"
+                )
 
     @property
     def in_features(self) -> int:

@@ -109,22 +109,27 @@ def _penalty(u_max: Tensor, u_min: Tensor, p_max: Tensor, p_min: Tensor, mask: T
     return flat.square().sum(1)
 
 
-class _Adam:
+class Adam:
     """Adam (Kingma & Ba) over a few tensors with external gradient buffers.
 
     The same update as ``torch.optim.Adam`` (betas 0.9, 0.999, eps 1e-8, no
-    weight decay), written out because the gradients are not ``.grad`` fields.
+    weight decay), written out because the gradients are not ``.grad`` fields
+    and because population members may each have their own learning rate:
+    ``lr`` is one float, or one tensor per parameter that broadcasts against
+    it (e.g. shape ``(P, 1, 1)`` for a ``(P, W, F)`` weight).
     """
 
-    def __init__(self, params: list[Tensor], lr: float) -> None:
+    def __init__(self, params: list[Tensor], lr: float | list[Tensor]) -> None:
         self.params, self.lr, self.t = params, lr, 0
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
 
+    @torch.no_grad()
     def step(self, grads: list[Tensor]) -> None:
+        """One Adam update of ``params`` in place with these gradients."""
         self.t += 1
         b1, b2, eps = 0.9, 0.999, 1e-8
-        step_size = self.lr / (1 - b1 ** self.t)
+        bc1 = 1 - b1 ** self.t
         bc2_sqrt = math.sqrt(1 - b2 ** self.t)
         torch._foreach_lerp_(self.m, grads, 1 - b1)
         torch._foreach_mul_(self.v, b2)
@@ -132,7 +137,12 @@ class _Adam:
         denom = torch._foreach_sqrt(self.v)
         torch._foreach_div_(denom, bc2_sqrt)
         torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(self.params, self.m, denom, -step_size)
+        if isinstance(self.lr, (int, float)):
+            torch._foreach_addcdiv_(self.params, self.m, denom, -self.lr / bc1)
+            return
+        update = torch._foreach_div(self.m, denom)
+        torch._foreach_mul_(update, [lr * (-1 / bc1) for lr in self.lr])
+        torch._foreach_add_(self.params, update)
 
 
 def train_population(
@@ -219,7 +229,7 @@ def train_population(
     average = opts["tie_break"] == "average"
     stack.keep_g = average
     unit_mask = stack.unit_mask
-    adam = _Adam(stack.params, lr)
+    adam = Adam(stack.params, lr)
     bs = n if batch_size is None else min(batch_size, n)
     generators = [torch.Generator().manual_seed(m.seed) for m in members] if bs < n else None
 
@@ -266,7 +276,7 @@ def train_population(
             adam.step(stack.grads)
             loss_sum += task.double() * rows * live
             if use_js:
-                pen_sum += pen.detach().double() * rows * live
+                pen_sum += (lam * pen.detach()).double() * rows * live
             correct += ((logits > 0).to(yb.dtype) == yb).sum(1).double()
         with torch.no_grad():
             val_correct = ((stack.forward(x_va) > 0).long() == y_va).sum(1)

@@ -1,0 +1,114 @@
+"""Techniques compared in the papers, behind one small interface.
+
+A registry maps names to :class:`Technique` classes; ``"a+b"`` combines
+techniques (applied in that order). Example::
+
+    from jumpstart.techniques import make_technique
+    tech = make_technique("jumpstart+batchnorm", lam=1e-3)
+    options = tech.model_options({"activation": "relu", "norm": None, "skip": None})
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .base import Option, Technique
+from .builtin import BatchNorm, Baseline, Gelu, JumpstartTechnique, Skip
+
+TECHNIQUES: dict[str, type[Technique]] = {}
+
+
+def register(cls: type[Technique]) -> type[Technique]:
+    """Add a technique class to the registry under ``cls.name`` (usable as a decorator).
+
+    Raises:
+        ValueError: the name is taken, contains ``+``, or one of its option
+            names is already used by another technique (run configs are flat).
+    """
+    if cls.name in TECHNIQUES or "+" in cls.name:
+        raise ValueError(f"technique name {cls.name!r} is taken or contains '+'")
+    for other in TECHNIQUES.values():
+        shared = set(other.options) & set(cls.options)
+        if shared:
+            raise ValueError(f"technique {cls.name!r}: option(s) {sorted(shared)} already "
+                             f"belong to {other.name!r}")
+    TECHNIQUES[cls.name] = cls
+    return cls
+
+
+for _cls in (Baseline, JumpstartTechnique, BatchNorm, Skip, Gelu):
+    register(_cls)
+
+
+def technique_parts(name: str) -> list[type[Technique]]:
+    """The classes of a (possibly combined, ``"a+b"``) technique name.
+
+    Raises:
+        ValueError: an unknown or repeated part (the message lists the known names).
+    """
+    parts = name.split("+") if isinstance(name, str) else [name]
+    unknown = [p for p in parts if p not in TECHNIQUES]
+    if unknown or len(set(parts)) != len(parts):
+        raise ValueError(f"unknown or repeated technique in {name!r}; known: "
+                         f"{', '.join(TECHNIQUES)} (combine with '+')")
+    return [TECHNIQUES[p] for p in parts]
+
+
+def technique_options(name: str) -> dict[str, Option]:
+    """All options (name -> :class:`Option`) that technique ``name`` takes."""
+    return {k: o for cls in technique_parts(name) for k, o in cls.options.items()}
+
+
+def make_technique(name: str, **options) -> Technique:
+    """Build technique ``name`` (``"jumpstart"``, ``"jumpstart+batchnorm"``, ...).
+
+    Args:
+        name: a registered name, or several joined by ``+``.
+        **options: options of any of the parts; each part takes its own.
+
+    Raises:
+        ValueError: unknown technique, an option no part takes, a bad value.
+    """
+    parts = technique_parts(name)
+    allowed = technique_options(name)
+    unknown = set(options) - set(allowed)
+    if unknown:
+        raise ValueError(f"technique {name!r} takes no option(s) {sorted(unknown)}; "
+                         f"allowed: {', '.join(allowed) or 'none'}")
+    built = [cls(**{k: v for k, v in options.items() if k in cls.options}) for cls in parts]
+    return built[0] if len(built) == 1 else Combined(built)
+
+
+class Combined(Technique):
+    """Several techniques applied in order: model options pass through each,
+    loss terms add up, every other hook is called on each part."""
+
+    def __init__(self, parts: list[Technique]) -> None:
+        self.parts = parts
+        self.name = "+".join(p.name for p in parts)
+        self.config = {k: v for p in parts for k, v in p.config.items()}
+
+    def model_options(self, options: dict) -> dict:
+        for part in self.parts:
+            options = part.model_options(options)
+        return dict(options)
+
+    def attach(self, model: nn.Module) -> None:
+        for part in self.parts:
+            part.attach(model)
+
+    def loss(self) -> Tensor | None:
+        terms = [t for t in (p.loss() for p in self.parts) if t is not None]
+        return sum(terms[1:], terms[0]) if terms else None
+
+    def after_step(self, model: nn.Module) -> None:
+        for part in self.parts:
+            part.after_step(model)
+
+    def detach(self) -> None:
+        for part in self.parts:
+            part.detach()
+
+
+__all__ = ["TECHNIQUES", "Combined", "Option", "Technique", "make_technique", "register",
+           "technique_options", "technique_parts"]

@@ -1,0 +1,319 @@
+"""Generic population training: ``P`` Rectangular nets of one architecture,
+any technique, trained at once with autograd.
+
+:class:`PopulationNet` holds the weights of ``P`` identical-architecture
+:class:`~jumpstart.models.Rectangular` nets stacked along a leading member
+dimension and runs each layer as one batched matmul, so per-operation overhead
+is paid once for the whole population. Members are independent: no parameter,
+normalization statistic or loss term couples two of them, so the gradient of
+the summed member losses is each member's own gradient, and Adam (elementwise,
+:class:`~jumpstart.train.population.Adam`) with a per-member learning rate is
+each member's own Adam. Each member therefore follows the trajectory of
+:func:`jumpstart.train.fit` on its own net, up to float rounding.
+
+Techniques reach the population through their usual hooks: model options
+shape every member alike (batch normalization, skips, GELU), and hooks see
+pre-activations of shape ``(P, N, W)``; a population advertises itself with
+``model.members = P`` (the Jumpstart technique then takes deficits per member).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..core.status import activation_status
+from ..data.base import Dataset
+from ..models import Rectangular
+from ..techniques import Technique
+from .population import Adam, MemberResult
+
+
+def _stack(tensors) -> Tensor:
+    return torch.stack([t.detach().clone() for t in tensors])
+
+
+class PopulationNet(nn.Module):
+    """``P`` Rectangular nets of one architecture as one module.
+
+    Parameters (member dimension first): ``w_first`` ``(P, W, F)``,
+    ``w_hidden`` ``(P, L-1, W, W)``, ``b_hidden`` ``(P, L, W)``, ``w_out``
+    ``(P, K, W)``, ``b_out`` ``(P, K)``; with batch normalization ``bn_weight``
+    and ``bn_bias`` ``(P, L, W)`` and buffers ``running_mean`` /
+    ``running_var`` ``(L, P * W)`` (PyTorch's BatchNorm1d per (member, unit)).
+
+    Args:
+        nets: ``P >= 1`` Rectangular nets of equal depth, width, input and
+            output sizes, activation, norm and skip; their current weights
+            are copied.
+
+    Raises:
+        ValueError: no nets, or nets of different architectures.
+    """
+
+    def __init__(self, nets: list[Rectangular]) -> None:
+        super().__init__()
+        if not nets:
+            raise ValueError("a population needs at least one net")
+        t = nets[0]
+        arch = [(n.depth, n.width, n.linears[0].in_features, n.output.out_features, n.skip,
+                 type(n.activations[0]), type(n.norms[0])) for n in nets]
+        if len(set(arch)) != 1:
+            raise ValueError(f"population nets differ in architecture: {sorted(set(map(str, arch)))}")
+        self.members, self.depth, self.width, self.skip = len(nets), t.depth, t.width, t.skip
+        self._template = [copy.deepcopy(t)]  # a list: not registered as a submodule
+        self.w_first = nn.Parameter(_stack(n.linears[0].weight for n in nets))
+        self.w_hidden = nn.Parameter(_stack(
+            torch.stack([lin.weight for lin in n.linears[1:]]) if t.depth > 1
+            else torch.zeros(0, t.width, t.width) for n in nets))
+        self.b_hidden = nn.Parameter(_stack(torch.stack([lin.bias for lin in n.linears])
+                                            for n in nets))
+        self.w_out = nn.Parameter(_stack(n.output.weight for n in nets))
+        self.b_out = nn.Parameter(_stack(n.output.bias for n in nets))
+        self.norm = isinstance(t.norms[0], nn.BatchNorm1d)
+        if self.norm:
+            self.bn_weight = nn.Parameter(_stack(torch.stack([b.weight for b in n.norms])
+                                                 for n in nets))
+            self.bn_bias = nn.Parameter(_stack(torch.stack([b.bias for b in n.norms])
+                                               for n in nets))
+            for name in ("running_mean", "running_var"):
+                per = _stack(torch.stack([getattr(b, name) for b in n.norms]) for n in nets)
+                self.register_buffer(name, per.transpose(0, 1).reshape(t.depth, -1).contiguous())
+            self.momentum, self.eps = t.norms[0].momentum, t.norms[0].eps
+        self.activations = nn.ModuleList(type(a)() for a in t.activations)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(P, N, K)`` for ``x`` of shape ``(N, F)`` (shared) or ``(P, N, F)``."""
+        k = self.skip
+        residual = x
+        for i, act in enumerate(self.activations):
+            if k and i >= 1 and (i - 1) % k == 0:
+                residual = x
+            w = self.w_first if i == 0 else self.w_hidden[:, i - 1]
+            g = torch.matmul(x, w.transpose(1, 2)) + self.b_hidden[:, i, None, :]
+            if self.norm:
+                p, n, width = g.shape
+                flat = g.transpose(0, 1).reshape(n, p * width)
+                flat = F.batch_norm(flat, self.running_mean[i], self.running_var[i],
+                                    self.bn_weight[:, i].reshape(-1),
+                                    self.bn_bias[:, i].reshape(-1),
+                                    self.training, self.momentum, self.eps)
+                g = flat.reshape(n, p, width).transpose(0, 1)
+            if k and i >= 1 and i % k == 0:
+                g = g + residual
+            x = act(g)
+        return torch.baddbmm(self.b_out[:, None, :], x, self.w_out.transpose(1, 2))
+
+    def member_lr(self, lr: Tensor) -> list[Tensor]:
+        """Per-parameter views of per-member learning rates ``lr`` ``(P,)``, for Adam."""
+        return [lr.view(-1, *[1] * (p.dim() - 1)) for p in self.parameters()]
+
+    def member(self, p: int) -> Rectangular:
+        """Member ``p`` as a standalone :class:`~jumpstart.models.Rectangular` (a copy)."""
+        net = copy.deepcopy(self._template[0])
+        with torch.no_grad():
+            net.linears[0].weight.copy_(self.w_first[p])
+            for i, lin in enumerate(net.linears):
+                lin.bias.copy_(self.b_hidden[p, i])
+                if i:
+                    lin.weight.copy_(self.w_hidden[p, i - 1])
+            net.output.weight.copy_(self.w_out[p])
+            net.output.bias.copy_(self.b_out[p])
+            if self.norm:
+                w = self.width
+                for i, bn in enumerate(net.norms):
+                    bn.weight.copy_(self.bn_weight[p, i])
+                    bn.bias.copy_(self.bn_bias[p, i])
+                    bn.running_mean.copy_(self.running_mean[i, p * w:(p + 1) * w])
+                    bn.running_var.copy_(self.running_var[i, p * w:(p + 1) * w])
+        return net.eval()
+
+
+def _task_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Per-member mean task loss ``(P,)`` of logits ``(P, N, K)``, labels ``(P, N)``."""
+    p, n, k = logits.shape
+    if k == 1:
+        per = F.binary_cross_entropy_with_logits(logits[..., 0], y.to(logits.dtype),
+                                                 reduction="none")
+    else:
+        per = F.cross_entropy(logits.reshape(p * n, k), y.reshape(-1),
+                              reduction="none").view(p, n)
+    return per.mean(1)
+
+
+def _predict(logits: Tensor) -> Tensor:
+    return (logits[..., 0] > 0).long() if logits.shape[-1] == 1 else logits.argmax(-1)
+
+
+def _stack_parts(datas: list[Dataset], part: str) -> tuple[Tensor, Tensor]:
+    xs = [getattr(d, f"x_{part}").flatten(1) for d in datas]
+    ys = [getattr(d, f"y_{part}") for d in datas]
+    if all(d is datas[0] for d in datas):
+        return xs[0], ys[0].expand(len(datas), -1)
+    if len({x.shape for x in xs}) != 1:
+        raise ValueError(f"population members' {part} parts differ in shape: "
+                         f"{sorted({tuple(x.shape) for x in xs})}")
+    return torch.stack(xs), torch.stack(ys)
+
+
+def train_batched(
+    datas: list[Dataset],
+    *,
+    technique: Technique,
+    depth: int,
+    width: int,
+    seeds: list[int],
+    lrs: list[float],
+    epochs: int,
+    batch_size: int | None = None,
+    init: str = "glorot",
+    curve_every: int = 50,
+) -> list[MemberResult]:
+    """Train ``P`` dense nets, member ``p`` on ``datas[p]`` with seed ``seeds[p]``
+    and Adam learning rate ``lrs[p]``, all with ``technique``.
+
+    Member ``p`` is numerically :func:`jumpstart.train.fit` of the net
+    ``train_run`` builds for that seed (``torch.manual_seed(seed)`` then
+    ``Rectangular(depth, width, F, K, **technique.model_options(...))``), up to
+    float rounding: same initialization, minibatch order (a generator seeded
+    with ``seed``), loss ``task + technique.loss()`` and Adam. A member whose
+    loss becomes NaN/inf is frozen there and reported diverged.
+
+    Per epoch: ``train_acc`` of the training forwards, then ``val_acc`` and
+    ``test_acc`` (when the data have a test part) in eval mode. The metrics
+    add ``best_val_test_acc``: test accuracy at the first epoch of best
+    validation accuracy (early stopping, IEEE Access 2025 protocol with a
+    held-out test part). Status: on the training set after the last epoch.
+
+    Args:
+        datas: one :class:`Dataset` per member; parts of equal shapes (the
+            same object for all members is cheapest).
+        technique: built technique, shared by all members.
+        depth, width, init: the Rectangular architecture.
+        seeds, lrs: per member.
+        epochs, batch_size (``None``: full batch), curve_every: as :func:`fit`.
+
+    Returns:
+        One :class:`~jumpstart.train.population.MemberResult` per member.
+
+    Raises:
+        ValueError: mismatched lengths, bad sizes, parts of unequal shapes,
+            a technique the model family cannot take.
+    """
+    pop = len(datas)
+    if not pop or len(seeds) != pop or len(lrs) != pop:
+        raise ValueError(f"need equally many (>= 1) datas, seeds and lrs; got "
+                         f"{pop}, {len(seeds)}, {len(lrs)}")
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
+    if any(not lr > 0 for lr in lrs):
+        raise ValueError(f"lr must be > 0; got {lrs}")
+    first = datas[0]
+    classes = first.num_classes
+    out_features = 1 if classes == 2 else classes
+    options = technique.model_options({"activation": "relu", "norm": None, "skip": None})
+    nets = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        nets.append(Rectangular(depth, width, first.in_features, out_features, init=init,
+                                **options))
+    model = PopulationNet(nets)
+    x_tr, y_tr = _stack_parts(datas, "train")
+    x_va, y_va = _stack_parts(datas, "val")
+    has_test = first.x_test is not None
+    x_te, y_te = _stack_parts(datas, "test") if has_test else (None, None)
+    n = y_tr.shape[1]
+    bs = n if batch_size is None else min(batch_size, n)
+    generators = [torch.Generator().manual_seed(s) for s in seeds] if bs < n else None
+    params = list(model.parameters())
+    adam = Adam(params, model.member_lr(torch.tensor(lrs, dtype=torch.float32)))
+
+    keys = ("loss", "penalty", "train_acc", "val_acc") + (("test_acc",) if has_test else ())
+    alive = torch.ones(pop, dtype=torch.bool)
+    done_epochs = torch.zeros(pop, dtype=torch.long)
+    last = {k: torch.zeros(pop, dtype=torch.float64) for k in keys}
+    best = {k: torch.zeros(pop, dtype=torch.float64) for k in ("train_acc", "val_acc")}
+    best_val_test = torch.zeros(pop, dtype=torch.float64)
+    curves = {k: [] for k in ("epoch", *keys)}
+    rows = torch.arange(pop)[:, None]
+    technique.attach(model)
+    start = time.perf_counter()
+    try:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            loss_sum = torch.zeros(pop, dtype=torch.float64)
+            extra_sum = torch.zeros(pop, dtype=torch.float64)
+            correct = torch.zeros(pop, dtype=torch.float64)
+            order = (torch.stack([torch.randperm(n, generator=g) for g in generators])
+                     if generators is not None else None)
+            for lo in range(0, n, bs):
+                if order is None:
+                    xb, yb = x_tr, y_tr
+                else:
+                    idx = order[:, lo:lo + bs]
+                    xb = x_tr[idx] if x_tr.dim() == 2 else x_tr[rows, idx]
+                    yb = y_tr[rows, idx]
+                logits = model(xb)
+                task = _task_loss(logits, yb)
+                extra = technique.loss()
+                total = task if extra is None else task + extra
+                alive &= torch.isfinite(total.detach())
+                for p in params:
+                    p.grad = None
+                torch.where(alive, total, 0.0).sum().backward()
+                adam.step([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
+                technique.after_step(model)
+                m = yb.shape[1]
+                loss_sum += task.detach().double() * m
+                if extra is not None:
+                    extra_sum += extra.detach().double() * m
+                correct += (_predict(logits.detach()) == yb).sum(1).double()
+            model.eval()
+            with torch.no_grad():
+                now = {"loss": loss_sum / n, "penalty": extra_sum / n, "train_acc": correct / n,
+                       "val_acc": (_predict(model(x_va)) == y_va).double().mean(1)}
+                if has_test:
+                    now["test_acc"] = (_predict(model(x_te)) == y_te).double().mean(1)
+            for k, v in now.items():
+                last[k] = torch.where(alive, v, last[k])
+            improved = alive & (now["val_acc"] > best["val_acc"])
+            if has_test:
+                best_val_test = torch.where(improved, now["test_acc"], best_val_test)
+            for k in best:
+                best[k] = torch.where(alive, torch.maximum(best[k], now[k]), best[k])
+            done_epochs = torch.where(alive, epoch, done_epochs)
+            if epoch % curve_every == 0 or epoch == epochs:
+                curves["epoch"].append(epoch)
+                for k in keys:
+                    curves[k].append(now[k].clone())
+            if not bool(alive.any()):
+                break
+    finally:
+        technique.detach()
+    seconds = time.perf_counter() - start
+
+    results = []
+    for p in range(pop):
+        net = model.member(p)
+        status = activation_status(net, datas[p].x_train,
+                                   activations=(type(net.activations[0]),))
+        metrics = {
+            "train_acc": float(last["train_acc"][p]), "best_train_acc": float(best["train_acc"][p]),
+            "val_acc": float(last["val_acc"][p]), "best_val_acc": float(best["val_acc"][p]),
+            "final_loss": float(last["loss"][p]), "epochs": int(done_epochs[p]),
+            "seconds": round(seconds / pop, 3), "diverged": not bool(alive[p]),
+            "status": status.ratios(),
+        }
+        if has_test:
+            metrics["test_acc"] = float(last["test_acc"][p])
+            metrics["best_val_test_acc"] = float(best_val_test[p])
+        keep = [i for i, e in enumerate(curves["epoch"]) if e <= int(done_epochs[p])]
+        member_curves = {"epoch": [curves["epoch"][i] for i in keep]}
+        for k in keys:
+            member_curves[k] = [float(curves[k][i][p]) for i in keep]
+        results.append(MemberResult(metrics, member_curves, net))
+    return results
