@@ -25,20 +25,22 @@ def test_train_json_and_out(tmp_path, capsys):
 
 
 def test_train_human_summary(capsys):
-    assert main(["train", "--depth", "2", "--width", "3", "--lam", "0", "--epochs", "5"]) == 0
+    assert main(["train", "--depth", "2", "--width", "3", "--technique", "baseline",
+                 "--epochs", "5"]) == 0
     text = capsys.readouterr().out
     assert "baseline" in text and "dead" in text
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+    (["--dataset", "mnist"], "no table 'mnist'"),
+    (["--technique", "dropout"], "unknown or repeated technique in 'dropout'"),
     (["--depth", "0"], "depth must be an integer >= 1; got 0"),
     (["--width", "-2"], "width must be an integer >= 1; got -2"),
-    (["--lam", "-1"], "lam must be >= 0; got -1"),
-    (["--aggregation", "max"], "unknown aggregation 'max'; allowed: balanced"),
+    (["--lam", "-1"], "lam must be a number >= 0; got -1"),
+    (["--aggregation", "max"], "aggregation must be one of balanced, sum"),
     (["--epochs", "0"], "epochs must be an integer >= 1; got 0"),
     (["--lr", "0"], "lr must be > 0; got 0"),
-    (["--margin", "0"], "margin must be > 0"),
+    (["--margin", "0"], "margin must be a number > 0"),
     (["--depth", "abc"], "Invalid value for '--depth'"),
 ])
 def test_bad_arguments_exit_nonzero_with_one_line(args, fragment, capsys):

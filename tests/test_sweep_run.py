@@ -42,7 +42,7 @@ def test_population_matches_single_runs_including_padded_width(aggregation):
     results = train_population(members, depth=5, epochs=100,
                                jumpstart={"aggregation": aggregation})
     for m, r in zip(members, results):
-        single = train_run(depth=5, width=m.width, lam=m.lam, seed=m.seed, epochs=100,
+        single = train_run(technique="jumpstart", depth=5, width=m.width, lam=m.lam, seed=m.seed, epochs=100,
                            aggregation=aggregation)
         for a, b in zip(r.model.parameters(), single.model.parameters()):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -58,7 +58,7 @@ def test_moons_conv_population_matches_single_runs(aggregation):
     opts = {"aggregation": aggregation, "granularity": "position"}
     results = train_population(members, model="moons_conv", depth=4, epochs=100, jumpstart=opts)
     for m, r in zip(members, results):
-        single = train_run(model="moons_conv", depth=4, width=m.width, lam=m.lam, seed=m.seed,
+        single = train_run(technique="jumpstart", model="moons_conv", depth=4, width=m.width, lam=m.lam, seed=m.seed,
                            epochs=100, **opts)
         for a, b in zip(r.model.parameters(), single.model.parameters()):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -69,7 +69,7 @@ def test_population_minibatches_match_single_run():
     members = [Member(width=3, seed=0, lam=1e-3), Member(width=4, seed=5, lam=0.0)]
     results = train_population(members, depth=3, epochs=10, batch_size=16)
     for m, r in zip(members, results):
-        single = train_run(depth=3, width=m.width, lam=m.lam, seed=m.seed, epochs=10,
+        single = train_run(technique="jumpstart", depth=3, width=m.width, lam=m.lam, seed=m.seed, epochs=10,
                            batch_size=16)
         for a, b in zip(r.model.parameters(), single.model.parameters()):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)

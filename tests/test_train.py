@@ -8,6 +8,7 @@ from torch import nn
 
 from jumpstart.data import Dataset, moons
 from jumpstart.models import Rectangular
+from jumpstart.techniques import make_technique
 from jumpstart.train import fit, train_run
 
 
@@ -55,7 +56,7 @@ class NaNAfter(nn.Module):
 
 def test_divergence_is_recorded_not_raised():
     model = NaNAfter(3)
-    r = fit(model, moons(), epochs=10, lam=1e-3)
+    r = fit(model, moons(), epochs=10, technique=make_technique("jumpstart", lam=1e-3))
     assert r.diverged and r.epochs == 2
     assert r.metrics()["diverged"] is True
     assert len(r.history["loss"]) == 2
@@ -63,7 +64,8 @@ def test_divergence_is_recorded_not_raised():
 
 def test_fit_records_curves_and_minibatches():
     torch.manual_seed(0)
-    r = fit(Rectangular(2, 8, 2, 1), moons(), epochs=30, batch_size=16, lr=0.01, lam=1e-3)
+    r = fit(Rectangular(2, 8, 2, 1), moons(), epochs=30, batch_size=16, lr=0.01,
+            technique=make_technique("jumpstart", lam=1e-3))
     assert r.epochs == 30 and not r.diverged
     assert all(len(v) == 30 for v in r.history.values())
     assert r.history["loss"][-1] < r.history["loss"][0]
@@ -74,7 +76,7 @@ def test_fit_records_curves_and_minibatches():
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
-    ({"lr": 0}, "lr"), ({"epochs": 0}, "epochs"), ({"lam": -1.0}, "lam"),
+    ({"lr": 0}, "lr"), ({"epochs": 0}, "epochs"),
     ({"batch_size": 0}, "batch_size"),
 ])
 def test_fit_errors(kwargs, fragment):
@@ -90,9 +92,9 @@ def test_fit_rejects_wrong_output_width():
 def test_jumpstart_trains_deep_thin_net_that_baseline_cannot():
     """Depth 20, width 3, CPAIOR settings (Adam 0.01, full batch, lam 1e-4,
     squared L2), 500 epochs instead of 5000 to keep the test short."""
-    kw = dict(dataset="moons", depth=20, width=3, epochs=500, lr=0.01, seed=0, aggregation="sq")
-    base = train_run(lam=0.0, **kw).metrics()
-    js = train_run(lam=1e-4, **kw).metrics()
+    kw = dict(dataset="moons", depth=20, width=3, epochs=500, lr=0.01, seed=0)
+    base = train_run(technique="baseline", **kw).metrics()
+    js = train_run(technique="jumpstart", lam=1e-4, aggregation="sq", **kw).metrics()
     assert base["best_train_acc"] < 0.6  # stuck at the majority class (44/85)
     assert base["status"]["unit_dead_ratio"] > 0.5
     assert js["best_train_acc"] >= 0.9

@@ -38,9 +38,12 @@ def train(
     dataset: str = typer.Option("moons", help="Data set name."),
     depth: int = typer.Option(..., help="Hidden layers (>= 1)."),
     width: int = typer.Option(..., help="Units per hidden layer (>= 1)."),
-    lam: float = typer.Option(..., help="Jumpstart coefficient; 0 trains the baseline."),
-    aggregation: str = typer.Option("balanced", help=f"One of {', '.join(AGGREGATIONS)}."),
-    margin: float = typer.Option(1.0, help="Margin m > 0 of the constraints."),
+    technique: str = typer.Option("jumpstart", help="Technique, e.g. baseline, jumpstart, "
+                                  "batchnorm, skip, gelu, jumpstart+batchnorm."),
+    lam: Optional[float] = typer.Option(None, help="Jumpstart coefficient (default 1e-4)."),
+    aggregation: Optional[str] = typer.Option(
+        None, help=f"Jumpstart aggregation, one of {', '.join(AGGREGATIONS)} (default balanced)."),
+    margin: Optional[float] = typer.Option(None, help="Jumpstart margin m > 0 (default 1)."),
     epochs: int = typer.Option(5000, help="Epochs (full batch by default)."),
     lr: float = typer.Option(0.01, help="Adam learning rate."),
     batch_size: Optional[int] = typer.Option(None, help="Minibatch size; default full batch."),
@@ -48,16 +51,20 @@ def train(
     out: Optional[Path] = typer.Option(None, help="Write run.json, curves.csv, status.png here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
-    """Train one Rectangular ReLU net and report accuracy and dead/linear status."""
+    """Train one Rectangular ReLU net and report accuracy and dead/linear status.
+
+    DATASET is moons or a UCI/PMLB table name or file (see `jumpstart.data.tabular`).
+    """
     from .train import train_run
 
+    options = {k: v for k, v in (("lam", lam), ("aggregation", aggregation), ("margin", margin))
+               if v is not None}
     try:
         run = train_run(
-            dataset=dataset, depth=depth, width=width, lam=lam, aggregation=aggregation,
-            margin=margin, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-            progress=sys.stderr.isatty(),
+            dataset=dataset, depth=depth, width=width, technique=technique, epochs=epochs,
+            lr=lr, batch_size=batch_size, seed=seed, progress=sys.stderr.isatty(), **options,
         )
-    except ValueError as exc:  # train_run validates every argument before training
+    except (ValueError, FileNotFoundError) as exc:  # validated before training
         raise UsageError(str(exc)) from None
     if out is not None:
         run.save(out)
@@ -66,12 +73,15 @@ def train(
         typer.echo(json.dumps(metrics))
         return
     s = metrics["status"]
-    what = "baseline" if lam == 0 else f"jumpstart lam={lam:g} ({aggregation})"
+    what = " ".join([run.config["technique"]]
+                    + [f"{k}={v}" for k, v in run.config.items() if k in options])
     typer.echo(
         f"{dataset} depth={depth} width={width} {what}: "
         f"train acc {metrics['train_acc']:.3f} (best {metrics['best_train_acc']:.3f}), "
         f"val acc {metrics['val_acc']:.3f} (best {metrics['best_val_acc']:.3f}), "
-        f"{metrics['epochs']} epochs in {metrics['seconds']:.1f} s"
+        + (f"test acc at best val {metrics['best_val_test_acc']:.3f}, "
+           if "best_val_test_acc" in metrics else "")
+        + f"{metrics['epochs']} epochs in {metrics['seconds']:.1f} s"
         + (" [DIVERGED]" if metrics["diverged"] else "")
     )
     typer.echo(

@@ -43,9 +43,10 @@ def run_demo(*, out: Path, width: int, depths: list[int], lam: float, aggregatio
     console = Console(width=None if sys.stdout.isatty() else 120)
     jobs = []
     for depth in depths:
-        for technique, job_lam in (("baseline", 0.0), ("jumpstart", lam)):
+        for technique, options in (("baseline", {}),
+                                   ("jumpstart", {"lam": lam, "aggregation": aggregation})):
             jobs.append({
-                "depth": depth, "width": width, "lam": job_lam, "aggregation": aggregation,
+                "depth": depth, "width": width, "technique": technique, **options,
                 "epochs": epochs, "seed": seed,
                 "out": Path(out) / f"{technique}-d{depth}-w{width}",
             })
@@ -69,7 +70,7 @@ def run_demo(*, out: Path, width: int, depths: list[int], lam: float, aggregatio
              "dead units | linear units | points dead somewhere |", "|" + "---|" * 8]
     for r in results:
         s = r["status"]
-        row = [str(r["depth"]), "baseline" if r["lam"] == 0 else "jumpstart",
+        row = [str(r["depth"]), r["technique"],
                f"{r['best_train_acc']:.3f}", f"{r['best_val_acc']:.3f}", f"{r['train_acc']:.3f}",
                f"{s['unit_dead_ratio']:.2f}", f"{s['unit_linear_ratio']:.2f}",
                f"{s['point_dead_ratio']:.2f}"]

@@ -1,17 +1,19 @@
 """Declarative sweeps: a TOML file (or a shipped preset) expanded to runs.
 
-A sweep file has a ``name``, optional ``description``, and three tables:
+A sweep file has a ``name``, optional ``description``, and tables:
 
 - ``[fixed]``: settings every run shares (``dataset``, ``model``, ``epochs``,
-  ``lr``, ``batch_size`` = ``"full"`` or an integer, ``curve_every``, ...);
-- ``[jumpstart]``: options of the ``jumpstart`` technique (``lam``,
-  ``aggregation``, ``margin``, ``sign_balance``, ``tie_break``,
-  ``granularity``), dropped from ``baseline`` runs;
-- ``[grid]``: axes, each a non-empty list; the runs are their product.
+  ``lr``, ``batch_size`` = ``"full"`` or an integer, ``curve_every``,
+  ``init``, ``data_dir``, ...);
+- one table per technique (``[jumpstart]``, ``[skip]``, ...): that
+  technique's options (:mod:`jumpstart.techniques`), kept only in the runs of
+  techniques that take them (a ``baseline`` run carries no ``lam``);
+- ``[grid]``: axes, each a non-empty list; the runs are their product. Any
+  run key or technique option may be an axis. ``dataset = ["*"]`` means every
+  table in the data folder (``data_dir``, see :func:`jumpstart.data.data_dir`).
 
-Any run key may sit in ``[fixed]``/``[jumpstart]`` as a scalar or in ``[grid]``
-as a list. A run is a flat dict (its *config*); its key is a hash of the
-config's canonical JSON, so the same run always has the same key.
+A run is a flat dict (its *config*); its key is a hash of the config's
+canonical JSON, so the same run always has the same key.
 """
 
 from __future__ import annotations
@@ -24,58 +26,51 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..core.deficits import GRANULARITIES, TIE_BREAKS
-from ..core.regularizer import AGGREGATIONS
-from ..data import DATASETS
+from ..data import DATASETS, table_names
+from ..data.tabular import _resolve
+from ..techniques import TECHNIQUES, technique_options, technique_parts
+from ..techniques.base import choice, int_at_least, number
 
 MODELS = ("rectangular", "moons_conv")
-TECHNIQUES = ("baseline", "jumpstart")
 BASE_DEFAULTS = {"model": "rectangular", "epochs": 5000, "lr": 0.01, "batch_size": "full",
                  "curve_every": 50, "seed": 0}
-JUMPSTART_DEFAULTS = {"lam": 1e-4, "aggregation": "balanced", "margin": 1.0,
-                      "sign_balance": 0.5, "tie_break": "single", "granularity": "channel"}
 REQUIRED = ("dataset", "depth", "width", "technique")
-#: run keys a member of one population may vary in; the rest define the group
-MEMBER_KEYS = ("width", "seed", "technique", "lam")
+#: every technique option name (each belongs to one technique)
+OPTION_KEYS = tuple(k for cls in TECHNIQUES.values() for k in cls.options)
+#: run keys the runs of one group (one worker task) may differ in
+MEMBER_KEYS = ("width", "seed", "lr", "technique", *OPTION_KEYS)
 
 
-def _int_at_least(lo):
-    def check(v):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= lo
-    return check, f"an integer >= {lo}"
-
-
-def _number(pred, text):
-    def check(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and pred(v)
-    return check, text
-
-
-def _choice(options):
-    return (lambda v: v in options), "one of " + ", ".join(map(str, options))
+def _technique(v) -> bool:
+    try:
+        technique_parts(v)
+    except ValueError:
+        return False
+    return True
 
 
 CHECKS = {
-    "dataset": _choice(tuple(DATASETS)),
-    "model": _choice(MODELS),
-    "depth": _int_at_least(1),
-    "width": _int_at_least(1),
-    "technique": _choice(TECHNIQUES),
-    "epochs": _int_at_least(1),
-    "curve_every": _int_at_least(1),
-    "seed": _int_at_least(0),
-    "lr": _number(lambda v: v > 0, "a number > 0"),
+    "dataset": ((lambda v: isinstance(v, str) and bool(v)), "a data set name or file"),
+    "model": choice(MODELS),
+    "depth": int_at_least(1),
+    "width": int_at_least(1),
+    "technique": (_technique, "one of " + ", ".join(TECHNIQUES) + " or several joined by '+'"),
+    "epochs": int_at_least(1),
+    "curve_every": int_at_least(1),
+    "seed": int_at_least(0),
+    "lr": number(lambda v: v > 0, "a number > 0"),
     "batch_size": ((lambda v: v == "full" or (isinstance(v, int) and not isinstance(v, bool)
                                               and v >= 1)), '"full" or an integer >= 1'),
-    "lam": _number(lambda v: v >= 0, "a number >= 0"),
-    "aggregation": _choice(AGGREGATIONS),
-    "margin": _number(lambda v: v > 0, "a number > 0"),
-    "sign_balance": _number(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-    "tie_break": _choice(TIE_BREAKS),
-    "granularity": _choice(GRANULARITIES),
+    "init": choice(("glorot", "kaiming")),
+    "data_dir": ((lambda v: isinstance(v, str) and bool(v)), "a folder path"),
 }
-SECTIONS = {"fixed": set(CHECKS) - set(JUMPSTART_DEFAULTS),
-            "jumpstart": set(JUMPSTART_DEFAULTS), "grid": set(CHECKS)}
+
+
+def _option_check(key: str):
+    for cls in TECHNIQUES.values():
+        if key in cls.options:
+            return cls.options[key].check, cls.options[key].text
+    return CHECKS[key]
 
 
 class SweepError(ValueError):
@@ -135,49 +130,59 @@ def _read(preset_or_path: str | Path) -> tuple[str, dict]:
 
 
 def _check_value(source: str, where: str, key: str, value) -> None:
-    check, text = CHECKS[key]
+    check, text = _option_check(key)
     if not check(value):
         raise SweepError(f"{source}: {where} {key} must be {text}; got {value!r}")
 
 
-def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None) -> Sweep:
+def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None,
+               data_dir: str | Path | None = None) -> Sweep:
     """Read, validate and expand a sweep preset (by name) or TOML file (by path).
 
     Args:
         preset_or_path: a name from :func:`presets` or a path to a ``.toml``.
         seeds: if given, replaces the ``seed`` axis with ``0 .. seeds-1``.
+        data_dir: folder of tables; overrides the file's ``data_dir``.
 
     Returns:
-        :class:`Sweep` whose runs hold every run key (defaults filled in;
-        ``baseline`` runs carry no Jumpstart options and no ``lam``).
+        :class:`Sweep` whose runs hold every run key (defaults filled in; a
+        run carries exactly the options of its technique).
 
     Raises:
         SweepError (a ValueError): file or preset not found, bad TOML, unknown
             table or key, a value of the wrong type or range, an empty axis,
-            a required key missing; the message names the file and the key.
+            a required key missing, a data set that cannot be found; the
+            message names the file and the key.
     """
     source, doc = _read(preset_or_path)
-    unknown = set(doc) - {"name", "description", *SECTIONS}
+    sections = {"fixed": set(CHECKS), "grid": set(CHECKS) | set(OPTION_KEYS),
+                **{name: set(cls.options) for name, cls in TECHNIQUES.items()}}
+    unknown = set(doc) - {"name", "description", *sections}
     if unknown:
         raise SweepError(f"{source}: unknown top-level key(s) {sorted(unknown)}; allowed: "
-                         f"name, description, [fixed], [jumpstart], [grid]")
+                         f"name, description, " + ", ".join(f"[{s}]" for s in sections))
     name = doc.get("name")
     if not isinstance(name, str) or not name:
         raise SweepError(f"{source}: needs a non-empty string 'name'")
     tables = {}
-    for section, allowed in SECTIONS.items():
+    for section, allowed in sections.items():
         table = doc.get(section, {})
         if not isinstance(table, dict):
             raise SweepError(f"{source}: [{section}] must be a table")
         bad = set(table) - allowed
         if bad:
             raise SweepError(f"{source}: unknown key(s) {sorted(bad)} in [{section}]; allowed: "
-                             f"{', '.join(sorted(allowed))}")
+                             f"{', '.join(sorted(allowed)) or 'none'}")
         tables[section] = table
-    for section in ("fixed", "jumpstart"):
-        for key, value in tables[section].items():
+    options = {}
+    for section, table in tables.items():
+        if section == "grid":
+            continue
+        for key, value in table.items():
             _check_value(source, f"[{section}]", key, value)
-    grid = tables["grid"]
+        if section != "fixed":
+            options.update(table)
+    grid = dict(tables["grid"])
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise SweepError(f"{source}: [grid] {key} must be a non-empty list; got {values!r}")
@@ -186,9 +191,11 @@ def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None) -> Sweep
     if seeds is not None:
         if not (isinstance(seeds, int) and seeds >= 1):
             raise SweepError(f"seeds must be an integer >= 1; got {seeds!r}")
-        grid = {**grid, "seed": list(range(seeds))}
+        grid["seed"] = list(range(seeds))
     base = {**BASE_DEFAULTS, **tables["fixed"]}
-    js = {**JUMPSTART_DEFAULTS, **tables["jumpstart"]}
+    if data_dir is not None:
+        base["data_dir"] = str(Path(data_dir).resolve())
+    grid = _expand_datasets(source, base, grid)
     present = set(base) | set(grid)
     missing = [k for k in REQUIRED if k not in present]
     if missing:
@@ -196,10 +203,11 @@ def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None) -> Sweep
     axes = list(grid)
     runs, seen = [], set()
     for combo in itertools.product(*(grid[k] for k in axes)):
-        config = {**base, **js, **dict(zip(axes, combo))}
-        if config["technique"] == "baseline":
-            for key in JUMPSTART_DEFAULTS:
-                config.pop(key)
+        values = dict(zip(axes, combo))
+        config = {k: v for k, v in {**base, **values}.items() if k not in OPTION_KEYS}
+        takes = technique_options(config["technique"])
+        for key, option in takes.items():
+            config[key] = values.get(key, options.get(key, option.default))
         if config["model"] == "moons_conv" and config["dataset"] != "moons":
             raise SweepError(f"{source}: model moons_conv takes the moons data set only")
         key = run_key(config)
@@ -207,3 +215,21 @@ def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None) -> Sweep
             seen.add(key)
             runs.append(config)
     return Sweep(name, runs)
+
+
+def _expand_datasets(source: str, base: dict, grid: dict) -> dict:
+    """Resolve ``dataset = ["*"]`` to the tables of the data folder and check
+    that every named data set exists."""
+    names = grid.get("dataset", [base["dataset"]] if "dataset" in base else [])
+    folder = base.get("data_dir")
+    try:
+        if "*" in names:
+            names = [n for n in names if n != "*"] + table_names(folder)
+        for n in names:
+            if n not in DATASETS:
+                _resolve(n, folder)
+    except FileNotFoundError as exc:
+        raise SweepError(f"{source}: {exc}") from None
+    if "dataset" in grid:
+        return {**grid, "dataset": list(dict.fromkeys(names))}
+    return grid

@@ -24,37 +24,11 @@ BACKENDS = ("local", "ray")
 
 def _train_group(configs: list[dict]) -> list[dict]:
     """Train runs that share a group key; one result dict per config."""
-    from ..train.population import Member, train_population
-    from ..train.run import train_run
+    from ..train.group import train_group
 
-    first = configs[0]
-    batch_size = None if first["batch_size"] == "full" else first["batch_size"]
-    js = next((c for c in configs if c["technique"] == "jumpstart"), None)
-    options = {} if js is None else {k: js[k] for k in JUMPSTART_OPTIONS}
-    out = []
-    conv = first["model"] == "moons_conv"
-    if not conv or (options.get("granularity", "position") == "position" and batch_size is None):
-        if not conv:
-            options.pop("granularity", None)  # dense: both granularities coincide
-        members = [Member(c["width"], c["seed"], c.get("lam", 0.0)) for c in configs]
-        results = train_population(
-            members, dataset=first["dataset"], model=first["model"], depth=first["depth"],
-            epochs=first["epochs"], lr=first["lr"], batch_size=batch_size, jumpstart=options,
-            curve_every=first["curve_every"])
-        for c, r in zip(configs, results):
-            out.append((c, r.metrics, r.curves))
-    else:  # MoonsConv with channel granularity or minibatches: one run at a time
-        for c in configs:
-            run = train_run(dataset=c["dataset"], model=c["model"], depth=c["depth"],
-                            width=c["width"], lam=c.get("lam", 0.0), epochs=c["epochs"],
-                            lr=c["lr"], batch_size=batch_size, seed=c["seed"], **options)
-            h, every = run.fit.history, c["curve_every"]
-            keep = [i for i, e in enumerate(h["epoch"]) if e % every == 0 or i == len(h["epoch"]) - 1]
-            metrics = {**run.fit.metrics(), "status": run.status.ratios()}
-            out.append((c, metrics, {k: [h[k][i] for i in keep] for k in h}))
     return [{"key": run_key(c), "config": c, "state": "diverged" if m["diverged"] else "done",
              "metrics": m, "curves": cv, "error": None, "seconds": m["seconds"]}
-            for c, m, cv in out]
+            for c, m, cv in train_group(configs)]
 
 
 def run_group(configs: list[dict], threads: int | None = 1) -> list[dict]:
@@ -83,35 +57,22 @@ def run_group(configs: list[dict], threads: int | None = 1) -> list[dict]:
                  "seconds": time.perf_counter() - start}]
 
 
-JUMPSTART_OPTIONS = ("aggregation", "margin", "sign_balance", "tie_break", "granularity")
-
-
 def plan(sweep: Sweep, done: set[str]) -> list[list[dict]]:
-    """Pending runs (key not in ``done``) grouped into populations, costliest first.
+    """Pending runs (key not in ``done``) grouped for the workers, costliest first.
 
-    Runs sharing a :func:`group_key` train together, except that Jumpstart
-    runs with different options split; baseline runs (no options, ``lam`` 0)
-    join the first Jumpstart population of their group: a lam-0 member costs
-    the same and is trained exactly as alone.
+    Runs sharing a :func:`~jumpstart.experiments.config.group_key` (same data
+    set, model, depth, training length) form one group; the worker splits it
+    into populations (:func:`jumpstart.train.group.train_group`).
     """
-    groups: dict[str, dict] = defaultdict(dict)
+    groups: dict[str, list[dict]] = defaultdict(list)
     for config in sweep.runs:
-        if run_key(config) in done:
-            continue
-        shared = {k: v for k, v in config.items() if k not in JUMPSTART_OPTIONS}
-        options = tuple(config.get(k) for k in JUMPSTART_OPTIONS)
-        groups[group_key(shared)].setdefault(options, []).append(config)
-    populations = []
-    for by_options in groups.values():
-        baselines = by_options.pop(tuple([None] * len(JUMPSTART_OPTIONS)), [])
-        subgroups = list(by_options.values()) or [[]]
-        subgroups[0] = baselines + subgroups[0]
-        populations += subgroups
+        if run_key(config) not in done:
+            groups[group_key(config)].append(config)
 
     def cost(g):
         return g[0]["depth"] * g[0]["epochs"] * sum(c["width"] + 4 for c in g)
 
-    return sorted(populations, key=cost, reverse=True)
+    return sorted(groups.values(), key=cost, reverse=True)
 
 
 def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = "local",

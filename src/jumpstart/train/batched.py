@@ -30,6 +30,7 @@ from ..core.status import activation_status
 from ..data.base import Dataset
 from ..models import Rectangular
 from ..techniques import Technique
+from ..techniques.builtin import HIDDEN_ACTIVATIONS
 from .population import Adam, MemberResult
 
 
@@ -300,7 +301,7 @@ def train_batched(
     for p in range(pop):
         net = model.member(p)
         status = activation_status(net, datas[p].x_train,
-                                   activations=(type(net.activations[0]),))
+                                   activations=HIDDEN_ACTIVATIONS)
         metrics = {
             "train_acc": float(last["train_acc"][p]), "best_train_acc": float(best["train_acc"][p]),
             "val_acc": float(last["val_acc"][p]), "best_val_acc": float(best["val_acc"][p]),

@@ -1,4 +1,4 @@
-"""The training loop: Adam on a task loss plus an optional Jumpstart penalty."""
+"""The training loop: Adam on a task loss plus whatever a technique adds."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..core.regularizer import Jumpstart
 from ..data.base import Dataset
+from ..techniques import Technique
 
 
 @dataclass
@@ -19,9 +19,11 @@ class FitResult:
 
     Attributes:
         history: per-epoch lists ``epoch`` (1-based), ``loss`` (task loss),
-            ``penalty`` (``P`` before ``lam``; 0 without Jumpstart),
-            ``train_acc`` (of the training forward passes of that epoch) and
-            ``val_acc`` (eval mode, after the epoch's updates).
+            ``penalty`` (the technique's extra loss term, e.g. ``lam * P``
+            for Jumpstart; 0 without one), ``train_acc`` (of the training
+            forward passes of that epoch), ``val_acc`` and, when the data
+            have a test part, ``test_acc`` (eval mode, after the epoch's
+            updates).
         diverged: the loss became NaN or inf; training stopped there.
         seconds: wall time of the loop.
     """
@@ -44,7 +46,14 @@ class FitResult:
         return len(self.history.get("epoch", []))
 
     def metrics(self) -> dict[str, float | int | bool]:
-        """Final and best accuracies, ``epochs``, ``seconds``, ``diverged``."""
+        """Final and best accuracies, ``epochs``, ``seconds``, ``diverged``; with
+        a test part also ``test_acc`` (final) and ``best_val_test_acc`` (test
+        accuracy at the first epoch of best validation accuracy)."""
+        extra = {}
+        if self.history.get("test_acc"):
+            val = self.history["val_acc"]
+            extra = {"test_acc": self._last("test_acc"),
+                     "best_val_test_acc": float(self.history["test_acc"][val.index(max(val))])}
         return {
             "train_acc": self._last("train_acc"),
             "best_train_acc": self._best("train_acc"),
@@ -54,6 +63,7 @@ class FitResult:
             "epochs": self.epochs,
             "seconds": round(self.seconds, 3),
             "diverged": self.diverged,
+            **extra,
         }
 
 
@@ -76,16 +86,18 @@ def fit(
     epochs: int = 5000,
     batch_size: int | None = None,
     seed: int = 0,
-    lam: float = 0.0,
-    jumpstart: dict | None = None,
+    technique: Technique | None = None,
     progress: bool = False,
 ) -> FitResult:
-    """Train ``model`` on ``data`` with Adam, optionally with Jumpstart.
+    """Train ``model`` on ``data`` with Adam under a technique.
 
-    Minimizes ``task_loss + lam * P`` (CPAIOR eq. (7)); the task loss is
-    binary cross-entropy on one logit when the model has one output, else
-    cross-entropy. A non-finite loss stops training and marks the result
-    diverged (no exception escapes).
+    Minimizes ``task_loss + technique.loss()`` (for Jumpstart ``lam * P``,
+    CPAIOR eq. (7)); the task loss is binary cross-entropy on one logit when
+    the model has one output, else cross-entropy. The technique is attached
+    to ``model`` before the first step, called after every step
+    (``after_step``) and detached at the end (its ``model_options`` must
+    already have shaped ``model``). A non-finite loss stops training and
+    marks the result diverged (no exception escapes).
 
     Args:
         model: maps ``(N, *feature_shape)`` to logits ``(N, K)``, ``K = 1``
@@ -95,18 +107,16 @@ def fit(
         epochs: passes over the training set.
         batch_size: samples per step; ``None`` is full batch.
         seed: seeds the minibatch order.
-        lam: Jumpstart coefficient ``lam >= 0``; 0 trains the baseline.
-        jumpstart: options for :class:`~jumpstart.Jumpstart` (``margin``,
-            ``aggregation``, ...); used only when ``lam > 0``.
+        technique: from :func:`jumpstart.techniques.make_technique`;
+            ``None`` trains the plain model.
         progress: show a progress bar (stderr).
 
     Returns:
         :class:`FitResult`.
 
     Raises:
-        ValueError: ``lr <= 0``, ``epochs < 1``, ``batch_size < 1``,
-            ``lam < 0``, bad Jumpstart options, or a model whose output does
-            not fit the number of classes.
+        ValueError: ``lr <= 0``, ``epochs < 1``, ``batch_size < 1``, or a
+            model whose output does not fit the number of classes.
     """
     if not lr > 0:
         raise ValueError(f"lr must be > 0; got {lr!r}")
@@ -114,11 +124,9 @@ def fit(
         raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
     if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be None or an integer >= 1; got {batch_size!r}")
-    if not lam >= 0:
-        raise ValueError(f"lam must be >= 0; got {lam!r}")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x_tr, y_tr = data.x_train.to(device), data.y_train.to(device)
-    x_va, y_va = data.x_val.to(device), data.y_val.to(device)
+    evals = [(name, x.to(device), y.to(device)) for name, x, y in data.parts()[1:]]
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -130,13 +138,15 @@ def fit(
             f"model output shape {tuple(out.shape)} does not fit {data.num_classes} classes; "
             f"expected (N, {' or '.join(map(str, expected))})"
         )
-    js = Jumpstart(model, **(jumpstart or {})) if lam > 0 else None
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     n = x_tr.shape[0]
     bs = n if batch_size is None else min(batch_size, n)
-    result = FitResult(history={k: [] for k in ("epoch", "loss", "penalty", "train_acc", "val_acc")})
+    keys = ("epoch", "loss", "penalty", "train_acc", *(f"{name}_acc" for name, _, _ in evals))
+    result = FitResult(history={k: [] for k in keys})
     bar = _progress_bar(epochs) if progress else None
+    if technique is not None:
+        technique.attach(model)
     start = time.perf_counter()
     try:
         for epoch in range(1, epochs + 1):
@@ -150,10 +160,10 @@ def fit(
                 logits = model(xb)
                 loss = _task_loss(logits, yb)
                 total = loss
-                if js is not None:
-                    pen = js.penalty()
-                    total = loss + lam * pen
-                    pen_sum += pen.item() * xb.shape[0]
+                extra = technique.loss() if technique is not None else None
+                if extra is not None:
+                    total = loss + extra
+                    pen_sum += extra.item() * xb.shape[0]
                 value = total.item()
                 if not math.isfinite(value):
                     result.diverged = True
@@ -161,24 +171,26 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 optimizer.step()
+                if technique is not None:
+                    technique.after_step(model)
                 loss_sum += loss.item() * xb.shape[0]
                 correct += _correct(logits.detach(), yb)
             if result.diverged:
                 break
             model.eval()
-            with torch.no_grad():
-                val_acc = _correct(model(x_va), y_va) / max(1, x_va.shape[0])
             h = result.history
+            with torch.no_grad():
+                for name, x, y in evals:
+                    h[f"{name}_acc"].append(_correct(model(x), y) / max(1, x.shape[0]))
             h["epoch"].append(epoch)
             h["loss"].append(loss_sum / n)
             h["penalty"].append(pen_sum / n)
             h["train_acc"].append(correct / n)
-            h["val_acc"].append(val_acc)
             if bar is not None:
                 bar[0].update(bar[1], advance=1, loss=loss_sum / n, acc=correct / n)
     finally:
-        if js is not None:
-            js.remove()
+        if technique is not None:
+            technique.detach()
         if bar is not None:
             bar[0].stop()
         result.seconds = time.perf_counter() - start

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core.regularizer import AGGREGATIONS
 from ..core.status import ActivationStatus, activation_status
-from ..data import DATASETS
+from ..data import load_dataset
+from ..techniques.builtin import HIDDEN_ACTIVATIONS
 from ..models import MoonsConv, Rectangular
 from .loop import FitResult, fit
 
@@ -45,7 +45,7 @@ class RunResult:
         c = self.config
         self.status.plot(
             out / "status.png",
-            title=f"{c['dataset']} depth {c['depth']} width {c['width']} lam {c['lam']:g}: "
+            title=f"{c['dataset']} depth {c['depth']} width {c['width']} {c['technique']}: "
                   "status on the training set",
         )
         return out
@@ -57,58 +57,64 @@ def train_run(
     model: str = "rectangular",
     depth: int,
     width: int,
-    lam: float = 0.0,
-    aggregation: str = "balanced",
-    margin: float = 1.0,
-    sign_balance: float = 0.5,
-    tie_break: str = "single",
-    granularity: str = "channel",
+    technique: str = "baseline",
     epochs: int = 5000,
     lr: float = 0.01,
     batch_size: int | None = None,
     seed: int = 0,
+    init: str = "glorot",
+    data_dir: str | None = None,
     progress: bool = False,
+    **options,
 ) -> RunResult:
-    """Train one ReLU net on a named data set and measure it.
+    """Train one ReLU net on a named data set under a technique and measure it.
 
-    ``model`` is ``"rectangular"`` (dense, :class:`~jumpstart.models.Rectangular`)
-    or ``"moons_conv"`` (the CPAIOR Keras MOONS net,
-    :class:`~jumpstart.models.MoonsConv`; with ``granularity="position"`` as
-    the authors ran it). The status uses the same ``granularity``.
+    ``model`` is ``"rectangular"`` (dense, :class:`~jumpstart.models.Rectangular`,
+    shaped by the technique's model options) or ``"moons_conv"`` (the CPAIOR
+    Keras MOONS net, :class:`~jumpstart.models.MoonsConv`). ``dataset`` is
+    ``"moons"`` or a table name or path (:func:`jumpstart.data.load_dataset`,
+    split by ``seed``). The status uses the technique's ``granularity`` when
+    it has one (Jumpstart), else ``"channel"``.
 
-    ``torch.manual_seed(seed)`` fixes the Glorot initialization and the
-    minibatch order, so a baseline (``lam=0``) and a Jumpstart run with the
-    same seed start from the same weights. Binary tasks use one output logit
-    (CPAIOR Sec. 4).
+    ``torch.manual_seed(seed)`` fixes the initialization and the minibatch
+    order, so runs of different techniques with the same seed start from the
+    same weights (when the technique leaves the architecture alone). Binary
+    tasks use one output logit (CPAIOR Sec. 4).
+
+    Args:
+        technique: registered name, ``"a+b"`` for combinations
+            (:mod:`jumpstart.techniques`).
+        **options: the technique's options (``lam``, ``aggregation``, ...).
 
     Raises:
-        ValueError: before any training: unknown data set or aggregation,
-            ``margin <= 0`` (here), ``depth``/``width`` < 1 (``Rectangular``),
-            ``epochs`` < 1, ``lam < 0``, ``lr <= 0`` (``fit``); the message
-            names the bad value.
+        ValueError: before any training: unknown technique or model, an
+            option the technique does not take or a bad value, a table that
+            cannot be used, ``depth``/``width`` < 1, ``epochs`` < 1,
+            ``lr <= 0``; the message names the bad value.
+        FileNotFoundError: an unknown data set name.
     """
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {aggregation!r}; allowed: {', '.join(AGGREGATIONS)}")
-    if not margin > 0:  # checked here too: without Jumpstart (lam 0) nothing else would
-        raise ValueError(f"margin must be > 0; got {margin!r}")
+    from ..techniques import make_technique
+
+    tech = make_technique(technique, **options)
     if model not in ("rectangular", "moons_conv"):
         raise ValueError(f"unknown model {model!r}; allowed: rectangular, moons_conv")
-    data = DATASETS[dataset]()
+    data = load_dataset(dataset, seed=seed, directory=data_dir)
     torch.manual_seed(seed)
     out_features = 1 if data.num_classes == 2 else data.num_classes
     if model == "moons_conv":
         if dataset != "moons":
             raise ValueError("model moons_conv takes the moons data set only")
+        tech.model_options({})
         net = MoonsConv(depth, width)
     else:
-        net = Rectangular(depth, width, data.in_features, out_features)
-    options = {"aggregation": aggregation, "margin": margin, "sign_balance": sign_balance,
-               "tie_break": tie_break, "granularity": granularity}
-    result = fit(net, data, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed, lam=lam,
-                 jumpstart=options, progress=progress)
-    config = {"dataset": dataset, "model": model, "depth": depth, "width": width, "lam": lam,
-              **options, "lr": lr, "batch_size": batch_size, "seed": seed}
-    status = activation_status(net, data.x_train, granularity=granularity)
+        shape = tech.model_options({"activation": "relu", "norm": None, "skip": None})
+        net = Rectangular(depth, width, data.in_features, out_features, init=init, **shape)
+    result = fit(net, data, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
+                 technique=tech, progress=progress)
+    config = {"dataset": dataset, "model": model, "depth": depth, "width": width,
+              "technique": tech.name, **tech.config, "lr": lr, "batch_size": batch_size,
+              "seed": seed}
+    granularity = tech.config.get("granularity", "channel")
+    status = activation_status(net, data.x_train, granularity=granularity,
+                               activations=HIDDEN_ACTIVATIONS)
     return RunResult(config, net, result, status)

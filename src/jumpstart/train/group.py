@@ -1,0 +1,104 @@
+"""Training a group of sweep runs: split into populations, pick the trainer.
+
+A sweep hands a worker a group of run configs that share the data set, model
+family, depth and training length. Here the group is split into the
+populations the trainers can run, without naming any technique:
+
+- the hand-written MOONS stacks (:func:`~jumpstart.train.population.train_population`)
+  when the data set is built in (binary) and every technique declares a
+  ``stack_penalty``; members differ in width, seed and that penalty's ``lam``;
+- the generic population trainer (:func:`~jumpstart.train.batched.train_batched`)
+  for dense nets under any technique; members differ in seed and learning rate;
+- one run at a time (:func:`~jumpstart.train.run.train_run`) otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+from ..data import DATASETS, load_dataset
+from ..techniques import make_technique, technique_options
+
+#: run config keys that are not technique options
+RUN_KEYS = ("dataset", "model", "depth", "width", "technique", "epochs", "lr", "batch_size",
+            "curve_every", "seed", "init", "data_dir")
+
+
+def technique_of(config: dict):
+    """The technique a run config asks for, built with its options."""
+    options = technique_options(config["technique"])
+    return make_technique(config["technique"], **{k: config[k] for k in options if k in config})
+
+
+def _split(configs, key):
+    parts = defaultdict(list)
+    for c in configs:
+        parts[json.dumps(key(c), sort_keys=True, default=str)].append(c)
+    return list(parts.values())
+
+
+def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
+    """Train the runs ``configs`` (which share data set, model, depth, epochs,
+    batch size, curve spacing, init and data folder).
+
+    Returns:
+        ``(config, metrics, curves)`` per run, in any order; metrics as
+        ``jumpstart train --json``; curves every ``curve_every`` epochs.
+
+    Raises:
+        whatever the trainers raise (the sweep records it per run).
+    """
+    from .batched import train_batched
+    from .population import Member, train_population
+    from .run import train_run
+
+    first = configs[0]
+    batch_size = None if first["batch_size"] == "full" else first["batch_size"]
+    techs = {id(c): technique_of(c) for c in configs}
+    out = []
+    stacks = {id(c): techs[id(c)].stack_penalty() for c in configs}
+    conv = first["model"] == "moons_conv"
+    stack_ok = (first["dataset"] in DATASETS and first.get("init", "glorot") == "glorot"
+                and all(s is not None for s in stacks.values()))
+    singles = []
+    if stack_ok:
+        for part in _split(configs, lambda c: (c["lr"], stacks[id(c)][1])):
+            options = dict(stacks[id(part[0])][1])
+            granularity = options.pop("granularity", "position" if conv else "channel")
+            if conv and (granularity != "position" or batch_size is not None):
+                singles += part
+                continue
+            if conv:
+                options["granularity"] = "position"
+            members = [Member(c["width"], c["seed"], stacks[id(c)][0]) for c in part]
+            results = train_population(
+                members, dataset=first["dataset"], model=first["model"], depth=first["depth"],
+                epochs=first["epochs"], lr=part[0]["lr"], batch_size=batch_size,
+                jumpstart=options, curve_every=first["curve_every"])
+            out += [(c, r.metrics, r.curves) for c, r in zip(part, results)]
+    elif not conv:
+        for part in _split(configs, lambda c: {k: v for k, v in c.items()
+                                               if k not in ("seed", "lr")}):
+            c0 = part[0]
+            datas = [load_dataset(c["dataset"], seed=c["seed"], directory=c.get("data_dir"))
+                     for c in part]
+            results = train_batched(
+                datas, technique=techs[id(c0)], depth=c0["depth"], width=c0["width"],
+                seeds=[c["seed"] for c in part], lrs=[c["lr"] for c in part],
+                epochs=c0["epochs"], batch_size=batch_size, init=c0.get("init", "glorot"),
+                curve_every=c0["curve_every"])
+            out += [(c, r.metrics, r.curves) for c, r in zip(part, results)]
+    else:
+        singles = list(configs)
+    for c in singles:
+        options = {k: c[k] for k in technique_options(c["technique"]) if k in c}
+        run = train_run(dataset=c["dataset"], model=c["model"], depth=c["depth"],
+                        width=c["width"], technique=c["technique"], epochs=c["epochs"],
+                        lr=c["lr"], batch_size=batch_size, seed=c["seed"],
+                        init=c.get("init", "glorot"), data_dir=c.get("data_dir"), **options)
+        h, every = run.fit.history, c["curve_every"]
+        keep = [i for i, e in enumerate(h["epoch"]) if e % every == 0 or i == len(h["epoch"]) - 1]
+        metrics = {**run.fit.metrics(), "status": run.status.ratios()}
+        out.append((c, metrics, {k: [h[k][i] for i in keep] for k in h}))
+    return out
