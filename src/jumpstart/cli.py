@@ -131,12 +131,14 @@ def sweep(
     backend: str = typer.Option("local", help="local or ray."),
     address: Optional[str] = typer.Option(None, help="Ray cluster HOST:PORT; default local Ray."),
     retry_failed: bool = typer.Option(False, help="Re-run runs recorded as failed."),
+    data_dir: Optional[Path] = typer.Option(
+        None, help="Folder of tables for tabular sweeps (default ../shared/data/uci)."),
 ) -> None:
     """Run the runs of a sweep that the database does not hold yet (resumable)."""
     from .experiments import load_sweep, run_sweep
 
     try:
-        spec = load_sweep(preset_or_file, seeds=seeds)
+        spec = load_sweep(preset_or_file, seeds=seeds, data_dir=data_dir)
         start = time.perf_counter()
         counts = run_sweep(spec, db, workers=workers, backend=backend, address=address,
                            retry_failed=retry_failed)

@@ -24,4 +24,17 @@ def load_dataset(name: str, *, seed: int = 0, directory: str | Path | None = Non
     return tabular(name, seed=seed, directory=directory)
 
 
-__all__ = ["DATASETS", "Dataset", "data_dir", "load_dataset", "moons", "table_names", "tabular"]
+def dataset_size(name: str, directory: str | Path | None = None) -> float:
+    """A cheap relative size of a data set, to schedule big ones first: 1 for
+    a built-in one, the table file's size in KiB for a table (1 if not found)."""
+    from .tabular import _resolve
+
+    if name in DATASETS:
+        return 1.0
+    try:
+        return max(1.0, _resolve(name, directory).stat().st_size / 1024)
+    except FileNotFoundError:
+        return 1.0
+
+
+__all__ = ["dataset_size", "DATASETS", "Dataset", "data_dir", "load_dataset", "moons", "table_names", "tabular"]

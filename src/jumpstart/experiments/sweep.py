@@ -16,6 +16,7 @@ import traceback
 from collections import defaultdict
 from pathlib import Path
 
+from ..data import dataset_size
 from .config import Sweep, group_key, run_key
 from .store import ResultsStore
 
@@ -70,7 +71,8 @@ def plan(sweep: Sweep, done: set[str]) -> list[list[dict]]:
             groups[group_key(config)].append(config)
 
     def cost(g):
-        return g[0]["depth"] * g[0]["epochs"] * sum(c["width"] + 4 for c in g)
+        size = dataset_size(g[0]["dataset"], g[0].get("data_dir"))
+        return g[0]["depth"] * g[0]["epochs"] * size * sum(c["width"] + 4 for c in g)
 
     return sorted(groups.values(), key=cost, reverse=True)
 

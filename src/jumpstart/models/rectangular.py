@@ -26,7 +26,8 @@ def init_weights(layers, init: str) -> None:
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
         else:
             nn.init.zeros_(layer.weight)
-        nn.init.zeros_(layer.bias)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
 
 
 class Rectangular(nn.Module):
@@ -45,7 +46,8 @@ class Rectangular(nn.Module):
         in_features: input size ``F``; input shape ``(N, F)``.
         out_features: output size ``K``; output shape ``(N, K)`` (logits).
         activation: ``"relu"`` or ``"gelu"``.
-        norm: ``None`` or ``"batch"`` (BatchNorm1d before each activation).
+        norm: ``None`` or ``"batch"`` (BatchNorm1d before each activation;
+            the hidden linear layers then have no bias, which BN would cancel).
         skip: ``None`` or ``k >= 1``, residual span in layers.
         init: ``"glorot"`` (Glorot uniform weights, zero biases; the Keras
             default the CPAIOR code used), ``"kaiming"`` (Kaiming normal,
@@ -80,7 +82,10 @@ class Rectangular(nn.Module):
             raise ValueError(f"skip must be None or an integer >= 1; got {skip!r}")
         self.depth, self.width, self.skip = depth, width, skip
         dims = [in_features] + [width] * depth
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        # a bias before batch normalization is cancelled by it (and Adam would
+        # only amplify its rounding-noise gradient), so normalized layers have none
+        self.linears = nn.ModuleList(nn.Linear(a, b, bias=norm is None)
+                                     for a, b in zip(dims[:-1], dims[1:]))
         self.norms = nn.ModuleList(
             nn.BatchNorm1d(width) if norm == "batch" else nn.Identity() for _ in range(depth)
         )

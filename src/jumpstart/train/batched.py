@@ -42,7 +42,8 @@ class PopulationNet(nn.Module):
     """``P`` Rectangular nets of one architecture as one module.
 
     Parameters (member dimension first): ``w_first`` ``(P, W, F)``,
-    ``w_hidden`` ``(P, L-1, W, W)``, ``b_hidden`` ``(P, L, W)``, ``w_out``
+    ``w_hidden`` ``(P, L-1, W, W)``, ``b_hidden`` ``(P, L, W)`` (without
+    batch normalization only), ``w_out``
     ``(P, K, W)``, ``b_out`` ``(P, K)``; with batch normalization ``bn_weight``
     and ``bn_bias`` ``(P, L, W)`` and buffers ``running_mean`` /
     ``running_var`` ``(L, P * W)`` (PyTorch's BatchNorm1d per (member, unit)).
@@ -71,11 +72,12 @@ class PopulationNet(nn.Module):
         self.w_hidden = nn.Parameter(_stack(
             torch.stack([lin.weight for lin in n.linears[1:]]) if t.depth > 1
             else torch.zeros(0, t.width, t.width) for n in nets))
-        self.b_hidden = nn.Parameter(_stack(torch.stack([lin.bias for lin in n.linears])
-                                            for n in nets))
+        self.norm = isinstance(t.norms[0], nn.BatchNorm1d)
+        if not self.norm:  # normalized layers have no bias (Rectangular)
+            self.b_hidden = nn.Parameter(_stack(torch.stack([lin.bias for lin in n.linears])
+                                                for n in nets))
         self.w_out = nn.Parameter(_stack(n.output.weight for n in nets))
         self.b_out = nn.Parameter(_stack(n.output.bias for n in nets))
-        self.norm = isinstance(t.norms[0], nn.BatchNorm1d)
         if self.norm:
             self.bn_weight = nn.Parameter(_stack(torch.stack([b.weight for b in n.norms])
                                                  for n in nets))
@@ -95,8 +97,10 @@ class PopulationNet(nn.Module):
             if k and i >= 1 and (i - 1) % k == 0:
                 residual = x
             w = self.w_first if i == 0 else self.w_hidden[:, i - 1]
-            g = torch.matmul(x, w.transpose(1, 2)) + self.b_hidden[:, i, None, :]
-            if self.norm:
+            g = torch.matmul(x, w.transpose(1, 2))
+            if not self.norm:
+                g = g + self.b_hidden[:, i, None, :]
+            else:
                 p, n, width = g.shape
                 flat = g.transpose(0, 1).reshape(n, p * width)
                 flat = F.batch_norm(flat, self.running_mean[i], self.running_var[i],
@@ -119,7 +123,8 @@ class PopulationNet(nn.Module):
         with torch.no_grad():
             net.linears[0].weight.copy_(self.w_first[p])
             for i, lin in enumerate(net.linears):
-                lin.bias.copy_(self.b_hidden[p, i])
+                if not self.norm:
+                    lin.bias.copy_(self.b_hidden[p, i])
                 if i:
                     lin.weight.copy_(self.w_hidden[p, i - 1])
             net.output.weight.copy_(self.w_out[p])
