@@ -158,7 +158,8 @@ def report(
     sweep: Optional[str] = typer.Option(None, help="Report only this sweep's runs."),
     threshold: float = typer.Option(0.9, help="Best train accuracy from which a cell trains."),
 ) -> None:
-    """Figures and tables of a depth x width sweep (MOONS, CPAIOR Fig. 2)."""
+    """Figures and tables of a sweep: a depth x width grid (MOONS, CPAIOR Fig. 2) or a
+    tabular benchmark (UCI, IEEE Access 2025: results, key metrics, wins/draws/losses)."""
     from .experiments.report import write_report
 
     try:
@@ -167,7 +168,8 @@ def report(
         raise UsageError(str(exc)) from None
     for path in paths:
         typer.echo(f"wrote {path}")
-    typer.echo((out / "trainable_depth.md").read_text())
+    main_table = next(p for p in paths if p.name in ("key_metrics.md", "trainable_depth.md"))
+    typer.echo(main_table.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:

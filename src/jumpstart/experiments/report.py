@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .store import load
+from .tabular_report import write_tabular_report
 
 GRID = ("technique", "width", "depth")
 TECHNIQUE_ORDER = ("baseline", "jumpstart")
@@ -114,7 +115,10 @@ def _heatmaps(path: Path, runs, rows: list[tuple[str, str]], vmin: float, vmax: 
 
 def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = None,
                  threshold: float = 0.9) -> list[Path]:
-    """Write the report of a depth x width x technique sweep (MOONS, CPAIOR 2022 Fig. 2).
+    """Write the report of a sweep: a tabular benchmark (runs with a test part,
+    :func:`~jumpstart.experiments.tabular_report.write_tabular_report`: UCI
+    results, key metrics, wins/draws/losses, box plots) or a depth x width x
+    technique sweep (MOONS, CPAIOR 2022 Fig. 2), as below.
 
     Files written into ``out_dir`` (created if missing):
 
@@ -158,6 +162,8 @@ def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = Non
         raise ValueError(f"every run in {where} failed; nothing to report")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if "best_val_test_acc" in runs and runs["best_val_test_acc"].notna().any():
+        return write_tabular_report(runs, out)
     paths = [out / name for name in ("fig2_moons.png", "trainable_depth.csv",
                                      "trainable_depth.md", "unit_status_heatmaps.png")]
     _heatmaps(paths[0], runs, [("best_train_acc", "train"), ("best_val_acc", "validation")],

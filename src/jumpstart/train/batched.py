@@ -87,12 +87,15 @@ class PopulationNet(nn.Module):
                 per = _stack(torch.stack([getattr(b, name) for b in n.norms]) for n in nets)
                 self.register_buffer(name, per.transpose(0, 1).reshape(t.depth, -1).contiguous())
             self.momentum, self.eps = t.norms[0].momentum, t.norms[0].eps
+            self.batches_tracked = 0  # BatchNorm1d.num_batches_tracked of every member
         self.activations = nn.ModuleList(type(a)() for a in t.activations)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(P, N, K)`` for ``x`` of shape ``(N, F)`` (shared) or ``(P, N, F)``."""
         k = self.skip
         residual = x
+        if self.norm and self.training:
+            self.batches_tracked += 1
         for i, act in enumerate(self.activations):
             if k and i >= 1 and (i - 1) % k == 0:
                 residual = x
@@ -136,6 +139,7 @@ class PopulationNet(nn.Module):
                     bn.bias.copy_(self.bn_bias[p, i])
                     bn.running_mean.copy_(self.running_mean[i, p * w:(p + 1) * w])
                     bn.running_var.copy_(self.running_var[i, p * w:(p + 1) * w])
+                    bn.num_batches_tracked.fill_(self.batches_tracked)
         return net.eval()
 
 
@@ -187,7 +191,12 @@ def train_batched(
     ``Rectangular(depth, width, F, K, **technique.model_options(...))``), up to
     float rounding: same initialization, minibatch order (a generator seeded
     with ``seed``), loss ``task + technique.loss()`` and Adam. A member whose
-    loss becomes NaN/inf is frozen there and reported diverged.
+    loss becomes NaN/inf is frozen there and reported diverged. (With
+    Jumpstart's tie-break ``"single"`` the gradient of a max goes to one
+    element; where two candidates are equal up to rounding, the batched and
+    the single computation may pick different ones, after which the two
+    trajectories part; both are valid runs of the method. ``"average"`` has no
+    such point.)
 
     Per epoch: ``train_acc`` of the training forwards, then ``val_acc`` and
     ``test_acc`` (when the data have a test part) in eval mode. The metrics

@@ -1,0 +1,202 @@
+"""Reports of a tabular benchmark (IEEE Access 2025, Sec. V: UCI data sets).
+
+Protocol. Per data set and technique, every configuration (all config keys
+but ``seed``: learning rate, ``lam``, ...) is scored by the median over seeds
+of its best validation accuracy; the best-scoring configuration is *selected*
+(ties: the first in sorted order) and reported by the medians over its seeds
+of the test accuracy at the epoch of best validation accuracy
+(``best_val_test_acc``) and of the status ratios on the training set. Failed
+runs are left out of every median.
+
+Global metrics per technique (``shared/DESIGN.md``, IEEE Access 2025 Sec. V):
+
+- ``trainability``: share of data sets where its accuracy is strictly above
+  the worst accuracy any technique reached there;
+- ``convergence``: mean over data sets of (its accuracy - the best accuracy
+  any technique reached there), ``<= 0``;
+- ``dead_unit`` / ``linear_unit``: mean over data sets of the unit dead /
+  linear ratio, and the share of data sets where that ratio exceeds 0.2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ACCURACY = "best_val_test_acc"
+STATUS = ("unit_dead_ratio", "unit_linear_ratio", "unit_nonlinear_ratio",
+          "layer_point_dead_ratio", "layer_point_linear_ratio", "layer_point_nonlinear_ratio",
+          "point_dead_ratio", "point_efficiency")
+NOT_HYPER = {"key", "sweep", "state", "error", "seconds", "seed"}
+TECHNIQUE_ORDER = ("baseline", "jumpstart", "skip", "batchnorm", "gelu")
+DRAW = 1e-9
+
+
+def _hyper_columns(runs) -> list[str]:
+    """Config columns that vary a run's configuration (not metrics, not the seed)."""
+    metrics = {ACCURACY, *STATUS, "best_val_acc", "best_train_acc", "train_acc", "val_acc",
+               "test_acc", "final_loss", "epochs_done", "diverged", "point_linear_ratio",
+               "point_nonlinear_ratio"}
+    return [c for c in runs.columns if c not in NOT_HYPER | metrics
+            and c not in ("dataset", "technique")]
+
+
+def select(runs) -> pd.DataFrame:
+    """The selected configuration per (dataset, technique), with median metrics.
+
+    Args:
+        runs: DataFrame of runs (:func:`~jumpstart.experiments.store.load`) with
+            ``dataset``, ``technique``, ``seed``, ``state``, ``best_val_acc``,
+            ``best_val_test_acc`` and the status ratio columns.
+
+    Returns:
+        One row per (dataset, technique): ``dataset``, ``technique``,
+        ``config`` (the selected hyper-parameters as text, e.g.
+        ``"lam=0.1 lr=0.01"``), ``val_acc`` and ``test_acc`` (medians over
+        its seeds), the status medians, and ``seeds`` (runs that did not fail).
+        Groups whose runs all failed are left out.
+    """
+    ok = runs[runs["state"] != "failed"].copy()
+    ok["config"] = ""
+    for _, part in ok.groupby("technique"):  # the keys this technique's runs vary in
+        hyper = [c for c in _hyper_columns(part) if part[c].nunique() > 1]
+        ok.loc[part.index, "config"] = part.apply(
+            lambda r: " ".join(f"{c}={r[c]:g}" if isinstance(r[c], float) else f"{c}={r[c]}"
+                               for c in hyper), axis=1)
+    status = [s for s in STATUS if s in ok]
+    med = ok.groupby(["dataset", "technique", "config"], as_index=False).agg(
+        val_acc=("best_val_acc", "median"), test_acc=(ACCURACY, "median"),
+        **{s: (s, "median") for s in status}, seeds=("seed", "size"))
+    med = med.sort_values(["dataset", "technique", "val_acc", "config"],
+                          ascending=[True, True, False, True], kind="stable")
+    return med.groupby(["dataset", "technique"], as_index=False).head(1).reset_index(drop=True)
+
+
+def techniques(selected) -> list[str]:
+    present = set(selected["technique"])
+    return [t for t in TECHNIQUE_ORDER if t in present] + sorted(present - set(TECHNIQUE_ORDER))
+
+
+def key_metrics(selected) -> pd.DataFrame:
+    """Trainability, Convergence, Dead units, Linear units per technique
+    (definitions in the module docstring) from :func:`select`'s table.
+
+    Only data sets where every technique has a selected run count, so each
+    technique is measured on the same data sets.
+
+    Returns:
+        One row per technique: ``technique``, ``datasets``, ``trainability``,
+        ``convergence``, ``dead_unit_mean``, ``dead_unit_share_over_0.2``,
+        ``linear_unit_mean``, ``linear_unit_share_over_0.2``, ``mean_test_acc``.
+    """
+    acc = selected.pivot(index="dataset", columns="technique", values="test_acc").dropna()
+    names = [t for t in techniques(selected) if t in acc.columns]
+    worst, best = acc.min(axis=1), acc.max(axis=1)
+    rows = []
+    for t in names:
+        sel = selected[(selected["technique"] == t) & selected["dataset"].isin(acc.index)]
+        dead, linear = sel["unit_dead_ratio"], sel["unit_linear_ratio"]
+        rows.append({
+            "technique": t, "datasets": len(acc),
+            "trainability": float((acc[t] > worst + DRAW).mean()),
+            "convergence": float((acc[t] - best).mean()),
+            "dead_unit_mean": float(dead.mean()), "dead_unit_share_over_0.2": float((dead > 0.2).mean()),
+            "linear_unit_mean": float(linear.mean()),
+            "linear_unit_share_over_0.2": float((linear > 0.2).mean()),
+            "mean_test_acc": float(acc[t].mean()),
+        })
+    return pd.DataFrame(rows)
+
+
+def wins_draws_losses(selected) -> pd.DataFrame:
+    """Square table: entry (A, B) is ``"w/d/l"``, the data sets where A's test
+    accuracy is above, equal to (within 1e-9), or below B's."""
+    acc = selected.pivot(index="dataset", columns="technique", values="test_acc")
+    names = techniques(selected)
+    table = pd.DataFrame("", index=names, columns=names)
+    for a in names:
+        for b in names:
+            if a == b:
+                table.loc[a, b] = "-"
+                continue
+            both = acc[[a, b]].dropna()
+            diff = both[a] - both[b]
+            table.loc[a, b] = (f"{int((diff > DRAW).sum())}/{int((diff.abs() <= DRAW).sum())}/"
+                               f"{int((diff < -DRAW).sum())}")
+    return table
+
+
+def _md(frame: pd.DataFrame, floatfmt: str = ".3f", index: bool = False) -> str:
+    cols = ([frame.index.name or ""] if index else []) + [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for idx, row in frame.iterrows():
+        cells = [str(idx)] if index else []
+        cells += [format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v)
+                  for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _boxplots(path: Path, selected) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = techniques(selected)
+    panels = [("test_acc", "test accuracy"), ("unit_dead_ratio", "dead unit ratio"),
+              ("unit_linear_ratio", "linear unit ratio")]
+    fig, axes = plt.subplots(1, 3, figsize=(4 + 1.1 * len(names) * 3, 4), layout="constrained")
+    for ax, (col, label) in zip(axes, panels):
+        data = [selected.loc[selected["technique"] == t, col].dropna().to_numpy() for t in names]
+        ax.boxplot(data, tick_labels=names)
+        ax.set_title(label)
+        ax.tick_params(axis="x", rotation=30)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"Per data set, selected configuration, median over seeds "
+                 f"({selected['dataset'].nunique()} data sets)")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_tabular_report(runs, out: Path) -> list[Path]:
+    """Write ``uci_results.md/.csv``, ``key_metrics.md/.csv``,
+    ``wins_draws_losses.md`` and ``uci_boxplots.png`` into ``out``.
+
+    Raises:
+        ValueError: no run that did not fail.
+    """
+    selected = select(runs)
+    if selected.empty:
+        raise ValueError("no run that did not fail; nothing to report")
+    selected["rank"] = selected.groupby("dataset")["test_acc"].rank(ascending=False,
+                                                                      method="min").astype(int)
+    cols = ["dataset", "technique", "test_acc", "rank", "val_acc", "config",
+            *[s for s in STATUS if s in selected], "seeds"]
+    table = selected[cols].sort_values(["dataset", "technique"],
+                                       key=lambda s: s.map({t: i for i, t in enumerate(
+                                           techniques(selected))}) if s.name == "technique"
+                                       else s)
+    km = key_metrics(selected)
+    wdl = wins_draws_losses(selected)
+    paths = [out / n for n in ("uci_results.csv", "uci_results.md", "key_metrics.csv",
+                               "key_metrics.md", "wins_draws_losses.md", "uci_boxplots.png")]
+    table.to_csv(paths[0], index=False)
+    paths[1].write_text(
+        "Per data set and technique: the configuration selected on median validation "
+        "accuracy, its median (over seeds) test accuracy at the epoch of best validation "
+        "accuracy, rank within the data set (1 = best), and status ratios on the training "
+        "set after training.\n\n" + _md(table))
+    km.to_csv(paths[2], index=False)
+    paths[3].write_text(
+        "Global metrics per technique (IEEE Access 2025; definitions in "
+        "jumpstart.experiments.tabular_report). Published for Jumpstart: dead 0.07, "
+        "linear 0.12, trainability 1.0, convergence -0.03.\n\n" + _md(km))
+    wdl.index.name = "row vs column"
+    paths[4].write_text("Wins/draws/losses of the row technique against the column "
+                        "technique, test accuracy per data set.\n\n" + _md(wdl, index=True))
+    _boxplots(paths[5], selected)
+    return paths
