@@ -16,3 +16,11 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     status = namespace["status"]
     assert 0.0 <= status.unit_dead_ratio <= 1.0
     assert (tmp_path / "status.png").stat().st_size > 0
+
+
+def test_readme_technique_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    code = next(b for b in blocks if "make_technique" in b).replace("epochs=1000", "epochs=5")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert 0.0 <= namespace["result"].metrics()["best_val_test_acc"] <= 1.0
