@@ -13,29 +13,35 @@ from .base import Dataset
 SUFFIXES = (".tsv.gz", ".tsv", ".csv.gz", ".csv")
 
 
+def data_root() -> Path | None:
+    """The shared data folder: ``$JUMPSTART_DATA`` if set, else
+    ``../shared/data`` from the working directory or from the project
+    checkout; ``None`` when none exists."""
+    env = os.environ.get("JUMPSTART_DATA")
+    root = Path(__file__).resolve().parents[3]
+    candidates = ([Path(env)] if env else []) + [Path.cwd() / ".." / "shared" / "data",
+                                                 root / ".." / "shared" / "data"]
+    return next((c.resolve() for c in candidates if c.is_dir()), None)
+
+
 def data_dir(directory: str | Path | None = None) -> Path:
-    """The folder of tables: ``directory`` if given, else ``$JUMPSTART_DATA``
-    (its ``uci/`` subfolder when it has one), else ``../shared/data/uci`` from
-    the working directory or from the project checkout.
+    """The folder of tables: ``directory`` if given, else :func:`data_root`'s
+    ``uci/`` subfolder (or the root itself when it has none).
 
     Raises:
-        FileNotFoundError: none of these folders exists (the message lists them).
+        FileNotFoundError: no such folder (the message says where it looked).
     """
     if directory is not None:
         candidates = [Path(directory)]
     else:
-        candidates = []
-        env = os.environ.get("JUMPSTART_DATA")
-        if env:
-            candidates += [Path(env) / "uci", Path(env)]
-        root = Path(__file__).resolve().parents[3]
-        candidates += [Path.cwd() / ".." / "shared" / "data" / "uci",
-                       root / ".." / "shared" / "data" / "uci"]
+        root = data_root()
+        candidates = [root / "uci", root] if root is not None else []
     for folder in candidates:
         if folder.is_dir():
             return folder.resolve()
     raise FileNotFoundError("no table folder found; looked in "
-                            + ", ".join(str(c) for c in candidates)
+                            + (", ".join(str(c) for c in candidates) or "$JUMPSTART_DATA and "
+                               "../shared/data")
                             + " (set JUMPSTART_DATA or give a directory)")
 
 

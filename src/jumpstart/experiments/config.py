@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..data import DATASETS, table_names
-from ..data.tabular import _resolve
+from ..data import check_dataset, table_names
 from ..techniques import TECHNIQUES, technique_options, technique_parts
 from ..techniques.base import choice, int_at_least, number
 
-MODELS = ("rectangular", "moons_conv")
+MODELS = ("rectangular", "conv", "moons_conv")
 BASE_DEFAULTS = {"model": "rectangular", "epochs": 5000, "lr": 0.01, "batch_size": "full",
                  "curve_every": 50, "seed": 0}
 REQUIRED = ("dataset", "depth", "width", "technique")
@@ -62,6 +61,7 @@ CHECKS = {
     "batch_size": ((lambda v: v == "full" or (isinstance(v, int) and not isinstance(v, bool)
                                               and v >= 1)), '"full" or an integer >= 1'),
     "init": choice(("glorot", "kaiming")),
+    "head": choice(("flatten", "maxavg")),
     "data_dir": ((lambda v: isinstance(v, str) and bool(v)), "a folder path"),
 }
 
@@ -226,8 +226,7 @@ def _expand_datasets(source: str, base: dict, grid: dict) -> dict:
         if "*" in names:
             names = [n for n in names if n != "*"] + table_names(folder)
         for n in names:
-            if n not in DATASETS:
-                _resolve(n, folder)
+            check_dataset(n, folder)
     except FileNotFoundError as exc:
         raise SweepError(f"{source}: {exc}") from None
     if "dataset" in grid:

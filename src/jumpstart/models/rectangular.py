@@ -1,12 +1,15 @@
-"""Rectangular (depth x width) dense ReLU networks, CPAIOR 2022 Sec. 4."""
+"""Rectangular (depth x width) ReLU networks, dense or 3x3 conv, CPAIOR 2022 Sec. 4."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 NORMS = (None, "batch")
 INITS = ("glorot", "kaiming", "zero")
+KINDS = ("dense", "conv")
+HEADS = ("flatten", "maxavg")
 
 
 def init_weights(layers, init: str) -> None:
@@ -36,22 +39,33 @@ class Rectangular(nn.Module):
     Hidden layer ``l`` (1-based) computes ``h_l = act(norm(W_l h_{l-1} + b_l))``;
     with ``skip=k`` a residual connection adds ``h_l`` to the pre-activation of
     layer ``l + k`` for ``l = 1, 1 + k, 1 + 2k, ...`` (ResNet-style, before the
-    activation; layer 1 maps the input, so blocks start after it). Each hidden layer has its own activation module, so the
-    pre-activation hooked by :class:`~jumpstart.Jumpstart` is the input of
-    that module (after any normalization). The output layer has none.
+    activation; layer 1 maps the input, so blocks start after it). Each hidden
+    layer has its own activation module, so the pre-activation hooked by
+    :class:`~jumpstart.Jumpstart` is the input of that module (after any
+    normalization). The output layer has none.
+
+    ``kind="conv"`` makes every hidden layer a 3x3 convolution with ``width``
+    filters, "same" padding and no pooling (CPAIOR Sec. 4, MNIST and CIFAR);
+    the head is ``"flatten"`` (flatten, then linear: the MNIST set-up) or
+    ``"maxavg"`` (global max and average pooling concatenated, then linear:
+    the CIFAR set-up).
 
     Args:
         depth: number of hidden layers, ``>= 1``.
-        width: units per hidden layer, ``>= 1``.
-        in_features: input size ``F``; input shape ``(N, F)``.
+        width: units (filters) per hidden layer, ``>= 1``.
+        in_features: input size ``F`` (dense; input ``(N, F)``) or input
+            channels ``C`` (conv; input ``(N, C, H, W)``).
         out_features: output size ``K``; output shape ``(N, K)`` (logits).
         activation: ``"relu"`` or ``"gelu"``.
-        norm: ``None`` or ``"batch"`` (BatchNorm1d before each activation;
-            the hidden linear layers then have no bias, which BN would cancel).
+        norm: ``None`` or ``"batch"`` (BatchNorm before each activation;
+            the hidden layers then have no bias, which BN would cancel).
         skip: ``None`` or ``k >= 1``, residual span in layers.
         init: ``"glorot"`` (Glorot uniform weights, zero biases; the Keras
             default the CPAIOR code used), ``"kaiming"`` (Kaiming normal,
             fan-in, ReLU gain; zero biases) or ``"zero"`` (all zeros).
+        kind: ``"dense"`` or ``"conv"``.
+        head: conv only, ``"flatten"`` or ``"maxavg"``.
+        input_size: conv with ``head="flatten"``: the input's ``(H, W)``.
 
     Raises:
         ValueError: any argument outside the values above.
@@ -68,6 +82,9 @@ class Rectangular(nn.Module):
         norm: str | None = None,
         skip: int | None = None,
         init: str = "glorot",
+        kind: str = "dense",
+        head: str = "flatten",
+        input_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("depth", depth), ("width", width),
@@ -80,21 +97,36 @@ class Rectangular(nn.Module):
             raise ValueError(f"unknown norm {norm!r}; allowed: None, batch")
         if skip is not None and not (isinstance(skip, int) and skip >= 1):
             raise ValueError(f"skip must be None or an integer >= 1; got {skip!r}")
-        self.depth, self.width, self.skip = depth, width, skip
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; allowed: {', '.join(KINDS)}")
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; allowed: {', '.join(HEADS)}")
+        if kind == "conv" and head == "flatten" and not (
+                input_size is not None and len(input_size) == 2
+                and all(isinstance(v, int) and v >= 1 for v in input_size)):
+            raise ValueError(f"a conv net with head 'flatten' needs input_size=(H, W); "
+                             f"got {input_size!r}")
+        self.depth, self.width, self.skip, self.kind, self.head = depth, width, skip, kind, head
         dims = [in_features] + [width] * depth
-        # a bias before batch normalization is cancelled by it (and Adam would
-        # only amplify its rounding-noise gradient), so normalized layers have none
-        self.linears = nn.ModuleList(nn.Linear(a, b, bias=norm is None)
-                                     for a, b in zip(dims[:-1], dims[1:]))
-        self.norms = nn.ModuleList(
-            nn.BatchNorm1d(width) if norm == "batch" else nn.Identity() for _ in range(depth)
-        )
+        bias = norm is None  # BN cancels a bias (and Adam would amplify its noise gradient)
+        if kind == "dense":
+            layers = (nn.Linear(a, b, bias=bias) for a, b in zip(dims[:-1], dims[1:]))
+            norms = (nn.BatchNorm1d(width) if norm else nn.Identity() for _ in range(depth))
+            head_in = width
+        else:
+            layers = (nn.Conv2d(a, b, 3, padding=1, bias=bias) for a, b in zip(dims[:-1], dims[1:]))
+            norms = (nn.BatchNorm2d(width) if norm else nn.Identity() for _ in range(depth))
+            head_in = width * input_size[0] * input_size[1] if head == "flatten" else 2 * width
+        #: the hidden weighted layers (nn.Linear, or nn.Conv2d for kind "conv")
+        self.linears = nn.ModuleList(layers)
+        self.norms = nn.ModuleList(norms)
         self.activations = nn.ModuleList(ACTIVATIONS[activation]() for _ in range(depth))
-        self.output = nn.Linear(width, out_features)
+        self.output = nn.Linear(head_in, out_features)
         init_weights([*self.linears, self.output], init)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits of shape ``(N, out_features)`` for ``x`` of shape ``(N, in_features)``."""
+        """Logits ``(N, out_features)`` for ``x`` of shape ``(N, in_features)``
+        (dense) or ``(N, C, H, W)`` (conv)."""
         k = self.skip
         residual = x
         for i, (lin, norm, act) in enumerate(zip(self.linears, self.norms, self.activations)):
@@ -104,4 +136,7 @@ class Rectangular(nn.Module):
             if k and i >= 1 and i % k == 0:
                 g = g + residual
             x = act(g)
+        if self.kind == "conv":
+            x = x.flatten(1) if self.head == "flatten" else torch.cat(
+                [x.amax(dim=(2, 3)), x.mean(dim=(2, 3))], dim=1)
         return self.output(x)

@@ -62,6 +62,8 @@ class PopulationNet(nn.Module):
         if not nets:
             raise ValueError("a population needs at least one net")
         t = nets[0]
+        if any(n.kind != "dense" for n in nets):
+            raise ValueError("population nets must be dense Rectangular nets")
         arch = [(n.depth, n.width, n.linears[0].in_features, n.output.out_features, n.skip,
                  type(n.activations[0]), type(n.norms[0])) for n in nets]
         if len(set(arch)) != 1:

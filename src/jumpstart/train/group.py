@@ -9,7 +9,8 @@ populations the trainers can run, without naming any technique:
   ``stack_penalty``; members differ in width, seed and that penalty's ``lam``;
 - the generic population trainer (:func:`~jumpstart.train.batched.train_batched`)
   for dense nets under any technique; members differ in seed and learning rate;
-- one run at a time (:func:`~jumpstart.train.run.train_run`) otherwise.
+- one run at a time (:func:`~jumpstart.train.run.train_run`) otherwise
+  (conv nets, the MOONS conv net with per-channel deficits or minibatches).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..techniques import make_technique, technique_options
 
 #: run config keys that are not technique options
 RUN_KEYS = ("dataset", "model", "depth", "width", "technique", "epochs", "lr", "batch_size",
-            "curve_every", "seed", "init", "data_dir")
+            "curve_every", "seed", "init", "head", "data_dir")
 
 
 def technique_of(config: dict):
@@ -60,6 +61,7 @@ def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
     stacks = {id(c): techs[id(c)].stack_penalty() for c in configs}
     conv = first["model"] == "moons_conv"
     stack_ok = (first["dataset"] in DATASETS and first.get("init", "glorot") == "glorot"
+                and first["model"] in ("rectangular", "moons_conv")
                 and all(s is not None for s in stacks.values()))
     singles = []
     if stack_ok:
@@ -77,7 +79,7 @@ def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
                 epochs=first["epochs"], lr=part[0]["lr"], batch_size=batch_size,
                 jumpstart=options, curve_every=first["curve_every"])
             out += [(c, r.metrics, r.curves) for c, r in zip(part, results)]
-    elif not conv:
+    elif first["model"] == "rectangular":
         for part in _split(configs, lambda c: {k: v for k, v in c.items()
                                                if k not in ("seed", "lr")}):
             c0 = part[0]
@@ -96,7 +98,8 @@ def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
         run = train_run(dataset=c["dataset"], model=c["model"], depth=c["depth"],
                         width=c["width"], technique=c["technique"], epochs=c["epochs"],
                         lr=c["lr"], batch_size=batch_size, seed=c["seed"],
-                        init=c.get("init", "glorot"), data_dir=c.get("data_dir"), **options)
+                        init=c.get("init", "glorot"), head=c.get("head", "flatten"),
+                        data_dir=c.get("data_dir"), **options)
         h, every = run.fit.history, c["curve_every"]
         keep = [i for i, e in enumerate(h["epoch"]) if e % every == 0 or i == len(h["epoch"]) - 1]
         metrics = {**run.fit.metrics(), "status": run.status.ratios()}

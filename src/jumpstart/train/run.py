@@ -63,6 +63,7 @@ def train_run(
     batch_size: int | None = None,
     seed: int = 0,
     init: str = "glorot",
+    head: str = "flatten",
     data_dir: str | None = None,
     progress: bool = False,
     **options,
@@ -70,8 +71,9 @@ def train_run(
     """Train one ReLU net on a named data set under a technique and measure it.
 
     ``model`` is ``"rectangular"`` (dense, :class:`~jumpstart.models.Rectangular`,
-    shaped by the technique's model options) or ``"moons_conv"`` (the CPAIOR
-    Keras MOONS net, :class:`~jumpstart.models.MoonsConv`). ``dataset`` is
+    shaped by the technique's model options), ``"conv"`` (Rectangular with
+    3x3 convs and ``head`` ``"flatten"`` or ``"maxavg"``, for image data) or
+    ``"moons_conv"`` (the CPAIOR Keras MOONS net, :class:`~jumpstart.models.MoonsConv`). ``dataset`` is
     ``"moons"`` or a table name or path (:func:`jumpstart.data.load_dataset`,
     split by ``seed``). The status uses the technique's ``granularity`` when
     it has one (Jumpstart), else ``"channel"``.
@@ -96,8 +98,8 @@ def train_run(
     from ..techniques import make_technique
 
     tech = make_technique(technique, **options)
-    if model not in ("rectangular", "moons_conv"):
-        raise ValueError(f"unknown model {model!r}; allowed: rectangular, moons_conv")
+    if model not in ("rectangular", "conv", "moons_conv"):
+        raise ValueError(f"unknown model {model!r}; allowed: rectangular, conv, moons_conv")
     data = load_dataset(dataset, seed=seed, directory=data_dir)
     torch.manual_seed(seed)
     out_features = 1 if data.num_classes == 2 else data.num_classes
@@ -108,10 +110,22 @@ def train_run(
         net = MoonsConv(depth, width)
     else:
         shape = tech.model_options({"activation": "relu", "norm": None, "skip": None})
-        net = Rectangular(depth, width, data.in_features, out_features, init=init, **shape)
+        if model == "conv":
+            if data.x_train.dim() != 4:
+                raise ValueError(f"model conv needs image data (N, C, H, W); {dataset} has "
+                                 f"features of shape {tuple(data.x_train.shape[1:])}")
+            net = Rectangular(depth, width, data.x_train.shape[1], out_features, init=init,
+                              kind="conv", head=head,
+                              input_size=tuple(data.x_train.shape[2:]), **shape)
+        else:
+            if data.x_train.dim() != 2:
+                raise ValueError(f"model rectangular needs flat features (N, F); use model "
+                                 f"conv for {dataset} (shape {tuple(data.x_train.shape[1:])})")
+            net = Rectangular(depth, width, data.in_features, out_features, init=init, **shape)
     result = fit(net, data, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
                  technique=tech, progress=progress)
     config = {"dataset": dataset, "model": model, "depth": depth, "width": width,
+              **({"head": head} if model == "conv" else {}),
               "technique": tech.name, **tech.config, "lr": lr, "batch_size": batch_size,
               "seed": seed}
     granularity = tech.config.get("granularity", "channel")
