@@ -7,7 +7,8 @@ Access 2025 sequel's code (see ``shared/papers/jumpstart-experiments.md``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -197,14 +198,33 @@ class Jumpstart:
         self._pending_inputs: list[Tensor] = []
         self._last: list[LayerDeficits] | None = None
         self._model = model
+        self._manual = False
         self._hooks = PreActivationHooks(
             model,
             self._tap,
             activations=activations,
             layers=layers,
-            on_start=self._start,
-            on_end=self._end,
+            on_start=lambda: None if self._manual else self._start(),
+            on_end=lambda output: None if self._manual else self._end(output),
         )
+
+    @contextmanager
+    def collect(self) -> Iterator[None]:
+        """Treat everything run inside this block as one forward pass.
+
+        For models whose training forward does not go through ``model``'s own
+        ``forward`` (e.g. a ``LightningModule`` whose ``training_step`` calls
+        its sub-networks): the pre-activations of every hooked module called
+        in the block (training mode, gradients on) are what :meth:`penalty`
+        uses afterwards. The model's own forward hooks are ignored meanwhile.
+        """
+        self._manual = True
+        self._start()
+        try:
+            yield
+        finally:
+            self._manual = False
+            self._end(None)
 
     def _start(self) -> None:
         collecting = self._model.training and torch.is_grad_enabled()

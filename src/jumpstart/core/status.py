@@ -209,6 +209,33 @@ class ActivationStatus:
         return path
 
 
+def layer_extremes(g: Tensor, granularity: str = "channel") -> tuple[Tensor, Tensor, np.ndarray]:
+    """One batch's contribution to the status of one layer.
+
+    Args:
+        g: pre-activation ``(N, C, *spatial)``.
+        granularity: ``"channel"`` or ``"position"`` (see :func:`activation_status`).
+
+    Returns:
+        ``(unit_max, unit_min, point_codes)``: per unit the max and min over
+        this batch (``(C,)``, or ``(C * S,)`` with ``"position"``), and per
+        sample its status code at this layer (``int8 (N,)``, Definition 2).
+    """
+    gf = g.reshape(g.shape[0], g.shape[1], -1)
+    mx_nc, mn_nc = gf.amax(dim=2), gf.amin(dim=2)
+    if granularity == "position":
+        units = g.reshape(g.shape[0], -1)
+        bmax, bmin = units.amax(dim=0), units.amin(dim=0)
+    else:
+        bmax, bmin = mx_nc.amax(dim=0), mn_nc.amin(dim=0)
+    return bmax, bmin, _codes(mx_nc.amax(dim=1), mn_nc.amin(dim=1))
+
+
+def unit_codes(unit_max: Tensor, unit_min: Tensor) -> np.ndarray:
+    """Status code per unit (Definition 1) from its max and min over a data set."""
+    return _codes(unit_max, unit_min)
+
+
 def _batches(data, batch_size: int) -> Iterable[Tensor]:
     if isinstance(data, Tensor):
         if data.dim() < 1 or data.shape[0] == 0:
@@ -295,13 +322,7 @@ def activation_status(
                     raise ValueError("batches took different paths through the model's layers")
                 codes = []
                 for i, (name, g) in enumerate(batch):
-                    gf = g.reshape(g.shape[0], g.shape[1], -1)
-                    mx_nc, mn_nc = gf.amax(dim=2), gf.amin(dim=2)
-                    if granularity == "position":
-                        units = g.reshape(g.shape[0], -1)
-                        bmax, bmin = units.amax(dim=0), units.amin(dim=0)
-                    else:
-                        bmax, bmin = mx_nc.amax(dim=0), mn_nc.amin(dim=0)
+                    bmax, bmin, point = layer_extremes(g, granularity)
                     if len(unit_max) <= i:
                         unit_max.append(bmax)
                         unit_min.append(bmin)
@@ -314,7 +335,7 @@ def activation_status(
                     else:
                         unit_max[i] = torch.maximum(unit_max[i], bmax)
                         unit_min[i] = torch.minimum(unit_min[i], bmin)
-                    codes.append(_codes(mx_nc.amax(dim=1), mn_nc.amin(dim=1)))
+                    codes.append(point)
                 point_codes.append(codes)
     finally:
         hooks.remove()
