@@ -117,3 +117,31 @@ def test_cli_report_errors(tmp_path, capsys, name, fragment):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert err.startswith("jumpstart: error:") and fragment in err
+
+
+def test_table1_mnist_by_hand(tmp_path):
+    """CPAIOR Table 1 from a hand-made MNIST store: best accuracies, successful
+    models (best val > 0.5), cells where each technique is best (ties count twice)."""
+    # (technique, width, depth) -> (best_train_acc, best_val_acc)
+    cells = {("baseline", 2, 4): (0.99, 0.97), ("jumpstart", 2, 4): (0.995, 0.97),
+             ("baseline", 2, 28): (0.11, 0.11), ("jumpstart", 2, 28): (0.9, 0.88),
+             ("baseline", 8, 4): (0.999, 0.985), ("jumpstart", 8, 4): (0.98, 0.95)}
+    db = tmp_path / "m.db"
+    with ResultsStore(db) as store:
+        for (technique, width, depth), (tr, va) in cells.items():
+            config = {"dataset": "mnist-5k", "model": "conv", "depth": depth, "width": width,
+                      "technique": technique, "epochs": 3, "lr": 0.001, "seed": 0,
+                      "batch_size": 128, "curve_every": 1}
+            store.record(run_key(config), "mnist", config, "done",
+                         metrics={"best_train_acc": tr, "best_val_acc": va, "diverged": False,
+                                  "status": {"unit_dead_ratio": 0.0, "unit_linear_ratio": 0.0}})
+    out = tmp_path / "rep"
+    paths = write_report(db, out)
+    assert {p.name for p in paths} == {"table1_mnist.csv", "table1_mnist.md", "mnist_heatmaps.png"}
+    import pandas as pd
+
+    t = pd.read_csv(out / "table1_mnist.csv").set_index("technique")
+    assert t.loc["baseline", "best_train_acc"] == 0.999 and t.loc["jumpstart", "best_val_acc"] == 0.97
+    assert t.loc["baseline", "successful"] == 2 and t.loc["jumpstart", "successful"] == 3
+    assert t.loc["baseline", "best_cells"] == 2 and t.loc["jumpstart", "best_cells"] == 2
+    assert "| jumpstart | 0.9950 | 0.9700 | 3/3 | 2 |" in (out / "table1_mnist.md").read_text()

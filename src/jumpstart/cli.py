@@ -168,8 +168,10 @@ def report(
         raise UsageError(str(exc)) from None
     for path in paths:
         typer.echo(f"wrote {path}")
-    main_table = next(p for p in paths if p.name in ("key_metrics.md", "trainable_depth.md"))
-    typer.echo(main_table.read_text())
+    main_table = next((p for p in paths if p.name in ("key_metrics.md", "trainable_depth.md",
+                                                      "table1_mnist.md")), None)
+    if main_table is not None:
+        typer.echo(main_table.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,12 +113,83 @@ def _heatmaps(path: Path, runs, rows: list[tuple[str, str]], vmin: float, vmax: 
     plt.close(fig)
 
 
+MNIST_SETS = ("mnist", "mnist-5k", "fashion-mnist")
+SUCCESS = 0.5  # CPAIOR Table 1: a model is successful when its best val accuracy exceeds it
+
+
+def table1(runs) -> pd.DataFrame:
+    """CPAIOR 2022 Table 1 from a depth x width x technique sweep on MNIST.
+
+    Per technique: ``best_train_acc`` and ``best_val_acc`` (best over every
+    cell, each cell the median over its runs of the best-epoch accuracy),
+    ``successful`` (cells whose best validation accuracy is above 0.5),
+    ``cells`` (cells run) and ``best_cells`` (cells where this technique's
+    validation accuracy is the highest of all techniques; a tie counts for
+    each tied technique).
+    """
+    val = _medians(runs, "best_val_acc").rename("val")
+    train = _medians(runs, "best_train_acc").rename("train")
+    cells = pd.concat([val, train], axis=1).reset_index()
+    top = cells.groupby(["width", "depth"])["val"].transform("max")
+    cells["best"] = cells["val"] >= top - 1e-12
+    rows = []
+    for t in _techniques(runs):
+        c = cells[cells["technique"] == t]
+        rows.append({"technique": t, "best_train_acc": c["train"].max(),
+                     "best_val_acc": c["val"].max(),
+                     "successful": int((c["val"] > SUCCESS).sum()), "cells": len(c),
+                     "best_cells": int(c["best"].sum())})
+    return pd.DataFrame(rows)
+
+
+def _write_image_report(runs, out: Path) -> list[Path]:
+    paths = []
+    if set(runs["dataset"]) <= set(MNIST_SETS):
+        table = table1(runs)
+        paths += [out / "table1_mnist.csv", out / "table1_mnist.md", out / "mnist_heatmaps.png"]
+        table.to_csv(paths[0], index=False)
+        lines = ["CPAIOR 2022 Table 1: best train / validation accuracy over all depth x width "
+                 "cells (median over seeds per cell), successful models (best validation "
+                 f"accuracy > {SUCCESS}), cells where the technique is best.", "",
+                 "| technique | best train acc | best val acc | successful | best cells |",
+                 "|---|---|---|---|---|"]
+        for r in table.itertuples():
+            lines.append(f"| {r.technique} | {r.best_train_acc:.4f} | {r.best_val_acc:.4f} | "
+                         f"{r.successful}/{r.cells} | {r.best_cells} |")
+        paths[1].write_text("\n".join(lines) + "\n")
+        _heatmaps(paths[2], runs, [("best_train_acc", "train"), ("best_val_acc", "validation")],
+                  0.1, 1.0, "MNIST: best accuracy, median over seeds (CPAIOR 2022 Table 1)")
+    if "params" in runs and runs["dataset"].astype(str).str.startswith("cifar").any():
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        path = out / "cifar_accuracy_vs_params.png"
+        fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+        ok = runs[runs["state"] != "failed"]
+        for t in _techniques(ok):
+            part = ok[ok["technique"] == t]
+            ax.scatter(part["params"], part["best_val_acc"], label=t, alpha=0.7)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("best validation accuracy")
+        ax.legend()
+        ax.set_title("CIFAR: accuracy vs parameter count (CPAIOR 2022 Fig. 3/4)")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = None,
                  threshold: float = 0.9) -> list[Path]:
     """Write the report of a sweep: a tabular benchmark (runs with a test part,
     :func:`~jumpstart.experiments.tabular_report.write_tabular_report`: UCI
-    results, key metrics, wins/draws/losses, box plots) or a depth x width x
-    technique sweep (MOONS, CPAIOR 2022 Fig. 2), as below.
+    results, key metrics, wins/draws/losses, box plots); an MNIST sweep
+    (``table1_mnist.md/.csv`` as CPAIOR 2022 Table 1 and ``mnist_heatmaps.png``)
+    or a CIFAR one (``cifar_accuracy_vs_params.png``, Fig. 3/4); or any other
+    depth x width x technique sweep (MOONS, CPAIOR 2022 Fig. 2), as below.
 
     Files written into ``out_dir`` (created if missing):
 
@@ -164,6 +235,9 @@ def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = Non
     out.mkdir(parents=True, exist_ok=True)
     if "best_val_test_acc" in runs and runs["best_val_test_acc"].notna().any():
         return write_tabular_report(runs, out)
+    if set(runs["dataset"]) <= set(MNIST_SETS) or (
+            runs["dataset"].astype(str).str.startswith("cifar").all()):
+        return _write_image_report(runs, out)
     paths = [out / name for name in ("fig2_moons.png", "trainable_depth.csv",
                                      "trainable_depth.md", "unit_status_heatmaps.png")]
     _heatmaps(paths[0], runs, [("best_train_acc", "train"), ("best_val_acc", "validation")],

@@ -102,6 +102,7 @@ def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
                         data_dir=c.get("data_dir"), **options)
         h, every = run.fit.history, c["curve_every"]
         keep = [i for i, e in enumerate(h["epoch"]) if e % every == 0 or i == len(h["epoch"]) - 1]
-        metrics = {**run.fit.metrics(), "status": run.status.ratios()}
+        metrics = {**run.fit.metrics(), "status": run.status.ratios(),
+                   "params": sum(p.numel() for p in run.model.parameters())}
         out.append((c, metrics, {k: [h[k][i] for i in keep] for k in h}))
     return out
