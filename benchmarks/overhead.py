@@ -8,8 +8,9 @@ Jumpstart, and their ratios. Targets (issue 2): at most 1.10x step time and
     python benchmarks/overhead.py [--steps 30] [--threads 2] [--device cpu]
 
 Models: a 20-layer, 8-filter 3x3 CNN on 28x28 inputs, batch 128 (CPU, 2
-threads); on CUDA also a plain ResNet-50 (no BatchNorm, no skips) at batch 64
-when ``jumpstart.models.resnet50`` exists.
+threads); on CUDA also the plain ResNet-50 (no BatchNorm, no skips; IEEE Access
+2025) at batch 128, 224x224, bf16 autocast, channels-last, with the peak CUDA
+memory of a training step (issue 5 targets: 1.05x step time, 1.05x peak memory).
 """
 
 from __future__ import annotations
@@ -51,15 +52,21 @@ def saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, js: Jumpstar
     return sum(storages.values())
 
 
-def step_times(model, x, y, js, steps: int, sync) -> list[float]:
+def _loss(model, x, y, js, bf16: bool):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = nn.functional.cross_entropy(model(x).float(), y)
+        if js is not None:
+            loss = loss + 1e-3 * js.penalty()
+    return loss
+
+
+def step_times(model, x, y, js, steps: int, sync, bf16: bool = False) -> list[float]:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     times = []
     for _ in range(steps):
         sync()
         t0 = time.perf_counter()
-        loss = nn.functional.cross_entropy(model(x), y)
-        if js is not None:
-            loss = loss + 1e-3 * js.penalty()
+        loss = _loss(model, x, y, js, bf16)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -68,25 +75,50 @@ def step_times(model, x, y, js, steps: int, sync) -> list[float]:
     return times
 
 
-def measure(name: str, make_model, x, y, steps: int, device) -> dict:
+def peak_bytes(model, x, y, js, bf16: bool) -> int:
+    """Peak CUDA memory of one training step (forward, loss, backward)."""
+    model.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    _loss(model, x, y, js, bf16).backward()
+    torch.cuda.synchronize()
+    model.zero_grad(set_to_none=True)
+    return torch.cuda.max_memory_allocated() - base
+
+
+def measure(name: str, make_model, x, y, steps: int, device, bf16: bool = False) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    torch.manual_seed(0)
-    plain = make_model().to(device)
-    torch.manual_seed(0)
-    regular = make_model().to(device)
+    layout = torch.channels_last if x.dim() == 4 and device.type == "cuda" else None
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        m = make_model().to(device)
+        models.append(m.to(memory_format=layout) if layout else m)
+    plain, regular = models
     js = Jumpstart(regular)
-    bytes_plain = saved_bytes(plain, x, y, None)
-    bytes_js = saved_bytes(regular, x, y, js)
-    step_times(plain, x, y, None, 3, sync)  # warm-up
-    step_times(regular, x, y, js, 3, sync)
+    if layout:
+        x = x.contiguous(memory_format=layout)
+    row = {"model": name}
+    if device.type == "cuda":
+        peak_plain, peak_js = peak_bytes(plain, x, y, None, bf16), peak_bytes(regular, x, y, js, bf16)
+    step_times(plain, x, y, None, 3, sync, bf16)  # warm-up
+    step_times(regular, x, y, js, 3, sync, bf16)
     t_plain, t_js = [], []
     for _ in range(max(1, steps // 5)):  # interleave to cancel drift
-        t_plain += step_times(plain, x, y, None, 5, sync)
-        t_js += step_times(regular, x, y, js, 5, sync)
+        t_plain += step_times(plain, x, y, None, 5, sync, bf16)
+        t_js += step_times(regular, x, y, js, 5, sync, bf16)
     mp, mj = statistics.median(t_plain), statistics.median(t_js)
-    return {"model": name, "plain ms": mp * 1e3, "jumpstart ms": mj * 1e3, "time x": mj / mp,
-            "plain MiB": bytes_plain / 2**20, "jumpstart MiB": bytes_js / 2**20,
-            "memory x": bytes_js / bytes_plain}
+    row.update({"plain ms": mp * 1e3, "jumpstart ms": mj * 1e3, "time x": mj / mp})
+    if device.type == "cuda":
+        row.update({"plain peak MiB": peak_plain / 2**20, "js peak MiB": peak_js / 2**20,
+                    "peak x": peak_js / peak_plain})
+    else:
+        bytes_plain = saved_bytes(plain, x, y, None)
+        bytes_js = saved_bytes(regular, x, y, js)
+        row.update({"plain MiB": bytes_plain / 2**20, "jumpstart MiB": bytes_js / 2**20,
+                    "memory x": bytes_js / bytes_plain})
+    return row
 
 
 def main() -> None:
@@ -102,20 +134,18 @@ def main() -> None:
     y = torch.randint(0, 10, (128,), device=device)
     rows.append(measure("cnn 20x8 3x3, 28x28, batch 128", thin_cnn, x, y, args.steps, device))
     if device.type == "cuda":
-        try:
-            from jumpstart.models import resnet50
-        except ImportError:
-            print("(plain ResNet-50 not measured: jumpstart.models.resnet50 is not there yet)")
-        else:
-            x = torch.randn(64, 3, 224, 224, device=device)
-            y = torch.randint(0, 1000, (64,), device=device)
-            rows.append(measure("plain resnet50, batch 64",
-                                lambda: resnet50(norm=None, skip=False), x, y, args.steps, device))
-    print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    header = list(rows[0])
-    print(" | ".join(f"{h:>14}" if i else f"{h:<32}" for i, h in enumerate(header)))
+        from jumpstart.models import resnet50
+
+        x = torch.randn(128, 3, 224, 224, device=device)
+        y = torch.randint(0, 1000, (128,), device=device)
+        rows.append(measure("plain resnet50, b128 224 bf16",
+                            lambda: resnet50(norm=None, skip=False), x, y, args.steps, device,
+                            bf16=True))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {device} ({name}), {torch.get_num_threads()} threads, torch {torch.__version__}")
     for r in rows:
-        print(" | ".join(f"{v:>14.3f}" if i else f"{v:<32}" for i, v in enumerate(r.values())))
+        print(" | ".join(f"{k}: {v:.3f}" if isinstance(v, float) else str(v)
+                         for k, v in r.items()))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,11 @@ def train(
     lr: float = typer.Option(0.01, help="Adam learning rate."),
     batch_size: Optional[int] = typer.Option(None, help="Minibatch size; default full batch."),
     seed: int = typer.Option(0, help="Seed of the initialization and batch order."),
+    model: str = typer.Option("rectangular", help="rectangular (dense), conv (3x3 convs, for "
+                              "image data) or moons_conv."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: str = typer.Option("32", help="32 or bf16 (autocast)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder of the data set's files."),
     out: Optional[Path] = typer.Option(None, help="Write run.json, curves.csv, status.png here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
@@ -61,8 +66,9 @@ def train(
                if v is not None}
     try:
         run = train_run(
-            dataset=dataset, depth=depth, width=width, technique=technique, epochs=epochs,
-            lr=lr, batch_size=batch_size, seed=seed, progress=sys.stderr.isatty(), **options,
+            dataset=dataset, model=model, depth=depth, width=width, technique=technique,
+            epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device,
+            precision=precision, data_dir=data_dir, progress=sys.stderr.isatty(), **options,
         )
     except (ValueError, FileNotFoundError) as exc:  # validated before training
         raise UsageError(str(exc)) from None

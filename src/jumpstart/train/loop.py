@@ -12,6 +12,8 @@ from torch import Tensor, nn
 from ..data.base import Dataset
 from ..techniques import Technique
 
+PRECISIONS = ("32", "bf16")
+
 
 @dataclass
 class FitResult:
@@ -87,6 +89,7 @@ def fit(
     batch_size: int | None = None,
     seed: int = 0,
     technique: Technique | None = None,
+    precision: str = "32",
     progress: bool = False,
 ) -> FitResult:
     """Train ``model`` on ``data`` with Adam under a technique.
@@ -109,6 +112,8 @@ def fit(
         seed: seeds the minibatch order.
         technique: from :func:`jumpstart.techniques.make_technique`;
             ``None`` trains the plain model.
+        precision: ``"32"`` or ``"bf16"`` (forward and loss under
+            ``torch.autocast`` with bfloat16 on the model's device).
         progress: show a progress bar (stderr).
 
     Returns:
@@ -122,9 +127,13 @@ def fit(
         raise ValueError(f"lr must be > 0; got {lr!r}")
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
     if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be None or an integer >= 1; got {batch_size!r}")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    channels_last = device.type == "cuda" and data.x_train.dim() == 4
     x_tr, y_tr = data.x_train.to(device), data.y_train.to(device)
     evals = [(name, x.to(device), y.to(device)) for name, x, y in data.parts()[1:]]
     was_training = model.training
@@ -157,10 +166,13 @@ def fit(
             for lo in range(0, n, bs):
                 idx = order[lo : lo + bs] if order is not None else slice(None)
                 xb, yb = x_tr[idx], y_tr[idx]
-                logits = model(xb)
-                loss = _task_loss(logits, yb)
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                with autocast:
+                    logits = model(xb)
+                    loss = _task_loss(logits.float(), yb)
+                    extra = technique.loss() if technique is not None else None
                 total = loss
-                extra = technique.loss() if technique is not None else None
                 if extra is not None:
                     total = loss + extra
                     pen_sum += extra.item() * xb.shape[0]
@@ -181,7 +193,9 @@ def fit(
             h = result.history
             with torch.no_grad():
                 for name, x, y in evals:
-                    h[f"{name}_acc"].append(_correct(model(x), y) / max(1, x.shape[0]))
+                    with autocast:
+                        logits = model(x)
+                    h[f"{name}_acc"].append(_correct(logits.float(), y) / max(1, x.shape[0]))
             h["epoch"].append(epoch)
             h["loss"].append(loss_sum / n)
             h["penalty"].append(pen_sum / n)

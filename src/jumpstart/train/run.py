@@ -51,6 +51,24 @@ class RunResult:
         return out
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``; ``"cuda"``.
+
+    Raises:
+        ValueError: unknown name, or ``"cuda"`` with no CUDA device.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda asked for, but torch sees no CUDA device")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
 def train_run(
     *,
     dataset: str = "moons",
@@ -65,6 +83,8 @@ def train_run(
     init: str = "glorot",
     head: str = "flatten",
     data_dir: str | None = None,
+    device: str = "auto",
+    precision: str = "32",
     progress: bool = False,
     **options,
 ) -> RunResult:
@@ -86,6 +106,9 @@ def train_run(
     Args:
         technique: registered name, ``"a+b"`` for combinations
             (:mod:`jumpstart.techniques`).
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or
+            ``"cuda"``; conv nets on CUDA use the channels-last layout.
+        precision: ``"32"`` or ``"bf16"`` (autocast), see :func:`fit`.
         **options: the technique's options (``lam``, ``aggregation``, ...).
 
     Raises:
@@ -98,6 +121,7 @@ def train_run(
     from ..techniques import make_technique
 
     tech = make_technique(technique, **options)
+    dev = resolve_device(device)
     if model not in ("rectangular", "conv", "moons_conv"):
         raise ValueError(f"unknown model {model!r}; allowed: rectangular, conv, moons_conv")
     data = load_dataset(dataset, seed=seed, directory=data_dir)
@@ -122,8 +146,11 @@ def train_run(
                 raise ValueError(f"model rectangular needs flat features (N, F); use model "
                                  f"conv for {dataset} (shape {tuple(data.x_train.shape[1:])})")
             net = Rectangular(depth, width, data.in_features, out_features, init=init, **shape)
+    net.to(dev)
+    if dev.type == "cuda" and model == "conv":
+        net.to(memory_format=torch.channels_last)
     result = fit(net, data, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
-                 technique=tech, progress=progress)
+                 technique=tech, precision=precision, progress=progress)
     config = {"dataset": dataset, "model": model, "depth": depth, "width": width,
               **({"head": head} if model == "conv" else {}),
               "technique": tech.name, **tech.config, "lr": lr, "batch_size": batch_size,
