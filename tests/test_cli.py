@@ -32,7 +32,7 @@ def test_train_human_summary(capsys):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--dataset", "mnist"], "no table 'mnist'"),
+    (["--dataset", "nosuch"], "no table 'nosuch'"),
     (["--technique", "dropout"], "unknown or repeated technique in 'dropout'"),
     (["--depth", "0"], "depth must be an integer >= 1; got 0"),
     (["--width", "-2"], "width must be an integer >= 1; got -2"),

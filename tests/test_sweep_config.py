@@ -76,7 +76,7 @@ def test_presets_ship_and_expand():
     (lambda t: t.replace("depth = [2, 3]", "depth = [0, 3]"), "depth must be an integer >= 1; got 0"),
     (lambda t: t.replace("depth = [2, 3]", "depth = []"), "depth must be a non-empty list"),
     (lambda t: t.replace("depth = [2, 3]", "depth = 2"), "depth must be a non-empty list"),
-    (lambda t: t.replace('dataset = "moons"', 'dataset = "mnist"'), "no table 'mnist'"),
+    (lambda t: t.replace('dataset = "moons"', 'dataset = "nosuch"'), "no table 'nosuch'"),
     (lambda t: t.replace('"jumpstart"]', '"dropout"]'), "technique must be one of baseline"),
     (lambda t: t.replace("[grid]", "[grid]\nskip_every = [0]"), "skip_every must be an integer >= 1"),
     (lambda t: t.replace("lam = 0.001", "lam = -1"), "lam must be a number >= 0"),
