@@ -72,6 +72,10 @@ def test_target_column_by_name(tmp_path):
     assert tabular(path, target="label").num_classes == 3
     with pytest.raises(ValueError, match="no target column 'target'; columns: a, b, const, label"):
         tabular(path)
+    from jumpstart.cli import main
+
+    assert main(["train", "--dataset", str(path), "--target", "label", "--technique", "skip",
+                 "--depth", "3", "--width", "3", "--epochs", "2", "--json"]) == 0
 
 
 @pytest.mark.parametrize("edit, fragment", [

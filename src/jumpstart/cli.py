@@ -53,6 +53,7 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     precision: str = typer.Option("32", help="32 or bf16 (autocast)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the data set's files."),
+    target: str = typer.Option("target", help="Class column of a table."),
     out: Optional[Path] = typer.Option(None, help="Write run.json, curves.csv, status.png here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
@@ -68,7 +69,8 @@ def train(
         run = train_run(
             dataset=dataset, model=model, depth=depth, width=width, technique=technique,
             epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device,
-            precision=precision, data_dir=data_dir, progress=sys.stderr.isatty(), **options,
+            precision=precision, data_dir=data_dir, target=target,
+            progress=sys.stderr.isatty(), **options,
         )
     except (ValueError, FileNotFoundError) as exc:  # validated before training
         raise UsageError(str(exc)) from None

@@ -25,11 +25,13 @@ def _image_folder(name: str, directory: str | Path | None) -> Path:
                             f"(--data-dir) pointing at the {name} files")
 
 
-def load_dataset(name: str, *, seed: int = 0, directory: str | Path | None = None) -> Dataset:
+def load_dataset(name: str, *, seed: int = 0, directory: str | Path | None = None,
+                 target: str = "target") -> Dataset:
     """A data set by name: ``"moons"`` (fixed split); an image set (one of
     :data:`IMAGE_SETS`, read from ``directory``; ``mnist-5k`` defaults to
     ``../shared/data/mnist-5k`` with a 4000/1000 split by ``seed``); else a
-    table (:func:`tabular`, split by ``seed``; ``directory`` as there).
+    table (:func:`tabular`, split by ``seed``; ``directory`` and the class
+    column ``target`` as there).
 
     Raises:
         FileNotFoundError: the data cannot be found (the message says where).
@@ -42,7 +44,7 @@ def load_dataset(name: str, *, seed: int = 0, directory: str | Path | None = Non
         if name.startswith("cifar"):
             return cifar(folder, classes=int(name[5:]))
         return mnist(folder, seed=seed, name=name)
-    return tabular(name, seed=seed, directory=directory)
+    return tabular(name, seed=seed, directory=directory, target=target)
 
 
 def check_dataset(name: str, directory: str | Path | None = None) -> None:

@@ -63,6 +63,7 @@ CHECKS = {
     "init": choice(("glorot", "kaiming")),
     "head": choice(("flatten", "maxavg")),
     "data_dir": ((lambda v: isinstance(v, str) and bool(v)), "a folder path"),
+    "target": ((lambda v: isinstance(v, str) and bool(v)), "a column name"),
 }
 
 

@@ -21,11 +21,6 @@ from collections import defaultdict
 from ..data import DATASETS, load_dataset
 from ..techniques import make_technique, technique_options
 
-#: run config keys that are not technique options
-RUN_KEYS = ("dataset", "model", "depth", "width", "technique", "epochs", "lr", "batch_size",
-            "curve_every", "seed", "init", "head", "data_dir")
-
-
 def technique_of(config: dict):
     """The technique a run config asks for, built with its options."""
     options = technique_options(config["technique"])
@@ -83,8 +78,8 @@ def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
         for part in _split(configs, lambda c: {k: v for k, v in c.items()
                                                if k not in ("seed", "lr")}):
             c0 = part[0]
-            datas = [load_dataset(c["dataset"], seed=c["seed"], directory=c.get("data_dir"))
-                     for c in part]
+            datas = [load_dataset(c["dataset"], seed=c["seed"], directory=c.get("data_dir"),
+                                  target=c.get("target", "target")) for c in part]
             results = train_batched(
                 datas, technique=techs[id(c0)], depth=c0["depth"], width=c0["width"],
                 seeds=[c["seed"] for c in part], lrs=[c["lr"] for c in part],
@@ -99,7 +94,7 @@ def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
                         width=c["width"], technique=c["technique"], epochs=c["epochs"],
                         lr=c["lr"], batch_size=batch_size, seed=c["seed"],
                         init=c.get("init", "glorot"), head=c.get("head", "flatten"),
-                        data_dir=c.get("data_dir"), **options)
+                        data_dir=c.get("data_dir"), target=c.get("target", "target"), **options)
         h, every = run.fit.history, c["curve_every"]
         keep = [i for i, e in enumerate(h["epoch"]) if e % every == 0 or i == len(h["epoch"]) - 1]
         metrics = {**run.fit.metrics(), "status": run.status.ratios(),

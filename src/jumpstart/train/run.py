@@ -83,6 +83,7 @@ def train_run(
     init: str = "glorot",
     head: str = "flatten",
     data_dir: str | None = None,
+    target: str = "target",
     device: str = "auto",
     precision: str = "32",
     progress: bool = False,
@@ -106,6 +107,7 @@ def train_run(
     Args:
         technique: registered name, ``"a+b"`` for combinations
             (:mod:`jumpstart.techniques`).
+        target: the class column of a table.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or
             ``"cuda"``; conv nets on CUDA use the channels-last layout.
         precision: ``"32"`` or ``"bf16"`` (autocast), see :func:`fit`.
@@ -124,7 +126,7 @@ def train_run(
     dev = resolve_device(device)
     if model not in ("rectangular", "conv", "moons_conv"):
         raise ValueError(f"unknown model {model!r}; allowed: rectangular, conv, moons_conv")
-    data = load_dataset(dataset, seed=seed, directory=data_dir)
+    data = load_dataset(dataset, seed=seed, directory=data_dir, target=target)
     torch.manual_seed(seed)
     out_features = 1 if data.num_classes == 2 else data.num_classes
     if model == "moons_conv":
