@@ -75,6 +75,8 @@ def select(runs) -> pd.DataFrame:
 
 
 def techniques(selected) -> list[str]:
+    """Techniques present in a table, the paper's five first (baseline,
+    jumpstart, skip, batchnorm, gelu), then the others sorted."""
     present = set(selected["technique"])
     return [t for t in TECHNIQUE_ORDER if t in present] + sorted(present - set(TECHNIQUE_ORDER))
 

@@ -50,6 +50,7 @@ class Block(nn.Module):
                 nn.Conv2d(inplanes, out, 1, stride=stride, bias=bias), _norm(norm, out))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Output ``(N, planes * expansion, H / stride, W / stride)`` for ``x`` ``(N, C, H, W)``."""
         identity = x
         last = len(self.convs) - 1
         for i, (conv, norm, act) in enumerate(zip(self.convs, self.norms, self.activations)):
