@@ -89,21 +89,25 @@ class ResultsStore:
     def runs(self, sweep: str | None = None):
         """DataFrame of runs: ``key``, ``sweep``, ``state``, ``error``,
         ``seconds``, one column per config key and one per metric (the
-        ``status`` ratios flattened to ``unit_dead_ratio``, ...)."""
+        ``status`` ratios flattened to ``unit_dead_ratio``, ...). The config
+        keys are listed in ``frame.attrs["config_keys"]``."""
         import pandas as pd
 
         query = "SELECT key, sweep, config, state, metrics, error, seconds FROM runs"
         rows = self._db.execute(query + (" WHERE sweep = ?" if sweep else ""),
                                 (sweep,) if sweep else ()).fetchall()
-        records = []
+        records, config_keys = [], set()
         for key, name, config, state, metrics, error, seconds in rows:
+            config_keys |= set(json.loads(config))
             m = json.loads(metrics) if metrics else {}
             status = m.pop("status", {}) or {}
             m.pop("seconds", None)
             m["epochs_done"] = m.pop("epochs", None)  # the config's "epochs" is the budget
             records.append({"key": key, "sweep": name, "state": state, "error": error,
                             "seconds": seconds, **json.loads(config), **m, **status})
-        return pd.DataFrame.from_records(records)
+        frame = pd.DataFrame.from_records(records)
+        frame.attrs["config_keys"] = sorted(config_keys)
+        return frame
 
     def curves(self, keys=None):
         """DataFrame of curves (``key``, ``epoch``, loss, penalty, accuracies)."""

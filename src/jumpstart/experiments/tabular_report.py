@@ -3,7 +3,7 @@
 Protocol. Per data set and technique, every configuration (all config keys
 but ``seed``: learning rate, ``lam``, ...) is scored by the median over seeds
 of its best validation accuracy; the best-scoring configuration is *selected*
-(ties: the first in sorted order) and reported by the medians over its seeds
+(ties: the higher mean over seeds, then the first in sorted order) and reported by the medians over its seeds
 of the test accuracy at the epoch of best validation accuracy
 (``best_val_test_acc``) and of the status ratios on the training set. Failed
 runs are left out of every median.
@@ -34,13 +34,17 @@ TECHNIQUE_ORDER = ("baseline", "jumpstart", "skip", "batchnorm", "gelu")
 DRAW = 1e-9
 
 
-def _hyper_columns(runs) -> list[str]:
-    """Config columns that vary a run's configuration (not metrics, not the seed)."""
+def _hyper_columns(runs, config_keys: list[str] | None) -> list[str]:
+    """Config columns that can vary a run's configuration (not the seed, data
+    set or technique): the store's config keys when known, else every column
+    that is not a known metric."""
+    skip = NOT_HYPER | {"dataset", "technique"}
+    if config_keys is not None:
+        return [c for c in config_keys if c in runs.columns and c not in skip]
     metrics = {ACCURACY, *STATUS, "best_val_acc", "best_train_acc", "train_acc", "val_acc",
                "test_acc", "final_loss", "epochs_done", "diverged", "point_linear_ratio",
-               "point_nonlinear_ratio"}
-    return [c for c in runs.columns if c not in NOT_HYPER | metrics
-            and c not in ("dataset", "technique")]
+               "point_nonlinear_ratio", "params"}
+    return [c for c in runs.columns if c not in skip | metrics]
 
 
 def select(runs) -> pd.DataFrame:
@@ -58,19 +62,21 @@ def select(runs) -> pd.DataFrame:
         its seeds), the status medians, and ``seeds`` (runs that did not fail).
         Groups whose runs all failed are left out.
     """
+    config_keys = runs.attrs.get("config_keys")
     ok = runs[runs["state"] != "failed"].copy()
     ok["config"] = ""
     for _, part in ok.groupby("technique"):  # the keys this technique's runs vary in
-        hyper = [c for c in _hyper_columns(part) if part[c].nunique() > 1]
+        hyper = [c for c in _hyper_columns(part, config_keys) if part[c].nunique() > 1]
         ok.loc[part.index, "config"] = part.apply(
             lambda r: " ".join(f"{c}={r[c]:g}" if isinstance(r[c], float) else f"{c}={r[c]}"
                                for c in hyper), axis=1)
     status = [s for s in STATUS if s in ok]
     med = ok.groupby(["dataset", "technique", "config"], as_index=False).agg(
-        val_acc=("best_val_acc", "median"), test_acc=(ACCURACY, "median"),
-        **{s: (s, "median") for s in status}, seeds=("seed", "size"))
-    med = med.sort_values(["dataset", "technique", "val_acc", "config"],
-                          ascending=[True, True, False, True], kind="stable")
+        val_acc=("best_val_acc", "median"), val_mean=("best_val_acc", "mean"),
+        test_acc=(ACCURACY, "median"), **{s: (s, "median") for s in status},
+        seeds=("seed", "size"))
+    med = med.sort_values(["dataset", "technique", "val_acc", "val_mean", "config"],
+                          ascending=[True, True, False, False, True], kind="stable")
     return med.groupby(["dataset", "technique"], as_index=False).head(1).reset_index(drop=True)
 
 
