@@ -25,8 +25,10 @@ STATUS_NAMES = ("dead", "linear", "nonlinear")
 STATUS_COLOURS = ("#d62728", "#1f77b4", "#2ca02c")  # red, blue, green
 
 
-def _codes(mx: Tensor, mn: Tensor) -> np.ndarray:
-    """Status code per element from the max and min over the reduced dims."""
+def status_codes(mx: Tensor, mn: Tensor) -> np.ndarray:
+    """Status code per element (``DEAD``, ``LINEAR``, ``NONLINEAR``; CPAIOR
+    Definitions 1 and 2) from its max and min over the reduced dims: dead if
+    ``max <= 0``, linear if ``min > 0``. Returns ``int8``, ``mx``'s shape."""
     code = torch.full(mx.shape, NONLINEAR, dtype=torch.int8)
     code[mx.cpu() <= 0] = DEAD
     code[mn.cpu() > 0] = LINEAR
@@ -228,12 +230,7 @@ def layer_extremes(g: Tensor, granularity: str = "channel") -> tuple[Tensor, Ten
         bmax, bmin = units.amax(dim=0), units.amin(dim=0)
     else:
         bmax, bmin = mx_nc.amax(dim=0), mn_nc.amin(dim=0)
-    return bmax, bmin, _codes(mx_nc.amax(dim=1), mn_nc.amin(dim=1))
-
-
-def unit_codes(unit_max: Tensor, unit_min: Tensor) -> np.ndarray:
-    """Status code per unit (Definition 1) from its max and min over a data set."""
-    return _codes(unit_max, unit_min)
+    return bmax, bmin, status_codes(mx_nc.amax(dim=1), mn_nc.amin(dim=1))
 
 
 def _batches(data, batch_size: int) -> Iterable[Tensor]:
@@ -344,6 +341,6 @@ def activation_status(
         raise ValueError("data holds no batch")
     return ActivationStatus(
         layer_names=names,
-        unit_status=[_codes(mx, mn) for mx, mn in zip(unit_max, unit_min)],
+        unit_status=[status_codes(mx, mn) for mx, mn in zip(unit_max, unit_min)],
         point_status=np.concatenate([np.stack(c, axis=1) for c in point_codes], axis=0),
     )

@@ -98,13 +98,14 @@ class ResultsStore:
                                 (sweep,) if sweep else ()).fetchall()
         records, config_keys = [], set()
         for key, name, config, state, metrics, error, seconds in rows:
-            config_keys |= set(json.loads(config))
+            config = json.loads(config)
+            config_keys |= set(config)
             m = json.loads(metrics) if metrics else {}
             status = m.pop("status", {}) or {}
             m.pop("seconds", None)
             m["epochs_done"] = m.pop("epochs", None)  # the config's "epochs" is the budget
             records.append({"key": key, "sweep": name, "state": state, "error": error,
-                            "seconds": seconds, **json.loads(config), **m, **status})
+                            "seconds": seconds, **config, **m, **status})
         frame = pd.DataFrame.from_records(records)
         frame.attrs["config_keys"] = sorted(config_keys)
         return frame

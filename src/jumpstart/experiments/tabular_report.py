@@ -29,22 +29,16 @@ ACCURACY = "best_val_test_acc"
 STATUS = ("unit_dead_ratio", "unit_linear_ratio", "unit_nonlinear_ratio",
           "layer_point_dead_ratio", "layer_point_linear_ratio", "layer_point_nonlinear_ratio",
           "point_dead_ratio", "point_efficiency")
-NOT_HYPER = {"key", "sweep", "state", "error", "seconds", "seed"}
+#: config keys that do not make a configuration: the seed and the cell's own keys
+NOT_HYPER = {"seed", "dataset", "technique"}
 TECHNIQUE_ORDER = ("baseline", "jumpstart", "skip", "batchnorm", "gelu")
 DRAW = 1e-9
 
 
-def _hyper_columns(runs, config_keys: list[str] | None) -> list[str]:
+def _hyper_columns(runs, config_keys: list[str]) -> list[str]:
     """Config columns that can vary a run's configuration (not the seed, data
-    set or technique): the store's config keys when known, else every column
-    that is not a known metric."""
-    skip = NOT_HYPER | {"dataset", "technique"}
-    if config_keys is not None:
-        return [c for c in config_keys if c in runs.columns and c not in skip]
-    metrics = {ACCURACY, *STATUS, "best_val_acc", "best_train_acc", "train_acc", "val_acc",
-               "test_acc", "final_loss", "epochs_done", "diverged", "point_linear_ratio",
-               "point_nonlinear_ratio", "params"}
-    return [c for c in runs.columns if c not in skip | metrics]
+    set or technique)."""
+    return [c for c in config_keys if c in runs.columns and c not in NOT_HYPER]
 
 
 def select(runs) -> pd.DataFrame:
@@ -61,8 +55,14 @@ def select(runs) -> pd.DataFrame:
         ``"lam=0.1 lr=0.01"``), ``val_acc`` and ``test_acc`` (medians over
         its seeds), the status medians, and ``seeds`` (runs that did not fail).
         Groups whose runs all failed are left out.
+
+    Raises:
+        ValueError: ``runs`` does not list its config keys (``attrs``).
     """
     config_keys = runs.attrs.get("config_keys")
+    if config_keys is None:
+        raise ValueError("select() needs runs as jumpstart.experiments.load returns them "
+                         "(frame.attrs['config_keys'] lists the config columns)")
     ok = runs[runs["state"] != "failed"].copy()
     ok["config"] = ""
     for _, part in ok.groupby("technique"):  # the keys this technique's runs vary in

@@ -12,7 +12,7 @@ from torchmetrics import Metric
 
 from ..core.deficits import check_granularity
 from ..core.hooks import PreActivationHooks
-from ..core.status import ActivationStatus, layer_extremes, unit_codes
+from ..core.status import ActivationStatus, layer_extremes, status_codes
 from ..techniques.builtin import HIDDEN_ACTIVATIONS
 
 
@@ -96,13 +96,13 @@ class ActivationStatusMetric(Metric):
 
         if not self.layer_names:
             raise ValueError("ActivationStatusMetric: no data; call update() first")
-        units = len(self.layer_names) and sum(self.units_per_layer)
+        units = sum(self.units_per_layer)
         mx = cat(self.unit_max).view(-1, units).amax(0)
         mn = cat(self.unit_min).view(-1, units).amin(0)
         bounds = np.cumsum([0, *self.units_per_layer])
         return ActivationStatus(
             layer_names=list(self.layer_names),
-            unit_status=[unit_codes(mx[a:b], mn[a:b]) for a, b in zip(bounds[:-1], bounds[1:])],
+            unit_status=[status_codes(mx[a:b], mn[a:b]) for a, b in zip(bounds[:-1], bounds[1:])],
             point_status=cat(self.point_codes).cpu().numpy().astype(np.int8),
         )
 

@@ -31,6 +31,7 @@ from ..data.base import Dataset
 from ..models import Rectangular
 from ..techniques import Technique
 from ..techniques.builtin import HIDDEN_ACTIVATIONS
+from .loop import predict, task_loss
 from .population import Adam, MemberResult
 
 
@@ -145,22 +146,6 @@ class PopulationNet(nn.Module):
         return net.eval()
 
 
-def _task_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """Per-member mean task loss ``(P,)`` of logits ``(P, N, K)``, labels ``(P, N)``."""
-    p, n, k = logits.shape
-    if k == 1:
-        per = F.binary_cross_entropy_with_logits(logits[..., 0], y.to(logits.dtype),
-                                                 reduction="none")
-    else:
-        per = F.cross_entropy(logits.reshape(p * n, k), y.reshape(-1),
-                              reduction="none").view(p, n)
-    return per.mean(1)
-
-
-def _predict(logits: Tensor) -> Tensor:
-    return (logits[..., 0] > 0).long() if logits.shape[-1] == 1 else logits.argmax(-1)
-
-
 def _stack_parts(datas: list[Dataset], part: str) -> tuple[Tensor, Tensor]:
     xs = [getattr(d, f"x_{part}").flatten(1) for d in datas]
     ys = [getattr(d, f"y_{part}") for d in datas]
@@ -242,7 +227,10 @@ def train_batched(
     x_tr, y_tr = _stack_parts(datas, "train")
     x_va, y_va = _stack_parts(datas, "val")
     has_test = first.x_test is not None
-    x_te, y_te = _stack_parts(datas, "test") if has_test else (None, None)
+    x_eval, y_eval, n_val = x_va, y_va, y_va.shape[1]
+    if has_test:  # eval mode: samples are independent, so one forward serves both parts
+        x_te, y_te = _stack_parts(datas, "test")
+        x_eval, y_eval = torch.cat([x_va, x_te], dim=-2), torch.cat([y_va, y_te], dim=1)
     n = y_tr.shape[1]
     bs = n if batch_size is None else min(batch_size, n)
     generators = [torch.Generator().manual_seed(s) for s in seeds] if bs < n else None
@@ -275,7 +263,7 @@ def train_batched(
                     xb = x_tr[idx] if x_tr.dim() == 2 else x_tr[rows, idx]
                     yb = y_tr[rows, idx]
                 logits = model(xb)
-                task = _task_loss(logits, yb)
+                task = task_loss(logits, yb)
                 extra = technique.loss()
                 total = task if extra is None else task + extra
                 alive &= torch.isfinite(total.detach())
@@ -288,13 +276,14 @@ def train_batched(
                 loss_sum += task.detach().double() * m
                 if extra is not None:
                     extra_sum += extra.detach().double() * m
-                correct += (_predict(logits.detach()) == yb).sum(1).double()
+                correct += (predict(logits.detach()) == yb).sum(1).double()
             model.eval()
-            with torch.no_grad():
-                now = {"loss": loss_sum / n, "penalty": extra_sum / n, "train_acc": correct / n,
-                       "val_acc": (_predict(model(x_va)) == y_va).double().mean(1)}
-                if has_test:
-                    now["test_acc"] = (_predict(model(x_te)) == y_te).double().mean(1)
+            with torch.no_grad():  # validation and test parts in one forward
+                hits = (predict(model(x_eval)) == y_eval).double()
+            now = {"loss": loss_sum / n, "penalty": extra_sum / n, "train_acc": correct / n,
+                   "val_acc": hits[:, :n_val].mean(1)}
+            if has_test:
+                now["test_acc"] = hits[:, n_val:].mean(1)
             for k, v in now.items():
                 last[k] = torch.where(alive, v, last[k])
             improved = alive & (now["val_acc"] > best["val_acc"])

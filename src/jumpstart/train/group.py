@@ -21,10 +21,14 @@ from collections import defaultdict
 from ..data import DATASETS, load_dataset
 from ..techniques import make_technique, technique_options
 
+def _options(config: dict) -> dict:
+    """The technique options a run config sets."""
+    return {k: config[k] for k in technique_options(config["technique"]) if k in config}
+
+
 def technique_of(config: dict):
     """The technique a run config asks for, built with its options."""
-    options = technique_options(config["technique"])
-    return make_technique(config["technique"], **{k: config[k] for k in options if k in config})
+    return make_technique(config["technique"], **_options(config))
 
 
 def _split(configs, key):
@@ -40,7 +44,8 @@ def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
 
     Returns:
         ``(config, metrics, curves)`` per run, in any order; metrics as
-        ``jumpstart train --json``; curves every ``curve_every`` epochs.
+        ``jumpstart train --json`` plus ``params`` (the net's parameter
+        count); curves every ``curve_every`` epochs.
 
     Raises:
         whatever the trainers raise (the sweep records it per run).
@@ -73,31 +78,37 @@ def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
                 members, dataset=first["dataset"], model=first["model"], depth=first["depth"],
                 epochs=first["epochs"], lr=part[0]["lr"], batch_size=batch_size,
                 jumpstart=options, curve_every=first["curve_every"])
-            out += [(c, r.metrics, r.curves) for c, r in zip(part, results)]
+            out += [(c, r.metrics, r.curves, r.model) for c, r in zip(part, results)]
     elif first["model"] == "rectangular":
+        tables: dict = {}  # members of one seed share one loaded split
         for part in _split(configs, lambda c: {k: v for k, v in c.items()
                                                if k not in ("seed", "lr")}):
             c0 = part[0]
-            datas = [load_dataset(c["dataset"], seed=c["seed"], directory=c.get("data_dir"),
-                                  target=c.get("target", "target")) for c in part]
+            datas = []
+            for c in part:
+                key = (c["dataset"], c["seed"], c.get("data_dir"), c.get("target", "target"))
+                if key not in tables:
+                    tables[key] = load_dataset(c["dataset"], seed=c["seed"],
+                                               directory=key[2], target=key[3])
+                datas.append(tables[key])
             results = train_batched(
                 datas, technique=techs[id(c0)], depth=c0["depth"], width=c0["width"],
                 seeds=[c["seed"] for c in part], lrs=[c["lr"] for c in part],
                 epochs=c0["epochs"], batch_size=batch_size, init=c0.get("init", "glorot"),
                 curve_every=c0["curve_every"])
-            out += [(c, r.metrics, r.curves) for c, r in zip(part, results)]
+            out += [(c, r.metrics, r.curves, r.model) for c, r in zip(part, results)]
     else:
         singles = list(configs)
     for c in singles:
-        options = {k: c[k] for k in technique_options(c["technique"]) if k in c}
         run = train_run(dataset=c["dataset"], model=c["model"], depth=c["depth"],
                         width=c["width"], technique=c["technique"], epochs=c["epochs"],
                         lr=c["lr"], batch_size=batch_size, seed=c["seed"],
                         init=c.get("init", "glorot"), head=c.get("head", "flatten"),
-                        data_dir=c.get("data_dir"), target=c.get("target", "target"), **options)
+                        data_dir=c.get("data_dir"), target=c.get("target", "target"),
+                        **_options(c))
         h, every = run.fit.history, c["curve_every"]
         keep = [i for i, e in enumerate(h["epoch"]) if e % every == 0 or i == len(h["epoch"]) - 1]
-        metrics = {**run.fit.metrics(), "status": run.status.ratios(),
-                   "params": sum(p.numel() for p in run.model.parameters())}
-        out.append((c, metrics, {k: [h[k][i] for i in keep] for k in h}))
-    return out
+        metrics = {**run.fit.metrics(), "status": run.status.ratios()}
+        out.append((c, metrics, {k: [h[k][i] for i in keep] for k in h}, run.model))
+    return [(c, {**m, "params": sum(p.numel() for p in model.parameters())}, curves)
+            for c, m, curves, model in out]

@@ -69,15 +69,23 @@ class FitResult:
         }
 
 
-def _task_loss(logits: Tensor, y: Tensor) -> Tensor:
-    if logits.shape[1] == 1:
-        return nn.functional.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype))
-    return nn.functional.cross_entropy(logits, y)
+def task_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Mean task loss over the sample dim of logits ``(..., N, K)`` with labels
+    ``(..., N)``: binary cross-entropy on the single logit when ``K = 1``, else
+    cross-entropy. Shape ``(...)`` (0-dim for one net, ``(P,)`` for a population)."""
+    k = logits.shape[-1]
+    if k == 1:
+        per = nn.functional.binary_cross_entropy_with_logits(
+            logits[..., 0], y.to(logits.dtype), reduction="none")
+    else:
+        per = nn.functional.cross_entropy(logits.reshape(-1, k), y.reshape(-1),
+                                          reduction="none").view(y.shape)
+    return per.mean(-1)
 
 
-def _correct(logits: Tensor, y: Tensor) -> int:
-    pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
-    return int((pred == y).sum())
+def predict(logits: Tensor) -> Tensor:
+    """Class ids ``(..., N)`` from logits ``(..., N, K)`` (``logit > 0`` when ``K = 1``)."""
+    return (logits[..., 0] > 0).long() if logits.shape[-1] == 1 else logits.argmax(-1)
 
 
 def fit(
@@ -170,7 +178,7 @@ def fit(
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 with autocast:
                     logits = model(xb)
-                    loss = _task_loss(logits.float(), yb)
+                    loss = task_loss(logits.float(), yb)
                     extra = technique.loss() if technique is not None else None
                 total = loss
                 if extra is not None:
@@ -186,7 +194,7 @@ def fit(
                 if technique is not None:
                     technique.after_step(model)
                 loss_sum += loss.item() * xb.shape[0]
-                correct += _correct(logits.detach(), yb)
+                correct += int((predict(logits.detach()) == yb).sum())
             if result.diverged:
                 break
             model.eval()
@@ -195,7 +203,7 @@ def fit(
                 for name, x, y in evals:
                     with autocast:
                         logits = model(x)
-                    h[f"{name}_acc"].append(_correct(logits.float(), y) / max(1, x.shape[0]))
+                    h[f"{name}_acc"].append(float((predict(logits) == y).sum()) / max(1, len(y)))
             h["epoch"].append(epoch)
             h["loss"].append(loss_sum / n)
             h["penalty"].append(pen_sum / n)
