@@ -1,4 +1,4 @@
-"""UCI / PMLB tables (IEEE Access 2025, Sec. V): read, split, standardize."""
+"""UCI / PMLB tables (IEEE Access 2025, UCI experiments): read, split, standardize."""
 
 from __future__ import annotations
 
@@ -46,7 +46,11 @@ def data_dir(directory: str | Path | None = None) -> Path:
 
 
 def table_names(directory: str | Path | None = None) -> list[str]:
-    """Names of the tables (file names without suffix) in :func:`data_dir`, sorted."""
+    """Names of the tables (file names without suffix) in :func:`data_dir`, sorted.
+
+    Raises:
+        FileNotFoundError: no table folder (see :func:`data_dir`).
+    """
     folder = data_dir(directory)
     names = {p.name[: -len(s)] for p in folder.iterdir() for s in SUFFIXES if p.name.endswith(s)}
     return sorted(names)

@@ -1,4 +1,4 @@
-"""Reports of a tabular benchmark (IEEE Access 2025, Sec. V: UCI data sets).
+"""Reports of a tabular benchmark (IEEE Access 2025, UCI experiments; shared/papers/jumpstart-experiments.md).
 
 Protocol. Per data set and technique, every configuration (all config keys
 but ``seed``: learning rate, ``lam``, ...) is scored by the median over seeds
@@ -8,7 +8,7 @@ of the test accuracy at the epoch of best validation accuracy
 (``best_val_test_acc``) and of the status ratios on the training set. Failed
 runs are left out of every median.
 
-Global metrics per technique (``shared/DESIGN.md``, IEEE Access 2025 Sec. V):
+Global metrics per technique (``shared/DESIGN.md``, IEEE Access 2025, UCI experiments):
 
 - ``trainability``: share of data sets where its accuracy is strictly above
   the worst accuracy any technique reached there;

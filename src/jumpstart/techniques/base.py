@@ -1,8 +1,8 @@
 """The technique interface: what the trainer calls, and when.
 
-A technique is one way of making a deep thin net trainable (IEEE Access 2025,
-Sec. V compares baseline, Jumpstart, skip connections, batch normalization and
-GELU). The trainers (:func:`jumpstart.train.fit`, the population trainer) know
+A technique is one way of making a deep thin net trainable (the IEEE Access
+2025 UCI experiments compare baseline, Jumpstart, skip connections, batch
+normalization and GELU). The trainers (:func:`jumpstart.train.fit`, the population trainer) know
 no technique by name; they call these methods at fixed points of a run:
 
 1. :meth:`Technique.model_options` before the model is built: shape it

@@ -1,4 +1,4 @@
-"""The techniques of the IEEE Access 2025 comparison (Sec. V): baseline,
+"""The techniques of the IEEE Access 2025 UCI comparison: baseline,
 Jumpstart, batch normalization, skip connections, GELU."""
 
 from __future__ import annotations
