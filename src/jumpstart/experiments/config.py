@@ -29,8 +29,8 @@ from pathlib import Path
 from ..data import check_dataset, table_names
 from ..techniques import TECHNIQUES, technique_options, technique_parts
 from ..techniques.base import choice, int_at_least, number
+from ..train.run import MODELS
 
-MODELS = ("rectangular", "conv", "moons_conv")
 BASE_DEFAULTS = {"model": "rectangular", "epochs": 5000, "lr": 0.01, "batch_size": "full",
                  "curve_every": 50, "seed": 0}
 REQUIRED = ("dataset", "depth", "width", "technique")
@@ -52,7 +52,7 @@ CHECKS = {
     "dataset": ((lambda v: isinstance(v, str) and bool(v)), "a data set name or file"),
     "model": choice(MODELS),
     "depth": int_at_least(1),
-    "width": int_at_least(1),
+    "width": number(lambda v: v > 0, "an integer >= 1 (for model resnet: a width multiplier > 0)"),
     "technique": (_technique, "one of " + ", ".join(TECHNIQUES) + " or several joined by '+'"),
     "epochs": int_at_least(1),
     "curve_every": int_at_least(1),
@@ -64,6 +64,7 @@ CHECKS = {
     "head": choice(("flatten", "maxavg")),
     "data_dir": ((lambda v: isinstance(v, str) and bool(v)), "a folder path"),
     "target": ((lambda v: isinstance(v, str) and bool(v)), "a column name"),
+    "loader_workers": int_at_least(0),
 }
 
 
@@ -211,6 +212,9 @@ def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None,
             config[key] = values.get(key, options.get(key, option.default))
         if config["model"] == "moons_conv" and config["dataset"] != "moons":
             raise SweepError(f"{source}: model moons_conv takes the moons data set only")
+        if config["model"] != "resnet" and not isinstance(config["width"], int):
+            raise SweepError(f"{source}: width must be an integer >= 1 for model "
+                             f"{config['model']}; got {config['width']!r}")
         key = run_key(config)
         if key not in seen:
             seen.add(key)

@@ -10,7 +10,8 @@ populations the trainers can run, without naming any technique:
 - the generic population trainer (:func:`~jumpstart.train.batched.train_batched`)
   for dense nets under any technique; members differ in seed and learning rate;
 - one run at a time (:func:`~jumpstart.train.run.train_run`) otherwise
-  (conv nets, the MOONS conv net with per-channel deficits or minibatches).
+  (conv nets and ResNets, the MOONS conv net with per-channel deficits or
+  minibatches).
 """
 
 from __future__ import annotations
@@ -100,12 +101,8 @@ def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
     else:
         singles = list(configs)
     for c in singles:
-        run = train_run(dataset=c["dataset"], model=c["model"], depth=c["depth"],
-                        width=c["width"], technique=c["technique"], epochs=c["epochs"],
-                        lr=c["lr"], batch_size=batch_size, seed=c["seed"],
-                        init=c.get("init", "glorot"), head=c.get("head", "flatten"),
-                        data_dir=c.get("data_dir"), target=c.get("target", "target"),
-                        **_options(c))
+        run = train_run(**{k: v for k, v in c.items() if k not in ("curve_every", "batch_size")},
+                        batch_size=batch_size)
         h, every = run.fit.history, c["curve_every"]
         keep = [i for i, e in enumerate(h["epoch"]) if e % every == 0 or i == len(h["epoch"]) - 1]
         metrics = {**run.fit.metrics(), "status": run.status.ratios()}

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.base import Dataset
+from ..data.folder import FolderData
 from ..techniques import Technique
 
 PRECISIONS = ("32", "bf16")
@@ -90,7 +91,7 @@ def predict(logits: Tensor) -> Tensor:
 
 def fit(
     model: nn.Module,
-    data: Dataset,
+    data: Dataset | FolderData,
     *,
     lr: float = 0.01,
     epochs: int = 5000,
@@ -98,6 +99,7 @@ def fit(
     seed: int = 0,
     technique: Technique | None = None,
     precision: str = "32",
+    loader_workers: int = 4,
     progress: bool = False,
 ) -> FitResult:
     """Train ``model`` on ``data`` with Adam under a technique.
@@ -110,26 +112,33 @@ def fit(
     already have shaped ``model``). A non-finite loss stops training and
     marks the result diverged (no exception escapes).
 
+    In-memory data are moved to the model's device once and sliced there;
+    :class:`~jumpstart.data.FolderData` is streamed through DataLoaders
+    (``loader_workers`` processes, pinned memory on CUDA). On CUDA, image
+    batches ``(N, C, H, W)`` are passed in the channels-last layout.
+
     Args:
         model: maps ``(N, *feature_shape)`` to logits ``(N, K)``, ``K = 1``
             for binary tasks or ``K = data.num_classes``. Trained in place.
-        data: the train/validation split.
-        lr: Adam learning rate.
+        data: the train/validation(/test) split, in memory or on disk.
+        lr: Adam learning rate (AdamW without weight decay is the same).
         epochs: passes over the training set.
-        batch_size: samples per step; ``None`` is full batch.
-        seed: seeds the minibatch order.
+        batch_size: samples per step; ``None`` is full batch (in-memory data only).
+        seed: seeds the minibatch order (and the DataLoader workers' augmentation).
         technique: from :func:`jumpstart.techniques.make_technique`;
             ``None`` trains the plain model.
         precision: ``"32"`` or ``"bf16"`` (forward and loss under
             ``torch.autocast`` with bfloat16 on the model's device).
-        progress: show a progress bar (stderr).
+        loader_workers: DataLoader worker processes for on-disk data.
+        progress: show a progress bar over the steps (stderr).
 
     Returns:
         :class:`FitResult`.
 
     Raises:
-        ValueError: ``lr <= 0``, ``epochs < 1``, ``batch_size < 1``, or a
-            model whose output does not fit the number of classes.
+        ValueError: ``lr <= 0``, ``epochs < 1``, ``batch_size < 1`` (or
+            ``None`` for on-disk data), ``loader_workers < 0``, an unknown
+            precision, or a model whose output does not fit the number of classes.
     """
     if not lr > 0:
         raise ValueError(f"lr must be > 0; got {lr!r}")
@@ -139,15 +148,16 @@ def fit(
         raise ValueError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
     if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be None or an integer >= 1; got {batch_size!r}")
+    if not (isinstance(loader_workers, int) and loader_workers >= 0):
+        raise ValueError(f"loader_workers must be an integer >= 0; got {loader_workers!r}")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    channels_last = device.type == "cuda" and data.x_train.dim() == 4
-    x_tr, y_tr = data.x_train.to(device), data.y_train.to(device)
-    evals = [(name, x.to(device), y.to(device)) for name, x, y in data.parts()[1:]]
+    generator = torch.Generator().manual_seed(seed)
+    batches = _Batches(data, batch_size, device, generator, loader_workers)
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        out = model(x_tr[:1])
+        out = model(batches.sample())
     model.train(was_training)
     expected = (1, data.num_classes) if data.num_classes == 2 else (data.num_classes,)
     if out.dim() != 2 or out.shape[1] not in expected:
@@ -156,26 +166,19 @@ def fit(
             f"expected (N, {' or '.join(map(str, expected))})"
         )
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    n = x_tr.shape[0]
-    bs = n if batch_size is None else min(batch_size, n)
-    keys = ("epoch", "loss", "penalty", "train_acc", *(f"{name}_acc" for name, _, _ in evals))
+    n = batches.n
+    keys = ("epoch", "loss", "penalty", "train_acc", *(f"{name}_acc" for name in batches.evals))
     result = FitResult(history={k: [] for k in keys})
-    bar = _progress_bar(epochs) if progress else None
+    bar = _progress_bar(epochs * batches.steps) if progress else None
     if technique is not None:
         technique.attach(model)
     start = time.perf_counter()
     try:
         for epoch in range(1, epochs + 1):
             model.train()
-            order = torch.randperm(n, generator=generator).to(device) if bs < n else None
             loss_sum = pen_sum = 0.0
             correct = 0
-            for lo in range(0, n, bs):
-                idx = order[lo : lo + bs] if order is not None else slice(None)
-                xb, yb = x_tr[idx], y_tr[idx]
-                if channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
+            for xb, yb in batches.train():
                 with autocast:
                     logits = model(xb)
                     loss = task_loss(logits.float(), yb)
@@ -195,21 +198,25 @@ def fit(
                     technique.after_step(model)
                 loss_sum += loss.item() * xb.shape[0]
                 correct += int((predict(logits.detach()) == yb).sum())
+                if bar is not None:
+                    bar[0].update(bar[1], advance=1, loss=loss.item(), epoch=epoch)
             if result.diverged:
                 break
             model.eval()
             h = result.history
             with torch.no_grad():
-                for name, x, y in evals:
-                    with autocast:
-                        logits = model(x)
-                    h[f"{name}_acc"].append(float((predict(logits) == y).sum()) / max(1, len(y)))
+                for name in batches.evals:
+                    hits = total_n = 0
+                    for x, y in batches.evaluate(name):
+                        with autocast:
+                            logits = model(x)
+                        hits += int((predict(logits) == y).sum())
+                        total_n += len(y)
+                    h[f"{name}_acc"].append(hits / max(1, total_n))
             h["epoch"].append(epoch)
             h["loss"].append(loss_sum / n)
             h["penalty"].append(pen_sum / n)
             h["train_acc"].append(correct / n)
-            if bar is not None:
-                bar[0].update(bar[1], advance=1, loss=loss_sum / n, acc=correct / n)
     finally:
         if technique is not None:
             technique.detach()
@@ -220,14 +227,80 @@ def fit(
     return result
 
 
-def _progress_bar(epochs: int):
+class _Batches:
+    """The minibatches of :func:`fit`, on the model's device: sliced from
+    tensors held there (in-memory data, one eval batch per part) or loaded
+    by DataLoaders (on-disk data)."""
+
+    def __init__(self, data, batch_size, device, generator, workers) -> None:
+        self.device, self.generator = device, generator
+        self.channels_last = device.type == "cuda"
+        if isinstance(data, FolderData):
+            if batch_size is None:
+                raise ValueError(f"{data.name} is read from disk: give a batch_size "
+                                 "(full batch is for in-memory data)")
+            from torch.utils.data import DataLoader
+
+            common = dict(batch_size=batch_size, num_workers=workers,
+                          pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+            self._train = DataLoader(data.train, shuffle=True, generator=generator, **common)
+            self._evals = {"val": DataLoader(data.val, shuffle=False, **common)}
+            self.n, self.steps = len(data.train), len(self._train)
+            self._sample = data.val[0][0][None]
+            self._tensors = None
+        else:
+            self._tensors = (data.x_train.to(device), data.y_train.to(device))
+            self._evals = {name: [(x.to(device), y.to(device))]
+                           for name, x, y in data.parts()[1:]}
+            self.n = data.x_train.shape[0]
+            self.bs = self.n if batch_size is None else min(batch_size, self.n)
+            self.steps = math.ceil(self.n / self.bs)
+            self._sample = data.x_train[:1]
+
+    @property
+    def evals(self) -> list[str]:
+        """Names of the evaluated parts (``val``, maybe ``test``)."""
+        return list(self._evals)
+
+    def _move(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, non_blocking=True)
+
+    def sample(self) -> Tensor:
+        """One input ``(1, *feature_shape)`` on the device."""
+        return self._move(self._sample, torch.zeros(1))[0]
+
+    def train(self):
+        """Yield ``(x, y)`` minibatches of one training epoch."""
+        if self._tensors is None:
+            for x, y in self._train:
+                yield self._move(x, y)
+            return
+        x_tr, y_tr = self._tensors
+        if self.bs == self.n:
+            yield self._move(x_tr, y_tr)
+            return
+        order = torch.randperm(self.n, generator=self.generator).to(self.device)
+        for lo in range(0, self.n, self.bs):
+            idx = order[lo: lo + self.bs]
+            yield self._move(x_tr[idx], y_tr[idx])
+
+    def evaluate(self, name: str):
+        """Yield ``(x, y)`` batches of the part ``name``."""
+        for x, y in self._evals[name]:
+            yield self._move(x, y)
+
+
+def _progress_bar(steps: int):
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     bar = Progress(
         TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f}"),
+        TextColumn("epoch {task.fields[epoch]} loss {task.fields[loss]:.4f}"),
         TimeRemainingColumn(), transient=True,
     )
-    task = bar.add_task("train", total=epochs, loss=float("nan"), acc=float("nan"))
+    task = bar.add_task("train", total=steps, loss=float("nan"), epoch=1)
     bar.start()
     return bar, task

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from ..core.status import ActivationStatus, activation_status
-from ..data import load_dataset
+from ..data import FolderData, load_dataset
 from ..techniques.builtin import HIDDEN_ACTIVATIONS
-from ..models import MoonsConv, Rectangular
+from ..models import MoonsConv, Rectangular, ResNet
 from .loop import FitResult, fit
 
 
@@ -52,6 +52,8 @@ class RunResult:
 
 
 DEVICES = ("auto", "cpu", "cuda")
+#: model families a run can build (see :func:`train_run`)
+MODELS = ("rectangular", "conv", "moons_conv", "resnet")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -74,7 +76,7 @@ def train_run(
     dataset: str = "moons",
     model: str = "rectangular",
     depth: int,
-    width: int,
+    width: int | float,
     technique: str = "baseline",
     epochs: int = 5000,
     lr: float = 0.01,
@@ -86,18 +88,32 @@ def train_run(
     target: str = "target",
     device: str = "auto",
     precision: str = "32",
+    loader_workers: int = 4,
     progress: bool = False,
     **options,
 ) -> RunResult:
     """Train one ReLU net on a named data set under a technique and measure it.
 
-    ``model`` is ``"rectangular"`` (dense, :class:`~jumpstart.models.Rectangular`,
-    shaped by the technique's model options), ``"conv"`` (Rectangular with
-    3x3 convs and ``head`` ``"flatten"`` or ``"maxavg"``, for image data) or
-    ``"moons_conv"`` (the CPAIOR Keras MOONS net, :class:`~jumpstart.models.MoonsConv`). ``dataset`` is
-    ``"moons"`` or a table name or path (:func:`jumpstart.data.load_dataset`,
-    split by ``seed``). The status uses the technique's ``granularity`` when
-    it has one (Jumpstart), else ``"channel"``.
+    ``model`` is one of :data:`MODELS`:
+
+    - ``"rectangular"``: dense :class:`~jumpstart.models.Rectangular`;
+    - ``"conv"``: Rectangular with 3x3 convs and ``head`` ``"flatten"`` or
+      ``"maxavg"``, for image data (CPAIOR Sec. 4);
+    - ``"moons_conv"``: the CPAIOR Keras MOONS net (:class:`~jumpstart.models.MoonsConv`);
+    - ``"resnet"``: :class:`~jumpstart.models.ResNet` of ``depth`` 18, 34,
+      50, 101 or 152 with ``width`` as its width multiplier, no BN and no
+      skips unless the technique adds them (``batchnorm+skip`` is the
+      standard net; the IEEE Access 2025 ImageNet model is ``depth=50,
+      width=2`` under ``jumpstart``). Its blocks fix where skips go, so the
+      ``skip`` technique's ``skip_every`` does not apply there.
+
+    The technique's model options shape the net. ``dataset`` is any name
+    :func:`jumpstart.data.load_dataset` takes (tables split by ``seed``;
+    ``imagenet`` is streamed from ``data_dir`` by DataLoaders with
+    ``loader_workers`` processes). The status (CPAIOR Definitions 1 and 2)
+    is measured on the training set after training, with the eval transform
+    for streamed images; it uses the technique's ``granularity`` when it has
+    one (Jumpstart), else ``"channel"``.
 
     ``torch.manual_seed(seed)`` fixes the initialization and the minibatch
     order, so runs of different techniques with the same seed start from the
@@ -109,55 +125,79 @@ def train_run(
             (:mod:`jumpstart.techniques`).
         target: the class column of a table.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or
-            ``"cuda"``; conv nets on CUDA use the channels-last layout.
+            ``"cuda"``; image nets on CUDA use the channels-last layout.
         precision: ``"32"`` or ``"bf16"`` (autocast), see :func:`fit`.
         **options: the technique's options (``lam``, ``aggregation``, ...).
 
     Raises:
         ValueError: before any training: unknown technique or model, an
-            option the technique does not take or a bad value, a table that
-            cannot be used, ``depth``/``width`` < 1, ``epochs`` < 1,
-            ``lr <= 0``; the message names the bad value.
-        FileNotFoundError: an unknown data set name.
+            option the technique does not take or a bad value, a model that
+            does not fit the data, a table that cannot be used, ``depth`` or
+            ``width`` out of range, ``epochs`` < 1, ``lr <= 0``; the message
+            names the bad value.
+        FileNotFoundError: an unknown data set name or missing files.
     """
     from ..techniques import make_technique
 
     tech = make_technique(technique, **options)
     dev = resolve_device(device)
-    if model not in ("rectangular", "conv", "moons_conv"):
-        raise ValueError(f"unknown model {model!r}; allowed: rectangular, conv, moons_conv")
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
     data = load_dataset(dataset, seed=seed, directory=data_dir, target=target)
+    streamed = isinstance(data, FolderData)
+    shape = data.feature_shape if streamed else tuple(data.x_train.shape[1:])
     torch.manual_seed(seed)
-    out_features = 1 if data.num_classes == 2 else data.num_classes
-    if model == "moons_conv":
-        if dataset != "moons":
-            raise ValueError("model moons_conv takes the moons data set only")
-        tech.model_options({})
-        net = MoonsConv(depth, width)
-    else:
-        shape = tech.model_options({"activation": "relu", "norm": None, "skip": None})
-        if model == "conv":
-            if data.x_train.dim() != 4:
-                raise ValueError(f"model conv needs image data (N, C, H, W); {dataset} has "
-                                 f"features of shape {tuple(data.x_train.shape[1:])}")
-            net = Rectangular(depth, width, data.x_train.shape[1], out_features, init=init,
-                              kind="conv", head=head,
-                              input_size=tuple(data.x_train.shape[2:]), **shape)
-        else:
-            if data.x_train.dim() != 2:
-                raise ValueError(f"model rectangular needs flat features (N, F); use model "
-                                 f"conv for {dataset} (shape {tuple(data.x_train.shape[1:])})")
-            net = Rectangular(depth, width, data.in_features, out_features, init=init, **shape)
+    net = _build(model, tech, data.num_classes, shape, dataset=dataset, depth=depth,
+                 width=width, init=init, head=head)
     net.to(dev)
-    if dev.type == "cuda" and model == "conv":
+    if dev.type == "cuda" and len(shape) == 3:
         net.to(memory_format=torch.channels_last)
     result = fit(net, data, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
-                 technique=tech, precision=precision, progress=progress)
+                 technique=tech, precision=precision, loader_workers=loader_workers,
+                 progress=progress)
     config = {"dataset": dataset, "model": model, "depth": depth, "width": width,
               **({"head": head} if model == "conv" else {}),
               "technique": tech.name, **tech.config, "lr": lr, "batch_size": batch_size,
               "seed": seed}
     granularity = tech.config.get("granularity", "channel")
-    status = activation_status(net, data.x_train, granularity=granularity,
+    inputs = data.x_train
+    if streamed:
+        from torch.utils.data import DataLoader
+
+        inputs = DataLoader(data.train.eval_view(), batch_size=batch_size or 256,
+                            num_workers=loader_workers)
+    status = activation_status(net, inputs, granularity=granularity,
                                activations=HIDDEN_ACTIVATIONS)
     return RunResult(config, net, result, status)
+
+
+def _build(model: str, tech, num_classes: int, shape: tuple[int, ...], *, dataset: str,
+           depth: int, width, init: str, head: str) -> nn.Module:
+    """The net of :func:`train_run` for inputs of feature ``shape``."""
+    out_features = 1 if num_classes == 2 else num_classes
+    if model == "moons_conv":
+        if dataset != "moons":
+            raise ValueError("model moons_conv takes the moons data set only")
+        tech.model_options({})
+        return MoonsConv(depth, width)
+    options = tech.model_options({"activation": "relu", "norm": None, "skip": None})
+    if model == "rectangular":
+        if len(shape) != 1:
+            raise ValueError(f"model rectangular needs flat features (N, F); use model "
+                             f"conv for {dataset} (shape {shape})")
+        return Rectangular(depth, width, shape[0], out_features, init=init, **options)
+    if len(shape) != 3:
+        raise ValueError(f"model {model} needs image data (N, C, H, W); {dataset} has "
+                         f"features of shape {shape}")
+    if model == "conv":
+        return Rectangular(depth, width, shape[0], out_features, init=init, kind="conv",
+                           head=head, input_size=shape[1:], **options)
+    if options["activation"] != "relu":
+        raise ValueError(f"model resnet has ReLU activations only; the technique asks for "
+                         f"{options['activation']}")
+    if shape[0] != 3:
+        raise ValueError(f"model resnet takes RGB images (3 channels); {dataset} has {shape[0]}")
+    if not (isinstance(width, (int, float)) and width > 0):
+        raise ValueError(f"width (the width multiplier) must be > 0 for model resnet; got {width!r}")
+    return ResNet(depth, norm=options["norm"], skip=options["skip"] is not None,
+                  width_multiplier=float(width), num_classes=out_features)
