@@ -37,7 +37,8 @@ def _check(condition: bool, message: str) -> None:
 def train(
     dataset: str = typer.Option("moons", help="Data set name."),
     depth: int = typer.Option(..., help="Hidden layers (>= 1)."),
-    width: int = typer.Option(..., help="Units per hidden layer (>= 1)."),
+    width: float = typer.Option(..., help="Units per hidden layer (an integer >= 1); for "
+                                "model resnet the width multiplier (> 0)."),
     technique: str = typer.Option("jumpstart", help="Technique, e.g. baseline, jumpstart, "
                                   "batchnorm, skip, gelu, jumpstart+batchnorm."),
     lam: Optional[float] = typer.Option(None, help="Jumpstart coefficient (default 1e-4)."),
@@ -49,20 +50,25 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help="Minibatch size; default full batch."),
     seed: int = typer.Option(0, help="Seed of the initialization and batch order."),
     model: str = typer.Option("rectangular", help="rectangular (dense), conv (3x3 convs, for "
-                              "image data) or moons_conv."),
+                              "image data), moons_conv, or resnet (depth 18/34/50/101/152)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     precision: str = typer.Option("32", help="32 or bf16 (autocast)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the data set's files."),
     target: str = typer.Option("target", help="Class column of a table."),
+    loader_workers: int = typer.Option(4, help="DataLoader processes for data read from disk "
+                                       "(imagenet)."),
     out: Optional[Path] = typer.Option(None, help="Write run.json, curves.csv, status.png here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
-    """Train one Rectangular ReLU net and report accuracy and dead/linear status.
+    """Train one ReLU net and report accuracy and dead/linear status.
 
-    DATASET is moons or a UCI/PMLB table name or file (see `jumpstart.data.tabular`).
+    DATASET is moons, a UCI/PMLB table name or file (see `jumpstart.data.tabular`),
+    an image set (mnist-5k, mnist, fashion-mnist, cifar10, cifar100) or imagenet
+    (an ImageFolder tree DATA_DIR/{train,val}/CLASS/IMAGE).
     """
     from .train import train_run
 
+    width = int(width) if float(width).is_integer() else width
     options = {k: v for k, v in (("lam", lam), ("aggregation", aggregation), ("margin", margin))
                if v is not None}
     try:
@@ -70,7 +76,7 @@ def train(
             dataset=dataset, model=model, depth=depth, width=width, technique=technique,
             epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device,
             precision=precision, data_dir=data_dir, target=target,
-            progress=sys.stderr.isatty(), **options,
+            loader_workers=loader_workers, progress=sys.stderr.isatty(), **options,
         )
     except (ValueError, FileNotFoundError) as exc:  # validated before training
         raise UsageError(str(exc)) from None

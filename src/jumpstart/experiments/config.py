@@ -4,7 +4,7 @@ A sweep file has a ``name``, optional ``description``, and tables:
 
 - ``[fixed]``: settings every run shares (``dataset``, ``model``, ``epochs``,
   ``lr``, ``batch_size`` = ``"full"`` or an integer, ``curve_every``,
-  ``init``, ``data_dir``, ...);
+  ``init``, ``data_dir``, ``precision``, ``loader_workers``, ...);
 - one table per technique (``[jumpstart]``, ``[skip]``, ...): that
   technique's options (:mod:`jumpstart.techniques`), kept only in the runs of
   techniques that take them (a ``baseline`` run carries no ``lam``);
@@ -29,6 +29,7 @@ from pathlib import Path
 from ..data import check_dataset, table_names
 from ..techniques import TECHNIQUES, technique_options, technique_parts
 from ..techniques.base import choice, int_at_least, number
+from ..train.loop import PRECISIONS
 from ..train.run import MODELS
 
 BASE_DEFAULTS = {"model": "rectangular", "epochs": 5000, "lr": 0.01, "batch_size": "full",
@@ -65,6 +66,7 @@ CHECKS = {
     "data_dir": ((lambda v: isinstance(v, str) and bool(v)), "a folder path"),
     "target": ((lambda v: isinstance(v, str) and bool(v)), "a column name"),
     "loader_workers": int_at_least(0),
+    "precision": choice(PRECISIONS),
 }
 
 

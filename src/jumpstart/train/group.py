@@ -10,8 +10,8 @@ populations the trainers can run, without naming any technique:
 - the generic population trainer (:func:`~jumpstart.train.batched.train_batched`)
   for dense nets under any technique; members differ in seed and learning rate;
 - one run at a time (:func:`~jumpstart.train.run.train_run`) otherwise
-  (conv nets and ResNets, the MOONS conv net with per-channel deficits or
-  minibatches).
+  (conv nets and ResNets, bf16 runs, the MOONS conv net with per-channel
+  deficits or minibatches).
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
     out = []
     stacks = {id(c): techs[id(c)].stack_penalty() for c in configs}
     conv = first["model"] == "moons_conv"
+    fp32 = first.get("precision", "32") == "32"  # the population trainers run float32
     stack_ok = (first["dataset"] in DATASETS and first.get("init", "glorot") == "glorot"
-                and first["model"] in ("rectangular", "moons_conv")
+                and first["model"] in ("rectangular", "moons_conv") and fp32
                 and all(s is not None for s in stacks.values()))
     singles = []
     if stack_ok:
@@ -80,7 +81,7 @@ def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
                 epochs=first["epochs"], lr=part[0]["lr"], batch_size=batch_size,
                 jumpstart=options, curve_every=first["curve_every"])
             out += [(c, r.metrics, r.curves, r.model) for c, r in zip(part, results)]
-    elif first["model"] == "rectangular":
+    elif first["model"] == "rectangular" and fp32:
         tables: dict = {}  # members of one seed share one loaded split
         for part in _split(configs, lambda c: {k: v for k, v in c.items()
                                                if k not in ("seed", "lr")}):

@@ -160,12 +160,13 @@ def train_run(
               "technique": tech.name, **tech.config, "lr": lr, "batch_size": batch_size,
               "seed": seed}
     granularity = tech.config.get("granularity", "channel")
-    inputs = data.x_train
     if streamed:
         from torch.utils.data import DataLoader
 
-        inputs = DataLoader(data.train.eval_view(), batch_size=batch_size or 256,
+        inputs = DataLoader(data.train.eval_view(), batch_size=batch_size,
                             num_workers=loader_workers)
+    else:
+        inputs = data.x_train
     status = activation_status(net, inputs, granularity=granularity,
                                activations=HIDDEN_ACTIVATIONS)
     return RunResult(config, net, result, status)
