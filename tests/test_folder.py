@@ -256,3 +256,31 @@ def test_matches_torchvision_eval_transform_when_installed():
     image = Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8))
     ref = T.Compose([T.Resize(32), T.CenterCrop(28), T.ToTensor(), T.Normalize(MEAN, STD)])
     torch.testing.assert_close(eval_transform(image, size=28, resize=32), ref(image))
+
+
+def test_image_folder_sweep_runs_and_reports(tmp_path):
+    from jumpstart.experiments import load, run_sweep
+    from jumpstart.experiments.report import write_report
+
+    root = _tree(tmp_path / "tree")
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(
+        'name = "tiny-imagenet"\n[fixed]\ndataset = "imagenet"\nmodel = "resnet"\n'
+        'depth = 18\nwidth = 1\nepochs = 2\nbatch_size = 6\nlr = 1e-4\nloader_workers = 0\n'
+        'curve_every = 1\n[jumpstart]\nlam = 0.001\n'
+        '[grid]\ntechnique = ["baseline", "jumpstart"]\n')
+    db = tmp_path / "r.db"
+    counts = run_sweep(load_sweep(sweep, data_dir=root), db, workers=1, progress=False)
+    assert counts["done"] + counts["diverged"] == 2 and counts["failed"] == 0
+    runs = load(db)
+    assert set(runs["technique"]) == {"baseline", "jumpstart"}
+    assert (runs["epochs_done"] == 2).all() and (runs["params"] > 10_000_000).all()
+    # the stored run equals the same run alone
+    alone = train_run(dataset="imagenet", data_dir=str(root), model="resnet", depth=18,
+                      width=1, technique="jumpstart", lam=1e-3, epochs=2, lr=1e-4,
+                      batch_size=6, loader_workers=0)
+    stored = runs[runs["technique"] == "jumpstart"].iloc[0]
+    assert stored["best_val_acc"] == alone.fit.metrics()["best_val_acc"]
+    assert stored["final_loss"] == pytest.approx(alone.fit.metrics()["final_loss"], rel=1e-6)
+    names = [p.name for p in write_report(db, tmp_path / "rep")]
+    assert names == ["imagenet_results.csv", "imagenet_results.md", "imagenet_curves.png"]

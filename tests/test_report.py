@@ -145,3 +145,45 @@ def test_table1_mnist_by_hand(tmp_path):
     assert t.loc["baseline", "successful"] == 2 and t.loc["jumpstart", "successful"] == 3
     assert t.loc["baseline", "best_cells"] == 2 and t.loc["jumpstart", "best_cells"] == 2
     assert "| jumpstart | 0.9950 | 0.9700 | 3/3 | 2 |" in (out / "table1_mnist.md").read_text()
+
+
+def test_imagenet_table_by_hand(tmp_path):
+    """Medians over seeds per (technique, width), the gap to torchvision's
+    ResNet-50 top-1 (0.7613), failed runs left out; curves figure written."""
+    # (technique, seed, state) -> (best_val_acc, val_acc, dead ratio)
+    runs = {("jumpstart", 0, "done"): (0.70, 0.69, 0.10),
+            ("jumpstart", 1, "done"): (0.74, 0.73, 0.30),
+            ("jumpstart", 2, "failed"): None,
+            ("batchnorm+skip", 0, "done"): (0.76, 0.75, 0.0)}
+    db = tmp_path / "i.db"
+    with ResultsStore(db) as store:
+        for (technique, seed, state), values in runs.items():
+            config = {"dataset": "imagenet", "model": "resnet", "depth": 50, "width": 2,
+                      "technique": technique, "epochs": 2, "lr": 3e-5, "seed": seed,
+                      "batch_size": 256, "curve_every": 1}
+            if values is None:
+                store.record(run_key(config), "imagenet", config, state, metrics=None,
+                             error="boom")
+                continue
+            best, final, dead = values
+            store.record(run_key(config), "imagenet", config, state,
+                         metrics={"best_val_acc": best, "val_acc": final, "epochs": 2,
+                                  "params": 1000, "diverged": False,
+                                  "status": {"unit_dead_ratio": dead, "unit_linear_ratio": 0.0}},
+                         curves={"epoch": [1, 2], "loss": [2.0, 1.0], "penalty": [0.0, 0.0],
+                                 "train_acc": [0.5, 0.6], "val_acc": [best - 0.1, final]})
+    out = tmp_path / "rep"
+    paths = write_report(db, out)
+    assert [p.name for p in paths] == ["imagenet_results.csv", "imagenet_results.md",
+                                       "imagenet_curves.png"]
+    import pandas as pd
+
+    t = pd.read_csv(out / "imagenet_results.csv").set_index("technique")
+    js = t.loc["jumpstart"]
+    assert js["runs"] == 2 and js["best_val_acc"] == pytest.approx(0.72)
+    assert js["val_acc"] == pytest.approx(0.71) and js["unit_dead_ratio"] == pytest.approx(0.2)
+    assert js["gap_to_reference"] == pytest.approx(0.72 - 0.7613)
+    assert t.loc["batchnorm+skip", "gap_to_reference"] == pytest.approx(-0.0013)
+    assert "| jumpstart | 2 | 0.7200 | 0.7100 | -0.0413 | 1,000 | 2 | 0.200 | 0.000 | 2 |" in (
+        out / "imagenet_results.md").read_text()
+    assert (out / "imagenet_curves.png").stat().st_size > 0

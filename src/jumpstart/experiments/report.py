@@ -1,8 +1,9 @@
 """Reports of a sweep: figures and tables as files, named after the paper
 figure they reproduce.
 
-For now: depth x width x technique sweeps such as MOONS (CPAIOR 2022 Fig. 2).
-A *cell* is one (technique, width, depth); its value is the median of a metric
+Depth x width x technique sweeps such as MOONS (CPAIOR 2022 Fig. 2) and
+MNIST (Table 1), CIFAR (Fig. 3/4), ImageNet (IEEE Access 2025); tabular
+benchmarks go to :mod:`~jumpstart.experiments.tabular_report`. A *cell* is one (technique, width, depth); its value is the median of a metric
 over the cell's runs that did not fail (over seeds and any other varying
 config key, e.g. ``lam``), NaN when every run of the cell failed.
 """
@@ -14,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .store import load
+from ..data import FOLDER_SETS
+from .store import ResultsStore, load
 from .tabular_report import write_tabular_report
 
 GRID = ("technique", "width", "depth")
@@ -142,6 +144,65 @@ def table1(runs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: torchvision's ResNet-50 (BN, skips) ImageNet top-1, the IEEE Access 2025 reference
+RESNET50_TOP1 = 0.7613
+
+
+def imagenet_table(runs) -> pd.DataFrame:
+    """Per technique and width multiplier of an ImageNet sweep (IEEE Access
+    2025): ``best_val_acc`` (top-1 at the best epoch, median over seeds),
+    ``val_acc`` (final), ``gap_to_reference`` (``best_val_acc`` minus
+    torchvision's ResNet-50 top-1 0.7613), ``params``, ``epochs_done``,
+    ``unit_dead_ratio`` and ``unit_linear_ratio`` (medians), ``runs``.
+    Failed runs are left out."""
+    ok = runs[runs["state"] != "failed"]
+    rows = []
+    for (t, w), part in ok.groupby(["technique", "width"], sort=True):
+        best = float(part["best_val_acc"].median())
+        rows.append({"technique": t, "width": w, "best_val_acc": best,
+                     "val_acc": float(part["val_acc"].median()),
+                     "gap_to_reference": best - RESNET50_TOP1,
+                     "params": int(part["params"].median()) if "params" in part else None,
+                     "epochs_done": int(part["epochs_done"].median()),
+                     "unit_dead_ratio": float(part["unit_dead_ratio"].median()),
+                     "unit_linear_ratio": float(part["unit_linear_ratio"].median()),
+                     "runs": len(part)})
+    return pd.DataFrame(rows)
+
+
+def _write_imagenet_report(runs, out: Path, curves) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = [out / "imagenet_results.csv", out / "imagenet_results.md", out / "imagenet_curves.png"]
+    table = imagenet_table(runs)
+    table.to_csv(paths[0], index=False)
+    lines = ["IEEE Access 2025, ImageNet: top-1 validation accuracy (median over seeds) against "
+             f"torchvision's standard ResNet-50 ({RESNET50_TOP1:.2%}).", "",
+             "| technique | width | best val top-1 | final val top-1 | gap to reference | "
+             "params | epochs | dead units | linear units | runs |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.technique} | {r.width} | {r.best_val_acc:.4f} | {r.val_acc:.4f} | "
+                     f"{r.gap_to_reference:+.4f} | {r.params:,} | {r.epochs_done} | "
+                     f"{r.unit_dead_ratio:.3f} | {r.unit_linear_ratio:.3f} | {r.runs} |")
+    paths[1].write_text("\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    for r in runs[runs["state"] != "failed"].itertuples():
+        c = curves[curves["key"] == r.key]
+        ax.plot(c["epoch"], c["val_acc"], label=f"{r.technique} w{r.width} s{r.seed}")
+    ax.axhline(RESNET50_TOP1, color="grey", ls="--", label="torchvision ResNet-50")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation top-1")
+    ax.legend(fontsize=8)
+    ax.set_title("ImageNet (IEEE Access 2025)")
+    fig.savefig(paths[2], dpi=120)
+    plt.close(fig)
+    return paths
+
+
 def _write_image_report(runs, out: Path) -> list[Path]:
     paths = []
     if set(runs["dataset"]) <= set(MNIST_SETS):
@@ -187,8 +248,10 @@ def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = Non
     """Write the report of a sweep: a tabular benchmark (runs with a test part,
     :func:`~jumpstart.experiments.tabular_report.write_tabular_report`: UCI
     results, key metrics, wins/draws/losses, box plots); an MNIST sweep
-    (``table1_mnist.md/.csv`` as CPAIOR 2022 Table 1 and ``mnist_heatmaps.png``)
-    or a CIFAR one (``cifar_accuracy_vs_params.png``, Fig. 3/4); or any other
+    (``table1_mnist.md/.csv`` as CPAIOR 2022 Table 1 and ``mnist_heatmaps.png``),
+    a CIFAR one (``cifar_accuracy_vs_params.png``, Fig. 3/4) or an ImageNet
+    one (``imagenet_results.md/.csv``, :func:`imagenet_table`, and
+    ``imagenet_curves.png``, validation top-1 per epoch); or any other
     depth x width x technique sweep (MOONS, CPAIOR 2022 Fig. 2), as below.
 
     Files written into ``out_dir`` (created if missing):
@@ -238,6 +301,9 @@ def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = Non
     if set(runs["dataset"]) <= set(MNIST_SETS) or (
             runs["dataset"].astype(str).str.startswith("cifar").all()):
         return _write_image_report(runs, out)
+    if set(runs["dataset"]) <= set(FOLDER_SETS):
+        with ResultsStore(db) as store:
+            return _write_imagenet_report(runs, out, store.curves(runs["key"]))
     paths = [out / name for name in ("fig2_moons.png", "trainable_depth.csv",
                                      "trainable_depth.md", "unit_status_heatmaps.png")]
     _heatmaps(paths[0], runs, [("best_train_acc", "train"), ("best_val_acc", "validation")],
