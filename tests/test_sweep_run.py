@@ -37,8 +37,10 @@ def tiny(tmp_path, depths=(2, 3), epochs=20):
 
 @pytest.mark.parametrize("aggregation", ["balanced", "sum", "sq", "l2"])
 def test_population_matches_single_runs_including_padded_width(aggregation):
-    members = [Member(width=2, seed=3, lam=1e-3), Member(width=5, seed=1, lam=1e-3),
-               Member(width=3, seed=2, lam=0.0)]  # widths 2 and 3 are padded to 5
+    # unregularized members (lam 0) placed before and between regularized ones; widths
+    # 2, 3 and 4 are padded to 5 in both groups
+    members = [Member(width=3, seed=2, lam=0.0), Member(width=2, seed=3, lam=1e-3),
+               Member(width=4, seed=4, lam=0.0), Member(width=5, seed=1, lam=1e-3)]
     results = train_population(members, depth=5, epochs=100,
                                jumpstart={"aggregation": aggregation})
     for m, r in zip(members, results):
@@ -50,11 +52,23 @@ def test_population_matches_single_runs_including_padded_width(aggregation):
         assert r.metrics["status"] == pytest.approx(single.status.ratios())
 
 
+def test_population_average_tie_break_matches_single_runs():
+    members = [Member(width=4, seed=1, lam=0.0), Member(width=3, seed=0, lam=1e-2),
+               Member(width=5, seed=2, lam=1e-2)]
+    opts = {"aggregation": "sum", "tie_break": "average"}
+    results = train_population(members, depth=4, epochs=30, jumpstart=opts)
+    for m, r in zip(members, results):
+        single = train_run(technique="jumpstart", depth=4, width=m.width, lam=m.lam,
+                           seed=m.seed, epochs=30, **opts)
+        for a, b in zip(r.model.parameters(), single.model.parameters()):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("aggregation", ["sq", "balanced"])
 def test_moons_conv_population_matches_single_runs(aggregation):
     """The Keras MOONS formulation (kernel (2, 1), per-position deficits)."""
-    members = [Member(width=3, seed=0, lam=1e-3), Member(width=5, seed=1, lam=1e-3),
-               Member(width=2, seed=2, lam=0.0)]
+    members = [Member(width=2, seed=2, lam=0.0), Member(width=3, seed=0, lam=1e-3),
+               Member(width=5, seed=1, lam=1e-3)]
     opts = {"aggregation": aggregation, "granularity": "position"}
     results = train_population(members, model="moons_conv", depth=4, epochs=100, jumpstart=opts)
     for m, r in zip(members, results):

@@ -22,7 +22,10 @@ weights of all layers are one ``(L-1, P, W, W)`` tensor, and Adam runs on six
 tensors whatever the depth. Only the small deficit-to-penalty part (per-layer
 extremes to ``P``) goes through autograd; its gradient is scattered back to
 the extreme elements (tie-break ``single``) or split over ties (``average``),
-exactly as :func:`jumpstart.core.margin_deficits` does.
+exactly as :func:`jumpstart.core.margin_deficits` does. Members with
+``lam > 0`` are stacked first, so the extremes and the penalty gradient are
+computed over a leading slice and unregularized members (the baseline) cost
+no reduction; results come back in the caller's order.
 """
 
 from __future__ import annotations
@@ -202,6 +205,9 @@ def train_population(
         raise ValueError(f"lam must be >= 0; got {[m.lam for m in members]}")
     if model not in ("rectangular", "moons_conv"):
         raise ValueError(f"unknown model {model!r}; allowed: rectangular, moons_conv")
+    # regularized members first, so the stack reduces extremes over a leading slice
+    placement = sorted(range(len(members)), key=lambda i: members[i].lam == 0)
+    members = [members[i] for i in placement]
     data = DATASETS[dataset]()
     if data.num_classes != 2:
         raise ValueError("population training supports binary data sets (one logit) for now")
@@ -224,8 +230,11 @@ def train_population(
         stack = DenseStack(nets)
     granularity = "position" if model == "moons_conv" else "channel"
     opts.pop("granularity", None)
-    lam = torch.tensor([m.lam for m in members])
-    use_js = bool((lam > 0).any())
+    lam_all = torch.tensor([m.lam for m in members])
+    reg = int((lam_all > 0).sum())
+    use_js = reg > 0
+    lam = lam_all[:reg]
+    stack.regularize(reg)
     average = opts["tie_break"] == "average"
     stack.keep_g = average
     unit_mask = stack.unit_mask
@@ -259,16 +268,18 @@ def train_population(
                 logits, yb, reduction="none").mean(1)
             total = task
             if use_js:
-                leaves = [torch.stack([e[i].values.reshape(pop, -1) for e in stack.ext])
+                leaves = [torch.stack([e[i].values.reshape(reg, -1) for e in stack.ext])
                           .requires_grad_()
                           for i in range(4)]
                 pen = _penalty(*leaves, unit_mask, rows * stack.rows_per_point, **opts)
-                total = task + lam * pen.detach()
+                extra = torch.cat([lam * pen.detach(), task.new_zeros(pop - reg)])
+                total = task + extra
             alive &= torch.isfinite(total)
             live = alive.to(torch.float64)
             penalty = None
             if use_js:
-                coefs = torch.autograd.grad(torch.where(alive, lam * pen, 0.0).sum(), leaves)
+                coefs = torch.autograd.grad(torch.where(alive[:reg], lam * pen, 0.0).sum(),
+                                            leaves)
                 penalty = (coefs, average)
             # d mean-BCE / d logits, zero for diverged members
             dz = torch.where(alive[:, None], (torch.sigmoid(logits) - yb) / rows, 0.0)
@@ -276,7 +287,7 @@ def train_population(
             adam.step(stack.grads)
             loss_sum += task.double() * rows * live
             if use_js:
-                pen_sum += (lam * pen.detach()).double() * rows * live
+                pen_sum += extra.double() * rows * live
             correct += ((logits > 0).to(yb.dtype) == yb).sum(1).double()
         with torch.no_grad():
             val_correct = ((stack.forward(x_va) > 0).long() == y_va).sum(1)
@@ -314,4 +325,7 @@ def train_population(
         for k in ("loss", "penalty", "train_acc", "val_acc"):
             member_curves[k] = [float(curves[k][i][p]) for i in keep]
         results.append(MemberResult(metrics, member_curves, net))
-    return results
+    restored = [None] * pop  # back to the caller's member order
+    for position, original in enumerate(placement):
+        restored[original] = results[position]
+    return restored

@@ -34,13 +34,21 @@ class _Stack:
         pop, wmax = len(widths), max(widths)
         self.pop, self.wmax, self.rows_per_point = pop, wmax, rows_per_point
         self.mask = torch.arange(wmax)[None, :] < torch.tensor(widths)[:, None]  # (P, W)
-        self.padded = not bool(self.mask.all())
-        self.lo_off = torch.zeros(pop, 1, wmax).masked_fill(~self.mask[:, None, :], -math.inf)
-        self.hi_off = torch.zeros(pop, 1, wmax).masked_fill(~self.mask[:, None, :], math.inf)
         self.keep_g = False  # set for tie-break "average", which needs g in backward
         self.gs: list[Tensor] = []
         self.hs: list[Tensor] = []
         self.ext: list = []
+        self.regularize(pop)
+
+    def regularize(self, count: int) -> None:
+        """Only the first ``count`` members carry a penalty: the extremes and
+        the penalty gradient are computed for them alone (a contiguous slice),
+        so unregularized members (``lam = 0``) cost no reduction."""
+        self.reg = count
+        mask = self.mask[:count, None, :]
+        self.padded = not bool(mask.all())
+        self.lo_off = torch.zeros(count, 1, self.wmax).masked_fill(~mask, -math.inf)
+        self.hi_off = torch.zeros(count, 1, self.wmax).masked_fill(~mask, math.inf)
 
     def _record(self, g: Tensor, h: Tensor, keep: bool, extremes: bool) -> None:
         """Keep what backward needs: the activation, the layer's extremes
@@ -54,16 +62,19 @@ class _Stack:
 
     @property
     def unit_mask(self) -> Tensor:
-        """``(P, U)``: which of the per-layer units are real (not padding)."""
-        return self.mask.repeat(1, self.rows_per_point)
+        """``(reg, U)``: which of the regularized members' per-layer units are
+        real (not padding)."""
+        return self.mask[: self.reg].repeat(1, self.rows_per_point)
 
     def _unit_view(self, g: Tensor) -> Tensor:
-        """``g`` as ``(P, R, N, W)``: units reduce over dim 2."""
-        return g.view(self.pop, self.rows_per_point, -1, self.wmax)
+        """``g`` as ``(P', R, N, W)``: units reduce over dim 2."""
+        return g.view(g.shape[0], self.rows_per_point, -1, self.wmax)
 
     def _extremes(self, g: Tensor):
-        """Unit max/min over samples, ``(P, R, W)``, and point max/min over real
-        units, ``(P, R*N)``, each as ``(values, indices)`` along the reduced dim."""
+        """For the regularized members: unit max/min over samples,
+        ``(reg, R, W)``, and point max/min over real units, ``(reg, R*N)``,
+        each as ``(values, indices)`` along the reduced dim."""
+        g = g[: self.reg]
         g4 = self._unit_view(g)
         g_hi, g_lo = (g + self.lo_off, g + self.hi_off) if self.padded else (g, g)
         return g4.max(2), g4.min(2), g_hi.max(2), g_lo.min(2)
@@ -73,9 +84,10 @@ class _Stack:
         gradients of the stacked extremes' values) to the extreme element of
         layer ``layer`` (``single``) or split over ties (``average``)."""
         ext, coefs = self.ext[layer], [c[layer] for c in coefs]
+        dg = dg[: self.reg]  # a view: the adds below land in the caller's dg
         dg4 = self._unit_view(dg)
         if average:
-            g = self.gs[layer]
+            g = self.gs[layer][: self.reg]
             g4 = self._unit_view(g)
         for k, ((values, index), coef) in enumerate(zip(ext, coefs)):
             target, dim = (dg4, 2) if k < 2 else (dg, 2)
@@ -84,7 +96,7 @@ class _Stack:
                 source = g4 if k < 2 else g
                 ties = (source == values.unsqueeze(dim)).to(g.dtype)
                 if k >= 2 and self.padded:
-                    ties = ties * self.mask.unsqueeze(1)
+                    ties = ties * self.mask[: self.reg].unsqueeze(1)
                 target.add_(ties * (coef / ties.sum(dim)).unsqueeze(dim))
             else:
                 target.scatter_add_(dim, index.unsqueeze(dim), coef.unsqueeze(dim))
