@@ -27,6 +27,7 @@ import torch
 
 from jumpstart.experiments import load, load_sweep, run_sweep
 from jumpstart.train import train_run
+from jumpstart.techniques import technique_options
 
 
 def single_run_model(sweep, subset_epochs: int) -> dict[str, np.ndarray]:
@@ -45,9 +46,8 @@ def single_run_model(sweep, subset_epochs: int) -> dict[str, np.ndarray]:
             for width in (3, 25):
                 start = time.perf_counter()
                 train_run(dataset=base["dataset"], model=base["model"], depth=depth, width=width,
-                          lam=example.get("lam", 0.0),
-                          aggregation=example.get("aggregation", "balanced"),
-                          granularity=example.get("granularity", "channel"),
+                          technique=technique,
+                          **{k: example[k] for k in technique_options(technique) if k in example},
                           epochs=subset_epochs, lr=base["lr"], seed=0)
                 xs.append(depth)
                 ys.append((time.perf_counter() - start) / subset_epochs)
