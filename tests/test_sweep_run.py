@@ -177,3 +177,16 @@ def test_ray_backend_matches_local(tmp_path):
     local = load(tmp_path / "local.db")[cols].sort_values("key").reset_index(drop=True)
     remote = load(tmp_path / "ray.db")[cols].sort_values("key").reset_index(drop=True)
     assert local.equals(remote)
+
+
+def test_baseline_runs_join_the_jumpstart_population_of_their_lr(tmp_path):
+    from jumpstart.train.group import _stack_parts, technique_of
+
+    configs = load_sweep(tiny(tmp_path)).runs  # depths 2, 3 x widths 2, 3 x 2 techniques
+    configs = [c for c in configs if c["depth"] == 2]
+    configs += [{**c, "lr": 0.001} for c in configs if c["technique"] == "baseline"]
+    stacks = {id(c): technique_of(c).stack_penalty() for c in configs}
+    parts = _stack_parts(configs, stacks)
+    # lr 0.01: baseline and Jumpstart together; lr 0.001: the baselines alone
+    assert sorted(sorted(c["technique"] for c in p) for p in parts) == [
+        ["baseline", "baseline"], ["baseline", "baseline", "jumpstart", "jumpstart"]]

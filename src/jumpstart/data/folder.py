@@ -18,6 +18,7 @@ the CPU build of torch, and a loader must work on both.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 #: ImageNet channel mean and std of [0, 1] RGB
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+_MEAN, _STD = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
 
 
 def random_resized_crop_box(height: int, width: int, scale=(0.08, 1.0),
@@ -65,10 +67,7 @@ def random_resized_crop_box(height: int, width: int, scale=(0.08, 1.0),
 def _to_tensor(image) -> Tensor:
     """``(3, H, W)`` float32 normalized by :data:`MEAN` / :data:`STD`."""
     x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-    x = x.float().div_(255)
-    mean = torch.tensor(MEAN).view(3, 1, 1)
-    std = torch.tensor(STD).view(3, 1, 1)
-    return (x - mean) / std
+    return (x.float().div_(255) - _MEAN) / _STD
 
 
 def train_transform(image, size: int = 224) -> Tensor:
@@ -164,9 +163,11 @@ class ImageFolder(torch.utils.data.Dataset):
         return x, label
 
     def eval_view(self) -> "ImageFolder":
-        """The same files with the eval transform (for activation status)."""
-        return ImageFolder(self.root, train=False, size=self.size, resize=self.resize,
-                           classes=self.classes)
+        """The same files with the eval transform (for activation status);
+        shares the file list, no second walk of the tree."""
+        view = copy.copy(self)
+        view.train = False
+        return view
 
 
 @dataclass(frozen=True)

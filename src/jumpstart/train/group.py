@@ -39,6 +39,21 @@ def _split(configs, key):
     return list(parts.values())
 
 
+def _stack_parts(configs, stacks) -> list[list[dict]]:
+    """Populations for the stacks: one per learning rate and penalty options;
+    unpenalized runs (``lam = 0``, e.g. the baseline) join the first
+    population of their learning rate, where they cost no penalty work."""
+    parts = []
+    for same_lr in _split(configs, lambda c: c["lr"]):
+        plain = [c for c in same_lr if stacks[id(c)][0] == 0]
+        penalized = _split([c for c in same_lr if stacks[id(c)][0] > 0],
+                           lambda c: stacks[id(c)][1])
+        if penalized:
+            penalized[0] += plain
+        parts += penalized or [plain]
+    return parts
+
+
 def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
     """Train the runs ``configs`` (which share data set, model, depth, epochs,
     batch size, curve spacing, init and data folder).
@@ -67,7 +82,7 @@ def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
                 and all(s is not None for s in stacks.values()))
     singles = []
     if stack_ok:
-        for part in _split(configs, lambda c: (c["lr"], stacks[id(c)][1])):
+        for part in _stack_parts(configs, stacks):
             options = dict(stacks[id(part[0])][1])
             granularity = options.pop("granularity", "position" if conv else "channel")
             if conv and (granularity != "position" or batch_size is not None):

@@ -196,10 +196,11 @@ def fit(
                 optimizer.step()
                 if technique is not None:
                     technique.after_step(model)
-                loss_sum += loss.item() * xb.shape[0]
+                task_value = loss.item()
+                loss_sum += task_value * xb.shape[0]
                 correct += int((predict(logits.detach()) == yb).sum())
                 if bar is not None:
-                    bar[0].update(bar[1], advance=1, loss=loss.item(), epoch=epoch)
+                    bar[0].update(bar[1], advance=1, loss=task_value, epoch=epoch)
             if result.diverged:
                 break
             model.eval()
@@ -248,10 +249,9 @@ class _Batches:
             self.n, self.steps = len(data.train), len(self._train)
             self._sample = data.val[0][0][None]
             self._tensors = None
-        else:
-            self._tensors = (data.x_train.to(device), data.y_train.to(device))
-            self._evals = {name: [(x.to(device), y.to(device))]
-                           for name, x, y in data.parts()[1:]}
+        else:  # moved (and laid out) once; slices need no _move
+            self._tensors = self._move(data.x_train, data.y_train)
+            self._evals = {name: [self._move(x, y)] for name, x, y in data.parts()[1:]}
             self.n = data.x_train.shape[0]
             self.bs = self.n if batch_size is None else min(batch_size, self.n)
             self.steps = math.ceil(self.n / self.bs)
@@ -280,15 +280,18 @@ class _Batches:
             return
         x_tr, y_tr = self._tensors
         if self.bs == self.n:
-            yield self._move(x_tr, y_tr)
+            yield x_tr, y_tr
             return
         order = torch.randperm(self.n, generator=self.generator).to(self.device)
         for lo in range(0, self.n, self.bs):
             idx = order[lo: lo + self.bs]
-            yield self._move(x_tr[idx], y_tr[idx])
+            yield x_tr[idx], y_tr[idx]
 
     def evaluate(self, name: str):
         """Yield ``(x, y)`` batches of the part ``name``."""
+        if self._tensors is not None:
+            yield from self._evals[name]
+            return
         for x, y in self._evals[name]:
             yield self._move(x, y)
 
