@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from jumpstart.cli import main
-from jumpstart.data import tabular
+from jumpstart.data import load_dataset, tabular
 from jumpstart.experiments import load, load_sweep
 from jumpstart.models import Rectangular
 from jumpstart.techniques import make_technique
@@ -103,6 +103,12 @@ def test_population_net_checks_architectures():
     with pytest.raises(ValueError, match="equally many"):
         train_batched([tabular("iris")], technique=make_technique("baseline"), depth=2,
                       width=2, seeds=[0, 1], lrs=[0.1], epochs=1)
+    with pytest.raises(ValueError, match="batch_size must be None or an integer >= 1; got -1"):
+        train_batched([tabular("iris")], technique=make_technique("baseline"), depth=2,
+                      width=2, seeds=[0], lrs=[0.1], epochs=1, batch_size=-1)
+    with pytest.raises(ValueError, match="model rectangular needs flat features"):
+        train_batched([load_dataset("mnist-5k")], technique=make_technique("baseline"),
+                      depth=2, width=2, seeds=[0], lrs=[0.1], epochs=1)
 
 
 TABLE_SWEEP = """

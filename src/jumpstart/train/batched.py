@@ -31,8 +31,9 @@ from ..data.base import Dataset
 from ..models import Rectangular
 from ..techniques import Technique
 from ..techniques.builtin import HIDDEN_ACTIVATIONS
-from .loop import predict, task_loss
+from .loop import check_schedule, predict, task_loss
 from .population import Adam, MemberResult
+from .run import build_model
 
 
 def _stack(tensors) -> Tensor:
@@ -210,19 +211,15 @@ def train_batched(
     if not pop or len(seeds) != pop or len(lrs) != pop:
         raise ValueError(f"need equally many (>= 1) datas, seeds and lrs; got "
                          f"{pop}, {len(seeds)}, {len(lrs)}")
-    if not (isinstance(epochs, int) and epochs >= 1):
-        raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
-    if any(not lr > 0 for lr in lrs):
-        raise ValueError(f"lr must be > 0; got {lrs}")
+    for lr in lrs:
+        check_schedule(lr, epochs, batch_size)
     first = datas[0]
-    classes = first.num_classes
-    out_features = 1 if classes == 2 else classes
-    options = technique.model_options({"activation": "relu", "norm": None, "skip": None})
     nets = []
-    for seed in seeds:
+    for seed in seeds:  # each member as train_run builds it
         torch.manual_seed(seed)
-        nets.append(Rectangular(depth, width, first.in_features, out_features, init=init,
-                                **options))
+        nets.append(build_model("rectangular", technique, first.num_classes,
+                                tuple(first.x_train.shape[1:]), dataset=first.name,
+                                depth=depth, width=width, init=init, head="flatten"))
     model = PopulationNet(nets)
     x_tr, y_tr = _stack_parts(datas, "train")
     x_va, y_va = _stack_parts(datas, "val")

@@ -89,6 +89,21 @@ def predict(logits: Tensor) -> Tensor:
     return (logits[..., 0] > 0).long() if logits.shape[-1] == 1 else logits.argmax(-1)
 
 
+def check_schedule(lr: float, epochs: int, batch_size: int | None) -> None:
+    """Validate the training schedule every trainer shares.
+
+    Raises:
+        ValueError: ``lr <= 0``, ``epochs`` not an integer >= 1, or
+            ``batch_size`` neither ``None`` nor an integer >= 1.
+    """
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0; got {lr!r}")
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
+    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be None or an integer >= 1; got {batch_size!r}")
+
+
 def fit(
     model: nn.Module,
     data: Dataset | FolderData,
@@ -140,14 +155,9 @@ def fit(
             ``None`` for on-disk data), ``loader_workers < 0``, an unknown
             precision, or a model whose output does not fit the number of classes.
     """
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0; got {lr!r}")
-    if not (isinstance(epochs, int) and epochs >= 1):
-        raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
+    check_schedule(lr, epochs, batch_size)
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
-    if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size must be None or an integer >= 1; got {batch_size!r}")
     if not (isinstance(loader_workers, int) and loader_workers >= 0):
         raise ValueError(f"loader_workers must be an integer >= 0; got {loader_workers!r}")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -41,6 +41,7 @@ from ..core.regularizer import CONSTRAINTS, check_options
 from ..core.status import activation_status
 from ..data import DATASETS
 from ..models import MoonsConv, Rectangular
+from .loop import check_schedule
 from .stacks import DenseStack, MoonsConvStack
 
 
@@ -208,10 +209,7 @@ def train_population(
         opts["constraints"] = check_options(opts["margin"], opts["aggregation"],
                                              opts["sign_balance"], opts["constraints"],
                                              opts["tie_break"])
-    if not (isinstance(epochs, int) and epochs >= 1):
-        raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0; got {lr!r}")
+    check_schedule(lr, epochs, batch_size)
     if any(not m.lam >= 0 for m in members):
         raise ValueError(f"lam must be >= 0; got {[m.lam for m in members]}")
     if model not in ("rectangular", "moons_conv"):

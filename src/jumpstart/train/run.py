@@ -147,7 +147,7 @@ def train_run(
     streamed = isinstance(data, FolderData)
     shape = data.feature_shape if streamed else tuple(data.x_train.shape[1:])
     torch.manual_seed(seed)
-    net = _build(model, tech, data.num_classes, shape, dataset=dataset, depth=depth,
+    net = build_model(model, tech, data.num_classes, shape, dataset=dataset, depth=depth,
                  width=width, init=init, head=head)
     net.to(dev)
     if dev.type == "cuda" and len(shape) == 3:
@@ -172,9 +172,17 @@ def train_run(
     return RunResult(config, net, result, status)
 
 
-def _build(model: str, tech, num_classes: int, shape: tuple[int, ...], *, dataset: str,
-           depth: int, width, init: str, head: str) -> nn.Module:
-    """The net of :func:`train_run` for inputs of feature ``shape``."""
+def build_model(model: str, tech, num_classes: int, shape: tuple[int, ...], *, dataset: str,
+                depth: int, width, init: str, head: str) -> nn.Module:
+    """The net :func:`train_run` trains: family ``model`` (one of
+    :data:`MODELS`) shaped by the technique ``tech``'s model options, for
+    inputs of feature ``shape`` and ``num_classes`` classes (one logit when
+    2). Initialized from torch's global RNG (seed it first).
+
+    Raises:
+        ValueError: a model that does not fit the data (shape, channels,
+            data set) or the technique (GELU on a ResNet), or bad sizes.
+    """
     out_features = 1 if num_classes == 2 else num_classes
     if model == "moons_conv":
         if dataset != "moons":
