@@ -36,16 +36,20 @@ def tiny(tmp_path, depths=(2, 3), epochs=20):
 
 
 @pytest.mark.parametrize("aggregation", ["balanced", "sum", "sq", "l2"])
-def test_population_matches_single_runs_including_padded_width(aggregation):
+def test_population_matches_single_runs_including_padded_width_and_depth(aggregation):
     # unregularized members (lam 0) placed before and between regularized ones; widths
-    # 2, 3 and 4 are padded to 5 in both groups
-    members = [Member(width=3, seed=2, lam=0.0), Member(width=2, seed=3, lam=1e-3),
-               Member(width=4, seed=4, lam=0.0), Member(width=5, seed=1, lam=1e-3)]
+    # 2, 3 and 4 are padded to 5 in both groups; depths 2 and 3 run through
+    # pass-through layers up to depth 5
+    members = [Member(width=3, seed=2, lam=0.0), Member(width=2, seed=3, lam=1e-3, depth=3),
+               Member(width=4, seed=4, lam=0.0, depth=2), Member(width=5, seed=1, lam=1e-3),
+               Member(width=4, seed=0, lam=1e-3, depth=2)]
     results = train_population(members, depth=5, epochs=100,
                                jumpstart={"aggregation": aggregation})
     for m, r in zip(members, results):
-        single = train_run(technique="jumpstart", depth=5, width=m.width, lam=m.lam, seed=m.seed, epochs=100,
-                           aggregation=aggregation)
+        depth = m.depth or 5
+        assert r.model.depth == depth
+        single = train_run(technique="jumpstart", depth=depth, width=m.width, lam=m.lam,
+                           seed=m.seed, epochs=100, aggregation=aggregation)
         for a, b in zip(r.model.parameters(), single.model.parameters()):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
         assert r.metrics["best_train_acc"] == pytest.approx(single.fit.metrics()["best_train_acc"])
@@ -67,24 +71,25 @@ def test_population_average_tie_break_matches_single_runs():
 @pytest.mark.parametrize("aggregation", ["sq", "balanced"])
 def test_moons_conv_population_matches_single_runs(aggregation):
     """The Keras MOONS formulation (kernel (2, 1), per-position deficits)."""
-    members = [Member(width=2, seed=2, lam=0.0), Member(width=3, seed=0, lam=1e-3),
-               Member(width=5, seed=1, lam=1e-3)]
+    members = [Member(width=2, seed=2, lam=0.0, depth=2), Member(width=3, seed=0, lam=1e-3),
+               Member(width=4, seed=1, lam=1e-3, depth=3)]
     opts = {"aggregation": aggregation, "granularity": "position"}
     results = train_population(members, model="moons_conv", depth=4, epochs=100, jumpstart=opts)
     for m, r in zip(members, results):
-        single = train_run(technique="jumpstart", model="moons_conv", depth=4, width=m.width, lam=m.lam, seed=m.seed,
-                           epochs=100, **opts)
+        single = train_run(technique="jumpstart", model="moons_conv", depth=m.depth or 4,
+                           width=m.width, lam=m.lam, seed=m.seed, epochs=100, **opts)
         for a, b in zip(r.model.parameters(), single.model.parameters()):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
         assert r.metrics["status"] == pytest.approx(single.status.ratios())
 
 
 def test_population_minibatches_match_single_run():
-    members = [Member(width=3, seed=0, lam=1e-3), Member(width=4, seed=5, lam=0.0)]
+    members = [Member(width=3, seed=0, lam=1e-3), Member(width=4, seed=5, lam=0.0),
+               Member(width=2, seed=1, lam=1e-3, depth=1)]
     results = train_population(members, depth=3, epochs=10, batch_size=16)
     for m, r in zip(members, results):
-        single = train_run(technique="jumpstart", depth=3, width=m.width, lam=m.lam, seed=m.seed, epochs=10,
-                           batch_size=16)
+        single = train_run(technique="jumpstart", depth=m.depth or 3, width=m.width, lam=m.lam,
+                           seed=m.seed, epochs=10, batch_size=16)
         for a, b in zip(r.model.parameters(), single.model.parameters()):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 

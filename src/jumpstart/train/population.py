@@ -12,8 +12,10 @@ member's own Adam. Each member starts from exactly the weights
 ``train_run`` would build for it (same seed), so a member follows the
 single-run trajectory up to float rounding (different matmul summation order).
 
-Members may differ in width, seed and ``lam``; they share the data set, depth,
-epochs, learning rate, batch size and Jumpstart options.
+Members may differ in width, depth, seed and ``lam``; they share the data set,
+epochs, learning rate, batch size and Jumpstart options. Members shallower
+than the deepest run through exact pass-through layers (see
+:mod:`jumpstart.train.stacks`), so one population can hold a whole grid.
 
 Per-operation overhead is the cost that matters here, so the backward pass
 is written out by hand (a ReLU net's backward is a few batched matmuls per
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -47,11 +49,13 @@ from .stacks import DenseStack, MoonsConvStack
 
 @dataclass(frozen=True)
 class Member:
-    """One network of a population: its width, init seed and Jumpstart ``lam``."""
+    """One network of a population: its width, init seed, Jumpstart ``lam``
+    and depth (``None``: the population's ``depth``)."""
 
     width: int
     seed: int
     lam: float = 0.0
+    depth: int | None = None
 
 
 @dataclass
@@ -74,15 +78,16 @@ class MemberResult:
 
 
 def _penalty(u_max: Tensor, u_min: Tensor, p_max: Tensor, p_min: Tensor, mask: Tensor,
-             n_points: int, *, margin: float, aggregation: str, sign_balance: float,
-             constraints, tie_break: str) -> Tensor:
+             layers: Tensor, n_points: int, *, margin: float, aggregation: str,
+             sign_balance: float, constraints, tie_break: str) -> Tensor:
     """Per-member penalty ``P`` (shape ``(P,)``) from stacked extremes.
 
     ``u_max``/``u_min``: unit extremes over samples, ``(L, P, W)``;
     ``p_max``/``p_min``: point extremes over real units, ``(L, P, N)``. The
     same deficits (CPAIOR eqs. (9)-(12)) and aggregation as
     :func:`jumpstart.core.aggregate`, batched over members, with padded units
-    (``mask`` False, shape ``(P, W)``) left out of every term and count.
+    (``mask`` False, shape ``(P, W)``) and pass-through layers (``layers``
+    0, shape ``(L, P)``) left out of every term and count.
     """
     s = sign_balance
     unit = point = None
@@ -96,11 +101,13 @@ def _penalty(u_max: Tensor, u_min: Tensor, p_max: Tensor, p_min: Tensor, mask: T
     if "point-" in constraints:
         t = (1 - s) * torch.relu(margin + p_min)
         point = t if point is None else point + t
-    layers = u_max.shape[0]
     if unit is not None:
-        unit = unit * mask  # padded units' terms are dropped
-    n_units = mask.sum(1).to(u_max.dtype) * layers  # (P,)
-    counts = torch.full_like(n_units, layers * n_points)
+        unit = unit * mask * layers[..., None]  # padded units' terms are dropped
+    if point is not None:
+        point = point * layers[..., None]
+    depth = layers.sum(0)  # (P,) each member's own layers
+    n_units = mask.sum(1).to(u_max.dtype) * depth
+    counts = depth * n_points
     groups = [(t, n) for t, n in ((unit, n_units), (point, counts)) if t is not None]
     if aggregation == "balanced":
         return sum(t.sum((0, 2)) / n for t, n in groups)
@@ -165,7 +172,7 @@ def train_population(
     *,
     dataset: str = "moons",
     model: str = "rectangular",
-    depth: int,
+    depth: int | None = None,
     epochs: int = 5000,
     lr: float = 0.01,
     batch_size: int | None = None,
@@ -178,7 +185,7 @@ def train_population(
     ``model`` is ``"rectangular"`` (dense) or ``"moons_conv"`` (the CPAIOR
     Keras MOONS net, deficits with granularity ``"position"``, full batch).
     Numerically each member is ``train_run(dataset=..., model=model,
-    depth=depth, width=member.width, lam=member.lam, seed=member.seed, ...)``:
+    depth=member.depth, width=member.width, lam=member.lam, seed=member.seed, ...)``:
     the same initialization, minibatch order (``batch_size`` set), loss
     ``task + lam * P`` (CPAIOR eq. (7)) and Adam, up to float rounding. A
     member whose loss becomes NaN/inf stops being recorded there and is
@@ -186,7 +193,8 @@ def train_population(
 
     Args:
         members: the networks, ``len >= 1``.
-        dataset, depth, epochs, lr, batch_size: shared training settings.
+        depth: the depth of members that do not set their own.
+        dataset, epochs, lr, batch_size: shared training settings.
         jumpstart: shared Jumpstart options (``margin``, ``aggregation``,
             ``sign_balance``, ``constraints``, ``tie_break``).
         curve_every: record curves every this many epochs (and at the end).
@@ -196,10 +204,15 @@ def train_population(
         One :class:`MemberResult` per member, in order.
 
     Raises:
-        ValueError: no members, unknown data set or options, bad sizes.
+        ValueError: no members, unknown data set or options, bad sizes, a
+            member without a depth when ``depth`` is not given.
     """
     if not members:
         raise ValueError("a population needs at least one member")
+    if any(m.depth is None for m in members):
+        if depth is None:
+            raise ValueError("give depth, or a depth for every member")
+        members = [m if m.depth is not None else replace(m, depth=depth) for m in members]
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")
     opts = {"margin": 1.0, "aggregation": "balanced", "sign_balance": 0.5,
@@ -227,8 +240,8 @@ def train_population(
     nets = []
     for m in members:  # each member's own initialization, as train_run builds it
         torch.manual_seed(m.seed)
-        nets.append(MoonsConv(depth, m.width) if model == "moons_conv"
-                    else Rectangular(depth, m.width, features, 1))
+        nets.append(MoonsConv(m.depth, m.width) if model == "moons_conv"
+                    else Rectangular(m.depth, m.width, features, 1))
     if model == "moons_conv":
         if opts["granularity"] not in (None, "position"):
             raise ValueError("MoonsConv populations use granularity 'position'")
@@ -246,7 +259,7 @@ def train_population(
     stack.regularize(reg)
     average = opts["tie_break"] == "average"
     stack.keep_g = average
-    unit_mask = stack.unit_mask
+    unit_mask, layer_mask = stack.unit_mask, stack.layer_mask
     adam = Adam(stack.params, lr)
     bs = n if batch_size is None else min(batch_size, n)
     generators = [torch.Generator().manual_seed(m.seed) for m in members] if bs < n else None
@@ -280,7 +293,8 @@ def train_population(
                 leaves = [torch.stack([e[i].values.reshape(reg, -1) for e in stack.ext])
                           .requires_grad_()
                           for i in range(4)]
-                pen = _penalty(*leaves, unit_mask, rows * stack.rows_per_point, **opts)
+                pen = _penalty(*leaves, unit_mask, layer_mask, rows * stack.rows_per_point,
+                               **opts)
                 extra = torch.cat([lam * pen.detach(), task.new_zeros(pop - reg)])
                 total = task + extra
             alive &= torch.isfinite(total)

@@ -5,7 +5,20 @@ A stack holds ``P`` members' weights zero-padded to the widest member (see
 ``forward`` (logits ``(P, N)``; optionally recording the per-layer unit and
 point maxima/minima the Jumpstart deficits need, with arg indices) and
 ``backward`` (gradients of the task loss plus the penalty, written into
-``grads``). Two architectures:
+``grads``).
+
+Members may also differ in depth. The stack is as deep as its deepest member,
+and a shallower member's extra layers are pass-through layers: identity
+weights on its real units, zero bias, gradients zeroed before Adam. They are
+exact: their input ``h`` is a ReLU output (``>= 0``), so ``relu(h I + 0) = h``
+bit for bit; in backward they pass ``dh`` where ``h > 0`` and block it where
+``h = 0``, where the member's last real layer blocks it anyway (ReLU's
+gradient at ``g <= 0`` is 0). Their extremes are left out of the penalty (see
+:attr:`_Stack.layer_mask`). A population of several depths costs one
+``max(depth)``-deep pass per step instead of one pass per depth, which is what
+matters when per-operation overhead dominates.
+
+Two architectures:
 
 - :class:`DenseStack`: :class:`~jumpstart.models.Rectangular` nets; a layer is
   ``g = h W^T + b`` with ``h`` of shape ``(P, N, W)``;
@@ -30,10 +43,14 @@ from ..models import MoonsConv, Rectangular
 class _Stack:
     """Shared machinery: padding mask, offsets, penalty-gradient routing."""
 
-    def __init__(self, widths: list[int], rows_per_point: int) -> None:
+    def __init__(self, widths: list[int], depths: list[int], rows_per_point: int) -> None:
         pop, wmax = len(widths), max(widths)
         self.pop, self.wmax, self.rows_per_point = pop, wmax, rows_per_point
+        self.depth = max(depths)
         self.mask = torch.arange(wmax)[None, :] < torch.tensor(widths)[:, None]  # (P, W)
+        # (D, P): layer l is one of member p's own layers (else pass-through)
+        self.real = torch.arange(self.depth)[:, None] < torch.tensor(depths)[None, :]
+        self.uniform = len(set(depths)) == 1
         self.keep_g = False  # set for tie-break "average", which needs g in backward
         self.gs: list[Tensor] = []
         self.hs: list[Tensor] = []
@@ -59,6 +76,27 @@ class _Stack:
             self.ext.append(self._extremes(g))
             if self.keep_g:
                 self.gs.append(g)
+
+    @property
+    def layer_mask(self) -> Tensor:
+        """``(D, reg)``, float: which layers are the regularized members' own."""
+        return self.real[:, : self.reg].to(torch.get_default_dtype())
+
+    def _freeze_pass_through(self, *grads: Tensor) -> None:
+        """Zero the gradients of pass-through layers; each of ``grads`` is
+        ``(D', P, ...)`` for the last ``D'`` layers."""
+        if self.uniform:
+            return
+        for grad in grads:
+            real = self.real[self.depth - grad.shape[0]:]
+            grad.mul_(real.view(*real.shape, *[1] * (grad.dim() - 2)))
+
+    @staticmethod
+    def _identity(width: int, wmax: int) -> Tensor:
+        """A pass-through layer's weight: identity on ``width`` real units."""
+        eye = torch.zeros(wmax, wmax)
+        eye[:width, :width] = torch.eye(width)
+        return eye
 
     @property
     def unit_mask(self) -> Tensor:
@@ -106,8 +144,9 @@ class DenseStack(_Stack):
     """``P`` Rectangular ReLU nets of one depth (one logit each), stacked."""
 
     def __init__(self, nets: list[Rectangular]) -> None:
-        super().__init__([net.width for net in nets], rows_per_point=1)
-        self.nets, self.depth = nets, nets[0].depth
+        super().__init__([net.width for net in nets], [net.depth for net in nets],
+                         rows_per_point=1)
+        self.nets = nets
         pop, wmax = self.pop, self.wmax
         features = nets[0].linears[0].in_features
 
@@ -115,12 +154,16 @@ class DenseStack(_Stack):
             w, b = torch.zeros(pop, rows, cols), torch.zeros(pop, rows)
             for p, net in enumerate(nets):
                 lin = get(net)
+                if lin is None:  # beyond this member's depth
+                    w[p] = self._identity(net.width, wmax)
+                    continue
                 w[p, : lin.out_features, : lin.in_features] = lin.weight.detach()
                 b[p, : lin.out_features] = lin.bias.detach()
             return w, b
 
         self.w_in, self.b_in = stack(lambda n: n.linears[0], wmax, features)
-        hidden = [stack(lambda n, i=i: n.linears[i], wmax, wmax) for i in range(1, self.depth)]
+        hidden = [stack(lambda n, i=i: n.linears[i] if i < n.depth else None, wmax, wmax)
+                  for i in range(1, self.depth)]
         self.w_hid = torch.stack([w for w, _ in hidden]) if hidden else torch.zeros(0, pop, wmax, wmax)
         self.b_hid = torch.stack([b for _, b in hidden]) if hidden else torch.zeros(0, pop, wmax)
         self.w_out, self.b_out = stack(lambda n: n.output, 1, wmax)
@@ -166,14 +209,15 @@ class DenseStack(_Stack):
                 torch.bmm(dg.transpose(1, 2), self.hs[layer - 1], out=g_w_hid[layer - 1])
                 torch.sum(dg, 1, out=g_b_hid[layer - 1])
                 dh = torch.bmm(dg, self._layer(layer)[0])
+        self._freeze_pass_through(g_w_hid, g_b_hid)
 
     def member(self, p: int) -> nn.Module:
         """Member ``p`` as its standalone Rectangular with the trained weights."""
         net = self.nets[p]
         with torch.no_grad():
-            for layer in range(self.depth + 1):
-                lin = net.output if layer == self.depth else net.linears[layer]
-                w, b = (self.w_out, self.b_out) if layer == self.depth else self._layer(layer)
+            for layer in range(net.depth + 1):
+                lin = net.output if layer == net.depth else net.linears[layer]
+                w, b = (self.w_out, self.b_out) if layer == net.depth else self._layer(layer)
                 lin.weight.copy_(w[p, : lin.out_features, : lin.in_features])
                 lin.bias.copy_(b[p, : lin.out_features])
         return net
@@ -183,8 +227,9 @@ class MoonsConvStack(_Stack):
     """``P`` MoonsConv nets (Keras MOONS formulation) of one depth, stacked."""
 
     def __init__(self, nets: list[MoonsConv]) -> None:
-        super().__init__([net.width for net in nets], rows_per_point=2)
-        self.nets, self.depth = nets, nets[0].depth
+        super().__init__([net.width for net in nets], [net.depth for net in nets],
+                         rows_per_point=2)
+        self.nets = nets
         pop, wmax = self.pop, self.wmax
         # per layer: W0 (tap on the row itself), W1 (tap on the row below), bias
         self.w0 = torch.zeros(self.depth, pop, wmax, wmax)
@@ -198,6 +243,8 @@ class MoonsConvStack(_Stack):
                 self.w0[layer, p, :cout, :cin] = conv.weight.detach()[:, :, 0, 0]
                 self.w1[layer, p, :cout, :cin] = conv.weight.detach()[:, :, 1, 0]
                 self.b[layer, p, :cout] = conv.bias.detach()
+            for layer in range(net.depth, self.depth):
+                self.w0[layer, p] = self._identity(net.width, wmax)
             w = net.output.weight.detach().view(net.width, 2)  # flatten index c*2 + pos
             self.w_out[p, :, : net.width] = w.t()
             self.b_out[p] = net.output.bias.detach()
@@ -246,6 +293,7 @@ class MoonsConvStack(_Stack):
             if layer > 0:
                 dh = torch.bmm(dg, self.w0[layer])
                 dh[:, n:].baddbmm_(dg[:, :n], self.w1[layer])
+        self._freeze_pass_through(g_w0, g_w1, g_b)
 
     def member(self, p: int) -> nn.Module:
         """Member ``p`` as its standalone MoonsConv with the trained weights."""
