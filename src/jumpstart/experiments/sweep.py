@@ -58,23 +58,79 @@ def run_group(configs: list[dict], threads: int | None = 1) -> list[dict]:
                  "seconds": time.perf_counter() - start}]
 
 
-def plan(sweep: Sweep, done: set[str]) -> list[list[dict]]:
+def plan(sweep: Sweep, done: set[str], parts: int = 1) -> list[list[dict]]:
     """Pending runs (key not in ``done``) grouped for the workers, costliest first.
 
     Runs sharing a :func:`~jumpstart.experiments.config.group_key` (same data
     set, model, depth, training length) form one group; the worker splits it
-    into populations (:func:`jumpstart.train.group.train_group`).
+    into populations (:func:`jumpstart.train.group.train_group`). Runs that
+    train in the MOONS stacks (:func:`jumpstart.train.group.stackable`) and
+    differ only in depth and member keys go into one population whatever their
+    depth; those are cut into at most ``parts`` groups of contiguous depths
+    with about equal cost (:func:`_cut`), so ``parts`` workers share them.
     """
+    from ..train.group import stackable
+
     groups: dict[str, list[dict]] = defaultdict(list)
     for config in sweep.runs:
         if run_key(config) not in done:
-            groups[group_key(config)].append(config)
+            merge = stackable(config)
+            groups[group_key({**config, "depth": None} if merge else config)].append(config)
+    out = []
+    for group in groups.values():
+        if stackable(group[0]):
+            out += _cut(group, parts)
+        else:
+            out.append(group)
 
     def cost(g):
         size = dataset_size(g[0]["dataset"], g[0].get("data_dir"))
-        return g[0]["depth"] * g[0]["epochs"] * size * sum(c["width"] + 4 for c in g)
+        return g[0]["epochs"] * size * _cost(g)
 
-    return sorted(groups.values(), key=cost, reverse=True)
+    return sorted(out, key=cost, reverse=True)
+
+
+#: fixed per-layer cost of one population step (per-operation overhead), in
+#: units of one member of width ``w`` costing ``w + 4``; fitted to MOONS stack
+#: timings (the closing note of issue 3 gives them)
+LAYER_COST = 400.0
+
+
+def _cost(configs: list[dict]) -> float:
+    """Relative per-epoch cost of training ``configs`` as one population:
+    ``max depth * (LAYER_COST + sum(width + 4))``."""
+    return max(c["depth"] for c in configs) * (
+        LAYER_COST + sum(c["width"] + 4 for c in configs))
+
+
+def _cut(configs: list[dict], parts: int) -> list[list[dict]]:
+    """``configs`` cut into at most ``parts`` groups of contiguous depths that
+    minimize the costliest group's :func:`_cost` (linear partition by
+    dynamic programming over the distinct depths)."""
+    by_depth: dict[int, list[dict]] = defaultdict(list)
+    for c in configs:
+        by_depth[c["depth"]].append(c)
+    depths = sorted(by_depth)
+    sizes = [sum(c["width"] + 4 for c in by_depth[d]) for d in depths]
+    m, parts = len(depths), max(1, min(parts, len(depths)))
+
+    def cost(i, j):  # depths[i:j] as one group
+        return depths[j - 1] * (LAYER_COST + sum(sizes[i:j]))
+
+    # best[k][j]: (max cost, cut index) of depths[:j] in k groups
+    best = [[(0.0, 0)] + [(float("inf"), 0)] * m]
+    for k in range(1, parts + 1):
+        row = [(float("inf"), 0)] * (m + 1)
+        for j in range(1, m + 1):
+            row[j] = min((max(best[k - 1][i][0], cost(i, j)), i) for i in range(j))
+        best.append(row)
+    k = min(range(1, parts + 1), key=lambda k: best[k][m][0])
+    cuts, j = [], m
+    while j > 0:
+        i = best[k][j][1]
+        cuts.append([c for d in depths[i:j] for c in by_depth[d]])
+        j, k = i, k - 1
+    return cuts[::-1]
 
 
 def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = "local",
@@ -106,7 +162,7 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
     store = ResultsStore(db)
     states = ("done", "diverged") if retry_failed else ("done", "diverged", "failed")
     done = store.keys(states)
-    groups = plan(sweep, done)
+    groups = plan(sweep, done, parts=workers)
     counts = {"total": len(sweep.runs), "skipped": len(sweep.runs) - sum(map(len, groups)),
               "done": 0, "diverged": 0, "failed": 0}
     bar = _Bar(sum(map(len, groups)), sweep.name,

@@ -1,12 +1,14 @@
 """Training a group of sweep runs: split into populations, pick the trainer.
 
 A sweep hands a worker a group of run configs that share the data set, model
-family, depth and training length. Here the group is split into the
-populations the trainers can run, without naming any technique:
+family and training length, and a depth unless all are :func:`stackable`.
+Here the group is split into the populations the trainers can run, without
+naming any technique:
 
 - the hand-written MOONS stacks (:func:`~jumpstart.train.population.train_population`)
-  when the data set is built in (binary) and every technique declares a
-  ``stack_penalty``; members differ in width, seed and that penalty's ``lam``;
+  for :func:`stackable` runs (a built-in binary data set, a technique that
+  declares a ``stack_penalty``); members differ in width, depth, seed and that
+  penalty's ``lam``;
 - the generic population trainer (:func:`~jumpstart.train.batched.train_batched`)
   for dense nets under any technique; members differ in seed and learning rate;
 - one run at a time (:func:`~jumpstart.train.run.train_run`) otherwise
@@ -21,6 +23,7 @@ from collections import defaultdict
 
 from ..data import DATASETS, load_dataset
 from ..techniques import make_technique, technique_options
+
 
 def _options(config: dict) -> dict:
     """The technique options a run config sets."""
@@ -54,9 +57,27 @@ def _stack_parts(configs, stacks) -> list[list[dict]]:
     return parts
 
 
+def stackable(config: dict) -> bool:
+    """Whether a run trains in the hand-written MOONS stacks: a built-in
+    (binary) data set, a dense or MoonsConv net with Glorot init in float32,
+    and a technique that declares a ``stack_penalty`` (for MoonsConv: per
+    position deficits, full batch). Such runs share a population whatever
+    their depth (see :mod:`jumpstart.train.stacks`)."""
+    stack = technique_of(config).stack_penalty()
+    if not (config["dataset"] in DATASETS and config.get("init", "glorot") == "glorot"
+            and config["model"] in ("rectangular", "moons_conv")
+            and config.get("precision", "32") == "32" and stack is not None):
+        return False
+    if config["model"] == "moons_conv":
+        return (stack[1].get("granularity", "position") == "position"
+                and config["batch_size"] == "full")
+    return True
+
+
 def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
-    """Train the runs ``configs`` (which share data set, model, depth, epochs,
-    batch size, curve spacing, init and data folder).
+    """Train the runs ``configs``: they share data set, model, epochs, batch
+    size, curve spacing, init and data folder, and either all are
+    :func:`stackable` (any depths) or all share one depth.
 
     Returns:
         ``(config, metrics, curves)`` per run, in any order; metrics as
@@ -72,34 +93,27 @@ def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
 
     first = configs[0]
     batch_size = None if first["batch_size"] == "full" else first["batch_size"]
-    techs = {id(c): technique_of(c) for c in configs}
     out = []
-    stacks = {id(c): techs[id(c)].stack_penalty() for c in configs}
-    conv = first["model"] == "moons_conv"
-    fp32 = first.get("precision", "32") == "32"  # the population trainers run float32
-    stack_ok = (first["dataset"] in DATASETS and first.get("init", "glorot") == "glorot"
-                and first["model"] in ("rectangular", "moons_conv") and fp32
-                and all(s is not None for s in stacks.values()))
+    ready = {id(c): stackable(c) for c in configs}
+    stacked = [c for c in configs if ready[id(c)]]
+    rest = [c for c in configs if not ready[id(c)]]
+    stacks = {id(c): technique_of(c).stack_penalty() for c in stacked}
+    for part in _stack_parts(stacked, stacks) if stacked else []:
+        options = dict(stacks[id(part[0])][1])
+        options.pop("granularity", None)
+        if first["model"] == "moons_conv":
+            options["granularity"] = "position"
+        members = [Member(c["width"], c["seed"], stacks[id(c)][0], c["depth"]) for c in part]
+        results = train_population(
+            members, dataset=first["dataset"], model=first["model"], epochs=first["epochs"],
+            lr=part[0]["lr"], batch_size=batch_size, jumpstart=options,
+            curve_every=first["curve_every"])
+        out += [(c, r.metrics, r.curves, r.model) for c, r in zip(part, results)]
     singles = []
-    if stack_ok:
-        for part in _stack_parts(configs, stacks):
-            options = dict(stacks[id(part[0])][1])
-            granularity = options.pop("granularity", "position" if conv else "channel")
-            if conv and (granularity != "position" or batch_size is not None):
-                singles += part
-                continue
-            if conv:
-                options["granularity"] = "position"
-            members = [Member(c["width"], c["seed"], stacks[id(c)][0]) for c in part]
-            results = train_population(
-                members, dataset=first["dataset"], model=first["model"], depth=first["depth"],
-                epochs=first["epochs"], lr=part[0]["lr"], batch_size=batch_size,
-                jumpstart=options, curve_every=first["curve_every"])
-            out += [(c, r.metrics, r.curves, r.model) for c, r in zip(part, results)]
-    elif first["model"] == "rectangular" and fp32:
+    if first["model"] == "rectangular" and first.get("precision", "32") == "32":
         tables: dict = {}  # members of one seed share one loaded split
-        for part in _split(configs, lambda c: {k: v for k, v in c.items()
-                                               if k not in ("seed", "lr")}):
+        for part in _split(rest, lambda c: {k: v for k, v in c.items()
+                                            if k not in ("seed", "lr")}):
             c0 = part[0]
             datas = []
             for c in part:
@@ -109,13 +123,13 @@ def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
                                                directory=key[2], target=key[3])
                 datas.append(tables[key])
             results = train_batched(
-                datas, technique=techs[id(c0)], depth=c0["depth"], width=c0["width"],
+                datas, technique=technique_of(c0), depth=c0["depth"], width=c0["width"],
                 seeds=[c["seed"] for c in part], lrs=[c["lr"] for c in part],
                 epochs=c0["epochs"], batch_size=batch_size, init=c0.get("init", "glorot"),
                 curve_every=c0["curve_every"])
             out += [(c, r.metrics, r.curves, r.model) for c, r in zip(part, results)]
     else:
-        singles = list(configs)
+        singles = rest
     for c in singles:
         run = train_run(**{k: v for k, v in c.items() if k not in ("curve_every", "batch_size")},
                         batch_size=batch_size)

@@ -290,11 +290,10 @@ def train_population(
                 logits, yb, reduction="none").mean(1)
             total = task
             if use_js:
-                leaves = [torch.stack([e[i].values.reshape(reg, -1) for e in stack.ext])
-                          .requires_grad_()
-                          for i in range(4)]
-                pen = _penalty(*leaves, unit_mask, layer_mask, rows * stack.rows_per_point,
-                               **opts)
+                leaves = stack.extremes(rows)
+                units, points = leaves
+                pen = _penalty(units[0], units[1], points[0], points[1], unit_mask, layer_mask,
+                               rows * stack.rows_per_point, **opts)
                 extra = torch.cat([lam * pen.detach(), task.new_zeros(pop - reg)])
                 total = task + extra
             alive &= torch.isfinite(total)
@@ -303,6 +302,7 @@ def train_population(
             if use_js:
                 coefs = torch.autograd.grad(torch.where(alive[:reg], lam * pen, 0.0).sum(),
                                             leaves)
+                coefs = [c.contiguous() for c in coefs]
                 penalty = (coefs, average)
             # d mean-BCE / d logits, zero for diverged members
             dz = torch.where(alive[:, None], (torch.sigmoid(logits) - yb) / rows, 0.0)

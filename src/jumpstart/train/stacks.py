@@ -32,12 +32,12 @@ Two architectures:
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..models import MoonsConv, Rectangular
+from . import kernels
 
 
 class _Stack:
@@ -51,10 +51,9 @@ class _Stack:
         # (D, P): layer l is one of member p's own layers (else pass-through)
         self.real = torch.arange(self.depth)[:, None] < torch.tensor(depths)[None, :]
         self.uniform = len(set(depths)) == 1
+        self.depths = np.array(depths, dtype=np.int64)
         self.keep_g = False  # set for tie-break "average", which needs g in backward
-        self.gs: list[Tensor] = []
-        self.hs: list[Tensor] = []
-        self.ext: list = []
+        self._buffers: dict[int, tuple] = {}
         self.regularize(pop)
 
     def regularize(self, count: int) -> None:
@@ -62,20 +61,30 @@ class _Stack:
         the penalty gradient are computed for them alone (a contiguous slice),
         so unregularized members (``lam = 0``) cost no reduction."""
         self.reg = count
-        mask = self.mask[:count, None, :]
-        self.padded = not bool(mask.all())
-        self.lo_off = torch.zeros(count, 1, self.wmax).masked_fill(~mask, -math.inf)
-        self.hi_off = torch.zeros(count, 1, self.wmax).masked_fill(~mask, math.inf)
+        self.widths = self.mask[:count].sum(1).numpy()  # (reg,) int64
+        self._buffers = {}
 
-    def _record(self, g: Tensor, h: Tensor, keep: bool, extremes: bool) -> None:
-        """Keep what backward needs: the activation, the layer's extremes
-        (computed now, while ``g`` is hot in cache) and ``g`` only if asked."""
-        if keep:
-            self.hs.append(h)
-        if extremes:
-            self.ext.append(self._extremes(g))
-            if self.keep_g:
-                self.gs.append(g)
+    def _extreme_buffers(self, points: int) -> tuple:
+        """Stacked extremes of every layer for batches of ``points`` points:
+        unit values and point indices ``(2, D, reg, R, W)`` ([0] max, [1] min),
+        point values and unit indices ``(2, D, reg, R * points)``; reused
+        across steps, with their NumPy views for :mod:`.kernels`."""
+        if points not in self._buffers:
+            d, reg, r = self.depth, self.reg, self.rows_per_point
+            bufs = (torch.zeros(2, d, reg, r, self.wmax),
+                    torch.zeros(2, d, reg, r, self.wmax, dtype=torch.long),
+                    torch.zeros(2, d, reg, r * points),
+                    torch.zeros(2, d, reg, r * points, dtype=torch.long))
+            self._buffers[points] = bufs, tuple(t.numpy() for t in bufs)
+        return self._buffers[points]
+
+    def extremes(self, points: int) -> tuple[Tensor, Tensor]:
+        """The last forward's extremes as fresh autograd leaves: unit max/min
+        ``(2, D, reg, R * W)`` and point max/min ``(2, D, reg, R * points)``."""
+        (u_val, _, p_val, _), _ = self._extreme_buffers(points)
+        shape = (2, self.depth, self.reg, -1)
+        return (u_val.view(shape).detach().requires_grad_(),
+                p_val.view(shape).detach().requires_grad_())
 
     @property
     def layer_mask(self) -> Tensor:
@@ -108,37 +117,6 @@ class _Stack:
         """``g`` as ``(P', R, N, W)``: units reduce over dim 2."""
         return g.view(g.shape[0], self.rows_per_point, -1, self.wmax)
 
-    def _extremes(self, g: Tensor):
-        """For the regularized members: unit max/min over samples,
-        ``(reg, R, W)``, and point max/min over real units, ``(reg, R*N)``,
-        each as ``(values, indices)`` along the reduced dim."""
-        g = g[: self.reg]
-        g4 = self._unit_view(g)
-        g_hi, g_lo = (g + self.lo_off, g + self.hi_off) if self.padded else (g, g)
-        return g4.max(2), g4.min(2), g_hi.max(2), g_lo.min(2)
-
-    def add_penalty_grad(self, dg: Tensor, layer: int, coefs, average: bool) -> None:
-        """Route d penalty / d extreme (``coefs``: the four ``(L, P, *)``
-        gradients of the stacked extremes' values) to the extreme element of
-        layer ``layer`` (``single``) or split over ties (``average``)."""
-        ext, coefs = self.ext[layer], [c[layer] for c in coefs]
-        dg = dg[: self.reg]  # a view: the adds below land in the caller's dg
-        dg4 = self._unit_view(dg)
-        if average:
-            g = self.gs[layer][: self.reg]
-            g4 = self._unit_view(g)
-        for k, ((values, index), coef) in enumerate(zip(ext, coefs)):
-            target, dim = (dg4, 2) if k < 2 else (dg, 2)
-            coef = coef.view(values.shape)
-            if average:
-                source = g4 if k < 2 else g
-                ties = (source == values.unsqueeze(dim)).to(g.dtype)
-                if k >= 2 and self.padded:
-                    ties = ties * self.mask[: self.reg].unsqueeze(1)
-                target.add_(ties * (coef / ties.sum(dim)).unsqueeze(dim))
-            else:
-                target.scatter_add_(dim, index.unsqueeze(dim), coef.unsqueeze(dim))
-
 
 class DenseStack(_Stack):
     """``P`` Rectangular ReLU nets of one depth (one logit each), stacked."""
@@ -169,6 +147,13 @@ class DenseStack(_Stack):
         self.w_out, self.b_out = stack(lambda n: n.output, 1, wmax)
         self.params = [self.w_in, self.b_in, self.w_hid, self.b_hid, self.w_out, self.b_out]
         self.grads = [torch.zeros_like(t) for t in self.params]
+        # NumPy views (same memory) for the kernels; Adam updates params in place
+        self._arrays = [t.numpy() for t in self.params]
+        self._grad_arrays = [t.numpy() for t in self.grads]
+        self.all_widths = self.mask.sum(1).numpy()
+        self._wt = torch.zeros(max(features, wmax), wmax).numpy()
+        self._no_coef = torch.zeros(2, 1, 1, 1).numpy()
+        self._acts: dict[int, tuple] = {}
 
     def _layer(self, layer: int) -> tuple[Tensor, Tensor]:
         return (self.w_in, self.b_in) if layer == 0 else (self.w_hid[layer - 1],
@@ -177,39 +162,49 @@ class DenseStack(_Stack):
     def _input(self, x: Tensor) -> Tensor:
         return x.expand(self.pop, *x.shape) if x.dim() == 2 else x
 
+    def _activations(self, points: int) -> tuple:
+        """Buffers for batches of ``points`` points: activations ``(D, P, N, W)``
+        (padded entries stay 0), pre-activations (kept for tie-break
+        ``average``, else empty) and two ``(N, W)`` scratch rows."""
+        if points not in self._acts:
+            shape = (self.depth, self.pop, points, self.wmax)
+            self._acts[points] = (torch.zeros(shape).numpy(),
+                                  torch.zeros(shape if self.keep_g else (0, 0, 0, 0)).numpy(),
+                                  torch.zeros(points, self.wmax).numpy(),
+                                  torch.zeros(points, self.wmax).numpy())
+        return self._acts[points]
+
     def forward(self, x: Tensor, keep: bool = False, extremes: bool = False) -> Tensor:
-        """Logits ``(P, N)`` for ``x`` of shape ``(N, F)`` (shared) or ``(P, N, F)``;
-        ``keep`` stores activations for :meth:`backward`, ``extremes`` the
-        per-layer extremes (``self.ext``)."""
-        self.gs, self.hs, self.ext = [], [], []
-        h = self._input(x)
-        for layer in range(self.depth):
-            w, b = self._layer(layer)
-            g = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-            h = torch.relu(g)
-            self._record(g, h, keep, extremes)
-        return torch.baddbmm(self.b_out.unsqueeze(1), h, self.w_out.transpose(1, 2))[..., 0]
+        """Logits ``(P, N)`` for ``x`` of shape ``(N, F)`` (shared) or ``(P, N, F)``,
+        each member at its own width (:func:`.kernels.dense_forward`); the
+        activations are always kept for :meth:`backward` (``keep`` is
+        accepted for the common interface), ``extremes`` records the
+        per-layer extremes (:meth:`extremes`)."""
+        x = self._input(x)
+        hs, gs, scratch, _ = self._activations(x.shape[1])
+        logits = torch.empty(self.pop, x.shape[1])
+        kernels.dense_forward(x.numpy(), *self._arrays, self.all_widths, self.reg, extremes,
+                              *self._extreme_buffers(x.shape[1])[1], hs, gs, logits.numpy(),
+                              scratch, self._wt)
+        return logits
 
     def backward(self, x: Tensor, dz: Tensor, penalty=None) -> None:
-        """Write gradients into ``grads`` given d loss / d logits ``dz`` ``(P, N)``;
-        ``penalty = (coefs, average)`` adds the penalty's share, ``coefs`` being
-        d penalty / d extremes stacked over layers (see :meth:`add_penalty_grad`)."""
-        g_w_in, g_b_in, g_w_hid, g_b_hid, g_w_out, g_b_out = self.grads
-        torch.bmm(dz.unsqueeze(1), self.hs[-1], out=g_w_out)
-        torch.sum(dz, 1, keepdim=True, out=g_b_out)
-        dh = dz.unsqueeze(2) * self.w_out
-        for layer in range(self.depth - 1, -1, -1):
-            dg = torch.ops.aten.threshold_backward(dh, self.hs[layer], 0)
-            if penalty is not None:
-                self.add_penalty_grad(dg, layer, *penalty)
-            if layer == 0:
-                torch.bmm(dg.transpose(1, 2), self._input(x), out=g_w_in)
-                torch.sum(dg, 1, out=g_b_in)
-            else:
-                torch.bmm(dg.transpose(1, 2), self.hs[layer - 1], out=g_w_hid[layer - 1])
-                torch.sum(dg, 1, out=g_b_hid[layer - 1])
-                dh = torch.bmm(dg, self._layer(layer)[0])
-        self._freeze_pass_through(g_w_hid, g_b_hid)
+        """Write gradients into ``grads`` given d loss / d logits ``dz`` ``(P, N)``
+        (:func:`.kernels.dense_backward`); ``penalty = (coefs, average)`` adds
+        the penalty's share, ``coefs`` being the gradients of the two leaves
+        of :meth:`extremes`. Needs the activations of the last :meth:`forward`
+        on the same ``x``."""
+        x = self._input(x)
+        hs, gs, dh, dh_prev = self._activations(x.shape[1])
+        u_val, u_idx, p_val, p_idx = self._extreme_buffers(x.shape[1])[1]
+        average = penalty is not None and penalty[1]
+        u_coef, p_coef = ((c.numpy() for c in penalty[0]) if penalty is not None
+                          else (self._no_coef, self._no_coef))
+        w_in, _, w_hid, _, w_out, _ = self._arrays
+        kernels.dense_backward(x.numpy(), w_in, w_hid, w_out, self.all_widths, self.depths, hs,
+                               gs, dz.contiguous().numpy(), self.reg, penalty is not None,
+                               average, u_val, u_idx, u_coef, p_val, p_idx, p_coef,
+                               *self._grad_arrays, dh, dh_prev)
 
     def member(self, p: int) -> nn.Module:
         """Member ``p`` as its standalone Rectangular with the trained weights."""
@@ -250,6 +245,29 @@ class MoonsConvStack(_Stack):
             self.b_out[p] = net.output.bias.detach()
         self.params = [self.w0, self.w1, self.b, self.w_out, self.b_out]
         self.grads = [torch.zeros_like(t) for t in self.params]
+        self.gs: list[Tensor] = []
+        self.hs: list[Tensor] = []
+
+    def _record(self, g: Tensor, h: Tensor, layer: int, extremes: bool) -> None:
+        """Keep what backward needs: the activation, the layer's extremes
+        (computed now, while ``g`` is hot in cache) and ``g`` only if asked."""
+        self.hs.append(h)
+        if extremes:
+            g4 = self._unit_view(g[: self.reg])
+            kernels.layer_extremes(g4.numpy(), self.widths, layer,
+                                   *self._extreme_buffers(g4.shape[2])[1])
+            if self.keep_g:
+                self.gs.append(g)
+
+    def add_penalty_grad(self, dg: Tensor, layer: int, coefs, average: bool) -> None:
+        """Route d penalty / d extremes (``coefs``: the gradients of the two
+        leaves of :meth:`extremes`) to the extreme elements of layer ``layer``
+        (``single``) or split them over ties (``average``)."""
+        dg4 = self._unit_view(dg[: self.reg])  # a view: the adds land in the caller's dg
+        g4 = self._unit_view(self.gs[layer][: self.reg]) if average else dg4
+        u_val, u_idx, p_val, p_idx = self._extreme_buffers(dg4.shape[2])[1]
+        kernels.add_penalty_grad(dg4.numpy(), g4.numpy(), average, self.widths, layer, u_val,
+                                 u_idx, coefs[0].numpy(), p_val, p_idx, coefs[1].numpy())
 
     def _input(self, x: Tensor) -> Tensor:
         """Points ``(N, 2)`` as the first layer's input ``(P, 2N, W)``: the
@@ -263,14 +281,14 @@ class MoonsConvStack(_Stack):
     def forward(self, x: Tensor, keep: bool = False, extremes: bool = False) -> Tensor:
         """Logits ``(P, N)`` for points ``x`` of shape ``(N, 2)``; see
         :meth:`DenseStack.forward`."""
-        self.gs, self.hs, self.ext, n = [], [], [], x.shape[0]
+        self.gs, self.hs, n = [], [], x.shape[0]
         h = self._input(x)
         self.h_in = h
         for layer in range(self.depth):
             g = torch.baddbmm(self.b[layer].unsqueeze(1), h, self.w0[layer].transpose(1, 2))
             g[:, :n].baddbmm_(h[:, n:], self.w1[layer].transpose(1, 2))
             h = torch.relu(g)
-            self._record(g, h, keep, extremes)
+            self._record(g, h, layer, extremes)
         out = (h.view(self.pop, 2, n, self.wmax) * self.w_out.unsqueeze(2)).sum((1, 3))
         return out + self.b_out
 
