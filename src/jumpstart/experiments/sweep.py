@@ -91,9 +91,9 @@ def plan(sweep: Sweep, done: set[str], parts: int = 1) -> list[list[dict]]:
 
 
 #: fixed per-layer cost of one population step (per-operation overhead), in
-#: units of one member of width ``w`` costing ``w + 4``; fitted to MOONS stack
-#: timings (the closing note of issue 3 gives them)
-LAYER_COST = 400.0
+#: units of one member of width ``w`` costing ``w + 4``: on the MOONS stacks a
+#: layer costs about 60 us plus 1 us per unit of ``width + 4`` (one thread)
+LAYER_COST = 60.0
 
 
 def _cost(configs: list[dict]) -> float:
@@ -162,7 +162,7 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
     store = ResultsStore(db)
     states = ("done", "diverged") if retry_failed else ("done", "diverged", "failed")
     done = store.keys(states)
-    groups = plan(sweep, done, parts=workers)
+    groups = plan(sweep, done, parts=4 * workers)  # several per worker: progress, resume
     counts = {"total": len(sweep.runs), "skipped": len(sweep.runs) - sum(map(len, groups)),
               "done": 0, "diverged": 0, "failed": 0}
     bar = _Bar(sum(map(len, groups)), sweep.name,

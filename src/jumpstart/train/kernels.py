@@ -1,14 +1,12 @@
-"""Fused CPU kernels (Numba) for the population stacks.
+"""Fused CPU kernels (Numba) for the population stacks' Jumpstart penalty.
 
-Thousands of tiny nets are dominated by per-operation cost: a batched matmul
-over members padded to the widest costs about 2 us per member per layer
-whatever the member's width, and the Jumpstart penalty needs four strided
-reductions with indices per layer (unit max/min over samples, point max/min
-over units) and four scatters of their gradients. Here one call runs a whole
-forward (:func:`dense_forward`) or backward (:func:`dense_backward`) of a
-stack of dense nets, each member at its own width (padding costs nothing),
-with ReLU, the extremes and the penalty gradient fused in. The MOONS conv
-stack uses :func:`layer_extremes` and :func:`add_penalty_grad` per layer.
+A stacked layer's penalty needs four reductions of its pre-activation ``g``
+(unit max/min over samples, point max/min over units, each with its arg
+index) and, in backward, four scatters of their gradients. As separate PyTorch
+ops these cost about as much as the layer's three batched matmuls on a CPU
+(strided reductions with indices, a padding offset per point reduction). Here
+each is one pass over ``g``: :func:`layer_extremes` in forward,
+:func:`add_penalty_grad` in backward (tie-break ``"single"`` or ``"average"``).
 
 Semantics are those of ``torch.max``/``torch.min`` along a dim with
 tie-break ``"single"``: strict comparisons, so the first extreme element wins,
@@ -142,128 +140,3 @@ def add_penalty_grad(dg, g, average, widths, layer, u_val, u_idx, u_coef, p_val,
         _member_penalty_grad(dg[p], g[p], average, widths[p], u_val[:, layer, p],
                              u_idx[:, layer, p], u_coef[:, layer, p], p_val[:, layer, p],
                              p_idx[:, layer, p], p_coef[:, layer, p])
-
-
-@_jit
-def _linear_relu(h_in, w, b, win, width, wt, g, h_out):  # pragma: no cover
-    """``g = h_in[:, :win] w[:width, :win]^T + b[:width]`` and ``h_out = relu(g)``
-    (NaN propagates, as ``torch.relu``); ``wt`` is scratch for ``w``
-    transposed, so the inner loop runs over contiguous output units."""
-    for i in range(win):
-        for o in range(width):
-            wt[i, o] = w[o, i]
-    for n in range(h_in.shape[0]):
-        for o in range(width):
-            g[n, o] = b[o]
-        for i in range(win):
-            a = h_in[n, i]
-            for o in range(width):
-                g[n, o] += a * wt[i, o]
-        for o in range(width):
-            v = g[n, o]
-            h_out[n, o] = 0.0 if v <= 0.0 else v
-
-
-@_jit
-def dense_forward(x, w_in, b_in, w_hid, b_hid, w_out, b_out, widths, reg, extremes,
-                  u_val, u_idx, p_val, p_idx, hs, gs, logits, scratch, wt):  # pragma: no cover
-    """Forward pass of a stack of dense ReLU nets, each at its own width.
-
-    Args:
-        x: ``(P, N, F)`` inputs (a shared batch may have stride 0 on ``P``).
-        w_in, b_in: ``(P, W, F)``, ``(P, W)``; w_hid, b_hid: ``(L - 1, P, W, W)``,
-            ``(L - 1, P, W)``; w_out, b_out: ``(P, 1, W)``, ``(P, 1)``.
-        widths: ``(P,)`` int64 real units per member.
-        reg, extremes: when ``extremes``, the first ``reg`` members' per-layer
-            extremes go to ``u_val``, ``u_idx`` ``(2, L, reg, 1, W)`` and
-            ``p_val``, ``p_idx`` ``(2, L, reg, N)`` (see :func:`layer_extremes`).
-        hs: ``(L, P, N, W)`` out: post-ReLU activations (padded entries untouched).
-        gs: ``(L, P, N, W)`` out: pre-activations, or an empty array to skip.
-        logits: ``(P, N)`` out.
-        scratch: ``(N, W)``, wt: ``(max(F, W), W)`` scratch.
-    """
-    depth = hs.shape[0]
-    features = x.shape[2]
-    keep_g = gs.shape[0] > 0
-    for p in range(x.shape[0]):
-        width = widths[p]
-        for layer in range(depth):
-            if layer == 0:
-                h_in, w, b, win = x[p], w_in[p], b_in[p], features
-            else:
-                h_in, w, b, win = hs[layer - 1, p], w_hid[layer - 1, p], b_hid[layer - 1, p], width
-            g = gs[layer, p] if keep_g else scratch
-            _linear_relu(h_in, w, b, win, width, wt, g, hs[layer, p])
-            if extremes and p < reg:
-                _member_extremes(g.reshape((1,) + g.shape), width, u_val[:, layer, p, :, :],
-                                 u_idx[:, layer, p, :, :], p_val[:, layer, p],
-                                 p_idx[:, layer, p])
-        h = hs[depth - 1, p]
-        for n in range(h.shape[0]):
-            z = b_out[p, 0]
-            for i in range(width):
-                z += h[n, i] * w_out[p, 0, i]
-            logits[p, n] = z
-
-
-@_jit
-def dense_backward(x, w_in, w_hid, w_out, widths, depths, hs, gs, dz, reg, penalty, average,
-                   u_val, u_idx, u_coef, p_val, p_idx, p_coef, g_w_in, g_b_in, g_w_hid,
-                   g_b_hid, g_w_out, g_b_out, dh, dh_prev):  # pragma: no cover
-    """Backward pass of :func:`dense_forward`: gradients of the task loss
-    (``dz`` ``(P, N)``: d loss / d logits) plus, when ``penalty``, the first
-    ``reg`` members' penalty gradients (``u_coef`` ``(2, L, reg, W)``,
-    ``p_coef`` ``(2, L, reg, N)``, added after the ReLU gradient as in
-    :func:`_member_penalty_grad`; ``average`` needs the pre-activations
-    ``gs`` of :func:`dense_forward`). Gradients are
-    written (not accumulated) into ``g_*`` (shapes of the weights), zero for
-    layers at or beyond ``depths[p]`` (pass-through layers, whose backward is
-    the identity). ``dh``, ``dh_prev``: ``(N, W)`` scratch."""
-    depth = hs.shape[0]
-    features = x.shape[2]
-    n_points = dz.shape[1]
-    for p in range(x.shape[0]):
-        width = widths[p]
-        h = hs[depth - 1, p]
-        g_b_out[p, 0] = 0.0
-        g_w_out[p, 0, :width] = 0.0
-        for n in range(n_points):
-            d = dz[p, n]
-            g_b_out[p, 0] += d
-            for i in range(width):
-                g_w_out[p, 0, i] += d * h[n, i]
-                dh[n, i] = d * w_out[p, 0, i]
-        for layer in range(depth - 1, -1, -1):
-            h = hs[layer, p]
-            for n in range(n_points):  # ReLU gradient, in place: dh becomes dg
-                for o in range(width):
-                    if not h[n, o] > 0.0:
-                        dh[n, o] = 0.0
-            if penalty and p < reg:
-                g = gs[layer, p] if average else dh
-                _member_penalty_grad(dh.reshape((1,) + dh.shape), g.reshape((1,) + g.shape),
-                                     average, width, u_val[:, layer, p, :, :],
-                                     u_idx[:, layer, p, :, :], u_coef[:, layer, p],
-                                     p_val[:, layer, p], p_idx[:, layer, p], p_coef[:, layer, p])
-            if layer == 0:
-                h_prev, w, gw, gb, win = x[p], w_in[p], g_w_in[p], g_b_in[p], features
-            else:
-                h_prev, w, gw, gb, win = (hs[layer - 1, p], w_hid[layer - 1, p],
-                                          g_w_hid[layer - 1, p], g_b_hid[layer - 1, p], width)
-            gw[:width, :win] = 0.0
-            gb[:width] = 0.0
-            if layer >= depths[p]:  # pass-through: no gradient, dh passes unchanged
-                continue
-            if layer > 0:
-                dh_prev[:, :win] = 0.0
-            for n in range(n_points):
-                for o in range(width):
-                    d = dh[n, o]
-                    gb[o] += d
-                    for i in range(win):
-                        gw[o, i] += d * h_prev[n, i]
-                    if layer > 0:
-                        for i in range(win):
-                            dh_prev[n, i] += d * w[o, i]
-            if layer > 0:
-                dh[:, :width] = dh_prev[:, :width]
