@@ -64,9 +64,11 @@ def test_population_average_tie_break_gradient_matches_core(monkeypatch):
     """Tie-break "average" splits a max/min gradient over exactly equal
     pre-activations, so a rounding difference in one step changes which elements
     tie in the next and trajectories part at once; the check is therefore the
-    gradient of step 2 (after step 1 has made ties: rows of zero activations give
-    g = b on many points) against the core regularizer's autograd at the same
-    weights."""
+    gradient of step 2 against the core regularizer's autograd at the same
+    weights. Step 1 makes ties (rows of zero activations give g = b on many
+    points), but a split over such rows reaches no parameter (their inputs are
+    0 and the layer below blocks them), so this test does not tell "average"
+    from "single"; it checks the whole gradient with the average path on."""
     import copy
 
     import jumpstart
