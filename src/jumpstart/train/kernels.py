@@ -140,3 +140,226 @@ def add_penalty_grad(dg, g, average, widths, layer, u_val, u_idx, u_coef, p_val,
         _member_penalty_grad(dg[p], g[p], average, widths[p], u_val[:, layer, p],
                              u_idx[:, layer, p], u_coef[:, layer, p], p_val[:, layer, p],
                              p_idx[:, layer, p], p_coef[:, layer, p])
+
+
+# Dense stacks in a feature-major layout: activations are ``(W, N)`` per member
+# and layer, so the inner loops run over the points (contiguous, vectorized)
+# and each member loops over its own real units only (padding costs nothing).
+_fast = numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc", "contract"})
+
+
+@_fast
+def _transposed_extremes(g, width, u_val, u_idx, p_val, p_idx):  # pragma: no cover
+    """:func:`_member_extremes` for one layer of one member in the feature-major
+    layout ``g`` ``(W, N)``: unit max/min ``(2, 1, W)`` over points, point
+    max/min ``(2, N)`` over the ``width`` real units, first extreme wins."""
+    n_points = g.shape[1]
+    u_val[:, 0, :] = 0.0
+    u_idx[:, 0, :] = 0
+    for o in range(width):
+        row = g[o]
+        hi = row[0]
+        lo = hi
+        i_hi = 0
+        i_lo = 0
+        for n in range(n_points):
+            v = row[n]
+            if v > hi:
+                hi = v
+                i_hi = n
+            if v < lo:
+                lo = v
+                i_lo = n
+        u_val[0, 0, o] = hi
+        u_idx[0, 0, o] = i_hi
+        u_val[1, 0, o] = lo
+        u_idx[1, 0, o] = i_lo
+    for n in range(n_points):
+        p_val[0, n] = g[0, n]
+        p_idx[0, n] = 0
+        p_val[1, n] = g[0, n]
+        p_idx[1, n] = 0
+    for o in range(1, width):
+        row = g[o]
+        for n in range(n_points):
+            v = row[n]
+            if v > p_val[0, n]:
+                p_val[0, n] = v
+                p_idx[0, n] = o
+            if v < p_val[1, n]:
+                p_val[1, n] = v
+                p_idx[1, n] = o
+
+
+@_fast
+def _transposed_penalty_grad(dg, g, average, width, u_val, u_idx, u_coef, p_val, p_idx,
+                             p_coef):  # pragma: no cover
+    """:func:`_member_penalty_grad` in the feature-major layout (``dg``, ``g``
+    ``(W, N)``; ``u_coef`` ``(2, W)``; point buffers ``(2, N)``)."""
+    n_points = dg.shape[1]
+    for k in range(2):
+        for o in range(width):
+            c = u_coef[k, o]
+            if not average:
+                dg[o, u_idx[k, 0, o]] += c
+                continue
+            ties = 0
+            for n in range(n_points):
+                ties += g[o, n] == u_val[k, 0, o]
+            share = c / np.float32(ties)
+            for n in range(n_points):
+                if g[o, n] == u_val[k, 0, o]:
+                    dg[o, n] += share
+    for k in range(2):
+        for n in range(n_points):
+            c = p_coef[k, n]
+            if not average:
+                dg[p_idx[k, n], n] += c
+                continue
+            ties = 0
+            for o in range(width):
+                ties += g[o, n] == p_val[k, n]
+            share = c / np.float32(ties)
+            for o in range(width):
+                if g[o, n] == p_val[k, n]:
+                    dg[o, n] += share
+
+
+@_fast
+def dense_forward(x, w_in, b_in, w_hid, b_hid, w_out, b_out, widths, reg, extremes,
+                  u_val, u_idx, p_val, p_idx, hs, gs, logits, scratch):  # pragma: no cover
+    """Forward pass of a stack of dense ReLU nets, each at its own width.
+
+    Args:
+        x: ``(P, F, N)`` inputs, feature-major.
+        w_in, b_in: ``(P, W, F)``, ``(P, W)``; w_hid, b_hid: ``(L - 1, P, W, W)``,
+            ``(L - 1, P, W)``; w_out, b_out: ``(P, 1, W)``, ``(P, 1)``.
+        widths: ``(P,)`` int64 real units per member.
+        reg, extremes: when ``extremes``, the first ``reg`` members' per-layer
+            extremes go to ``u_val``, ``u_idx`` ``(2, L, reg, 1, W)`` and
+            ``p_val``, ``p_idx`` ``(2, L, reg, N)`` (see :func:`layer_extremes`).
+        hs: ``(L, P, W, N)`` out: post-ReLU activations, feature-major
+            (padded rows untouched).
+        gs: ``(L, P, W, N)`` out: pre-activations, or an empty array to skip.
+        logits: ``(P, N)`` out.
+        scratch: ``(W, N)``.
+    """
+    depth = hs.shape[0]
+    n_points = x.shape[2]
+    keep_g = gs.shape[0] > 0
+    for p in range(x.shape[0]):
+        width = widths[p]
+        for layer in range(depth):
+            if layer == 0:
+                h_in, w, b, win = x[p], w_in[p], b_in[p], x.shape[1]
+            else:
+                h_in, w, b, win = hs[layer - 1, p], w_hid[layer - 1, p], b_hid[layer - 1, p], width
+            g = gs[layer, p] if keep_g else scratch
+            h_out = hs[layer, p]
+            for o in range(width):
+                row = g[o]
+                bias = b[o]
+                for n in range(n_points):
+                    row[n] = bias
+                for i in range(win):
+                    c = w[o, i]
+                    src = h_in[i]
+                    for n in range(n_points):
+                        row[n] += c * src[n]
+                out = h_out[o]
+                for n in range(n_points):
+                    v = row[n]
+                    out[n] = 0.0 if v <= 0.0 else v  # NaN propagates, as torch.relu
+            if extremes and p < reg:
+                _transposed_extremes(g, width, u_val[:, layer, p], u_idx[:, layer, p],
+                                     p_val[:, layer, p], p_idx[:, layer, p])
+        h = hs[depth - 1, p]
+        z = logits[p]
+        for n in range(n_points):
+            z[n] = b_out[p, 0]
+        for i in range(width):
+            c = w_out[p, 0, i]
+            src = h[i]
+            for n in range(n_points):
+                z[n] += c * src[n]
+
+
+@_fast
+def dense_backward(x, w_in, w_hid, w_out, widths, depths, hs, gs, dz, reg, penalty, average,
+                   u_val, u_idx, u_coef, p_val, p_idx, p_coef, g_w_in, g_b_in, g_w_hid,
+                   g_b_hid, g_w_out, g_b_out, dh, dh_prev):  # pragma: no cover
+    """Backward pass of :func:`dense_forward` (same layouts): gradients of the
+    task loss (``dz`` ``(P, N)``: d loss / d logits) plus, when ``penalty``,
+    the first ``reg`` members' penalty gradients (``u_coef`` ``(2, L, reg, W)``,
+    ``p_coef`` ``(2, L, reg, N)``), added after the ReLU gradient as in
+    :func:`_member_penalty_grad` (``average`` needs ``gs``). Gradients are
+    written (not accumulated) into ``g_*`` (shapes of the weights), zero for
+    layers at or beyond ``depths[p]`` (pass-through layers, whose backward is
+    the identity). ``dh``, ``dh_prev``: ``(W, N)`` scratch."""
+    depth = hs.shape[0]
+    n_points = dz.shape[1]
+    for p in range(x.shape[0]):
+        width = widths[p]
+        h = hs[depth - 1, p]
+        d = dz[p]
+        total = np.float32(0.0)
+        for n in range(n_points):
+            total += d[n]
+        g_b_out[p, 0] = total
+        for i in range(width):
+            src = h[i]
+            acc = np.float32(0.0)
+            for n in range(n_points):
+                acc += d[n] * src[n]
+            g_w_out[p, 0, i] = acc
+            c = w_out[p, 0, i]
+            row = dh[i]
+            for n in range(n_points):
+                row[n] = c * d[n]
+        for layer in range(depth - 1, -1, -1):
+            h = hs[layer, p]
+            for o in range(width):  # ReLU gradient, in place: dh becomes dg
+                row, act = dh[o], h[o]
+                for n in range(n_points):
+                    if not act[n] > 0.0:
+                        row[n] = 0.0
+            if penalty and p < reg:
+                g = gs[layer, p] if average else dh
+                _transposed_penalty_grad(dh, g, average, width, u_val[:, layer, p],
+                                         u_idx[:, layer, p], u_coef[:, layer, p],
+                                         p_val[:, layer, p], p_idx[:, layer, p],
+                                         p_coef[:, layer, p])
+            if layer == 0:
+                h_prev, w, gw, gb, win = x[p], w_in[p], g_w_in[p], g_b_in[p], x.shape[1]
+            else:
+                h_prev, w, gw, gb, win = (hs[layer - 1, p], w_hid[layer - 1, p],
+                                          g_w_hid[layer - 1, p], g_b_hid[layer - 1, p], width)
+            if layer >= depths[p]:  # pass-through: no gradient, dh passes unchanged
+                gw[:width, :win] = 0.0
+                gb[:width] = 0.0
+                continue
+            for o in range(width):
+                row = dh[o]
+                acc = np.float32(0.0)
+                for n in range(n_points):
+                    acc += row[n]
+                gb[o] = acc
+                for i in range(win):
+                    src = h_prev[i]
+                    acc = np.float32(0.0)
+                    for n in range(n_points):
+                        acc += row[n] * src[n]
+                    gw[o, i] = acc
+            if layer == 0:
+                continue
+            for i in range(win):
+                out = dh_prev[i]
+                for n in range(n_points):
+                    out[n] = 0.0
+                for o in range(width):
+                    c = w[o, i]
+                    row = dh[o]
+                    for n in range(n_points):
+                        out[n] += c * row[n]
+            for i in range(width):
+                dh[i, :] = dh_prev[i, :]

@@ -168,6 +168,13 @@ class DenseStack(_Stack):
         self.w_out, self.b_out = stack(lambda n: n.output, 1, wmax)
         self.params = [self.w_in, self.b_in, self.w_hid, self.b_hid, self.w_out, self.b_out]
         self.grads = [torch.zeros_like(t) for t in self.params]
+        # NumPy views (same memory) for the kernels; Adam updates params in place
+        self._arrays = [t.numpy() for t in self.params]
+        self._grad_arrays = [t.numpy() for t in self.grads]
+        self.all_widths = self.mask.sum(1).numpy()
+        self.depths = torch.tensor([net.depth for net in nets]).numpy()
+        self._no_coef = torch.zeros(2, 1, 1, 1).numpy()
+        self._acts: dict[int, tuple] = {}
 
     def _layer(self, layer: int) -> tuple[Tensor, Tensor]:
         return (self.w_in, self.b_in) if layer == 0 else (self.w_hid[layer - 1],
@@ -176,40 +183,53 @@ class DenseStack(_Stack):
     def _input(self, x: Tensor) -> Tensor:
         return x.expand(self.pop, *x.shape) if x.dim() == 2 else x
 
+    def _activations(self, points: int) -> tuple:
+        """Buffers for batches of ``points`` points, feature-major: activations
+        ``(D, P, W, N)`` (padded rows stay 0), pre-activations (kept for
+        tie-break ``average``, else empty) and two ``(W, N)`` scratch arrays."""
+        if points not in self._acts:
+            shape = (self.depth, self.pop, self.wmax, points)
+            self._acts[points] = (torch.zeros(shape).numpy(),
+                                  torch.zeros(shape if self.keep_g else (0, 0, 0, 0)).numpy(),
+                                  torch.zeros(self.wmax, points).numpy(),
+                                  torch.zeros(self.wmax, points).numpy())
+        return self._acts[points]
+
+    def _features(self, x: Tensor) -> Tensor:
+        """``x`` ``(N, F)`` or ``(P, N, F)`` as contiguous ``(P, F, N)``."""
+        return self._input(x).transpose(1, 2).contiguous()
+
     def forward(self, x: Tensor, keep: bool = False, extremes: bool = False) -> Tensor:
-        """Logits ``(P, N)`` for ``x`` of shape ``(N, F)`` (shared) or ``(P, N, F)``;
-        activations are kept for :meth:`backward` (``keep`` is accepted for
-        the common interface), ``extremes`` records the per-layer extremes
-        (:meth:`extremes`)."""
-        self.gs, self.hs = [], []
-        h = self._input(x)
-        for layer in range(self.depth):
-            w, b = self._layer(layer)
-            g = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-            h = torch.relu(g)
-            self._record(g, h, layer, extremes)
-        return torch.baddbmm(self.b_out.unsqueeze(1), h, self.w_out.transpose(1, 2))[..., 0]
+        """Logits ``(P, N)`` for ``x`` of shape ``(N, F)`` (shared) or ``(P, N, F)``,
+        each member at its own width (:func:`.kernels.dense_forward`); the
+        activations are always kept for :meth:`backward` (``keep`` is
+        accepted for the common interface), ``extremes`` records the
+        per-layer extremes (:meth:`extremes`)."""
+        xt = self._features(x)
+        hs, gs, scratch, _ = self._activations(xt.shape[2])
+        logits = torch.empty(self.pop, xt.shape[2])
+        kernels.dense_forward(xt.numpy(), *self._arrays, self.all_widths, self.reg, extremes,
+                              *self._extreme_buffers(xt.shape[2])[1], hs, gs, logits.numpy(),
+                              scratch)
+        return logits
 
     def backward(self, x: Tensor, dz: Tensor, penalty=None) -> None:
-        """Write gradients into ``grads`` given d loss / d logits ``dz`` ``(P, N)``;
-        ``penalty = (coefs, average)`` adds the penalty's share, ``coefs`` being
-        the gradients of the two leaves of :meth:`extremes`."""
-        g_w_in, g_b_in, g_w_hid, g_b_hid, g_w_out, g_b_out = self.grads
-        torch.bmm(dz.unsqueeze(1), self.hs[-1], out=g_w_out)
-        torch.sum(dz, 1, keepdim=True, out=g_b_out)
-        dh = dz.unsqueeze(2) * self.w_out
-        for layer in range(self.depth - 1, -1, -1):
-            dg = torch.ops.aten.threshold_backward(dh, self.hs[layer], 0)
-            if penalty is not None:
-                self.add_penalty_grad(dg, layer, *penalty)
-            if layer == 0:
-                torch.bmm(dg.transpose(1, 2), self._input(x), out=g_w_in)
-                torch.sum(dg, 1, out=g_b_in)
-            else:
-                torch.bmm(dg.transpose(1, 2), self.hs[layer - 1], out=g_w_hid[layer - 1])
-                torch.sum(dg, 1, out=g_b_hid[layer - 1])
-                dh = torch.bmm(dg, self._layer(layer)[0])
-        self._freeze_pass_through(g_w_hid, g_b_hid)
+        """Write gradients into ``grads`` given d loss / d logits ``dz`` ``(P, N)``
+        (:func:`.kernels.dense_backward`); ``penalty = (coefs, average)`` adds
+        the penalty's share, ``coefs`` being the gradients of the two leaves
+        of :meth:`extremes`. Needs the activations of the last :meth:`forward`
+        on the same ``x``."""
+        xt = self._features(x)
+        hs, gs, dh, dh_prev = self._activations(xt.shape[2])
+        u_val, u_idx, p_val, p_idx = self._extreme_buffers(xt.shape[2])[1]
+        average = penalty is not None and penalty[1]
+        u_coef, p_coef = ((c.numpy() for c in penalty[0]) if penalty is not None
+                          else (self._no_coef, self._no_coef))
+        w_in, _, w_hid, _, w_out, _ = self._arrays
+        kernels.dense_backward(xt.numpy(), w_in, w_hid, w_out, self.all_widths, self.depths, hs,
+                               gs, dz.contiguous().numpy(), self.reg, penalty is not None,
+                               average, u_val, u_idx, u_coef, p_val, p_idx, p_coef,
+                               *self._grad_arrays, dh, dh_prev)
 
     def member(self, p: int) -> nn.Module:
         """Member ``p`` as its standalone Rectangular with the trained weights."""
