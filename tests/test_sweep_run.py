@@ -245,18 +245,18 @@ def test_baseline_runs_join_the_jumpstart_population_of_their_lr(tmp_path):
 
 
 def test_stackable_runs_of_all_depths_share_groups_cut_by_cost(tmp_path):
-    from jumpstart.experiments.sweep import _cut, plan
+    from jumpstart.experiments.sweep import EPOCH_COST, _cost, plan
 
     sweep = load_sweep(tiny(tmp_path, depths=(1, 2, 8)))  # 4 runs per depth, widths 2, 3
-    assert [len(g) for g in plan(sweep, set(), parts=1)] == [12]
-    # per-layer cost of a group: LAYER_COST + sum(width + 4) = LAYER_COST + 26 per depth
-    # parts=2: {1, 2} | {8} costs max(2 * (L + 52), 8 * (L + 26)) = 8 * (L + 26);
-    # {1} | {2, 8} would cost 8 * (L + 52)
-    groups = plan(sweep, set(), parts=2)
+    # cost of a group: E + max depth * sum(width + 4), sum = 26 per depth:
+    # {8} alone E + 208 is the floor; {1, 2} = E + 2 * 52 fits under it and saves
+    # one epoch overhead; {2, 8} = E + 8 * 52 or {1, 2, 8} would exceed it
+    groups = plan(sweep, set())
     assert [sorted({c["depth"] for c in g}) for g in groups] == [[8], [1, 2]]
-    # more parts than depths: no more groups than lower the costliest one
-    cuts = _cut(sweep.runs, 5)
-    assert [sorted({c["depth"] for c in g}) for g in cuts] == [[1, 2], [8]]
+    assert [_cost(g) for g in groups] == [EPOCH_COST + 208, EPOCH_COST + 104]
+    # depths (1, 2, 3): {1, 2} = E + 104 exceeds {3} alone (E + 78): no merge
+    sweep = load_sweep(tiny(tmp_path, depths=(1, 2, 3)))
+    assert len(plan(sweep, set())) == 3
 
 
 def test_runs_outside_the_stacks_keep_one_group_per_depth(tmp_path):
@@ -265,8 +265,11 @@ def test_runs_outside_the_stacks_keep_one_group_per_depth(tmp_path):
     path = tmp_path / "bn.toml"
     path.write_text(TINY.format(epochs=5, depths=[2, 3]).replace(
         '["baseline", "jumpstart"]', '["batchnorm", "jumpstart"]'))
-    groups = plan(load_sweep(path), set(), parts=1)
-    depths = sorted(sorted({c["depth"] for c in g}) for g in groups)
-    techniques = sorted(sorted({c["technique"] for c in g}) for g in groups)
-    assert depths == [[2], [2, 3], [3]]
-    assert techniques == [["batchnorm"], ["batchnorm"], ["jumpstart"]]
+    groups = plan(load_sweep(path), set())
+    kinds = sorted((sorted({c["technique"] for c in g}), sorted({c["depth"] for c in g}))
+                   for g in groups)
+    # batchnorm (no stack penalty) keeps one group per depth and never shares one
+    # with the stackable Jumpstart runs
+    assert [k for k in kinds if "batchnorm" in k[0]] == [(["batchnorm"], [2]),
+                                                          (["batchnorm"], [3])]
+    assert all(k[0] == ["jumpstart"] for k in kinds if "batchnorm" not in k[0])

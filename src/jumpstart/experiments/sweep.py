@@ -58,16 +58,16 @@ def run_group(configs: list[dict], threads: int | None = 1) -> list[dict]:
                  "seconds": time.perf_counter() - start}]
 
 
-def plan(sweep: Sweep, done: set[str], parts: int = 1) -> list[list[dict]]:
+def plan(sweep: Sweep, done: set[str]) -> list[list[dict]]:
     """Pending runs (key not in ``done``) grouped for the workers, costliest first.
 
     Runs sharing a :func:`~jumpstart.experiments.config.group_key` (same data
     set, model, depth, training length) form one group; the worker splits it
     into populations (:func:`jumpstart.train.group.train_group`). Runs that
     train in the MOONS stacks (:func:`jumpstart.train.group.stackable`) and
-    differ only in depth and member keys go into one population whatever their
-    depth; those are cut into at most ``parts`` groups of contiguous depths
-    with about equal cost (:func:`_cut`), so ``parts`` workers share them.
+    differ only in depth and member keys may share a population whatever their
+    depth: :func:`_cut` merges neighbouring depths where that saves per-epoch
+    overhead without making any group costlier than the costliest depth alone.
     """
     from ..train.group import stackable
 
@@ -78,10 +78,7 @@ def plan(sweep: Sweep, done: set[str], parts: int = 1) -> list[list[dict]]:
             groups[group_key({**config, "depth": None} if merge else config)].append(config)
     out = []
     for group in groups.values():
-        if stackable(group[0]):
-            out += _cut(group, parts)
-        else:
-            out.append(group)
+        out += _cut(group) if stackable(group[0]) else [group]
 
     def cost(g):
         size = dataset_size(g[0]["dataset"], g[0].get("data_dir"))
@@ -90,41 +87,42 @@ def plan(sweep: Sweep, done: set[str], parts: int = 1) -> list[list[dict]]:
     return sorted(out, key=cost, reverse=True)
 
 
-#: fixed per-layer cost of one population step (per-operation overhead), in
-#: units of one member of width ``w`` costing ``w + 4``: on the MOONS stacks a
-#: layer costs about 60 us plus 1 us per unit of ``width + 4`` (one thread)
-LAYER_COST = 60.0
+#: fixed per-epoch cost of a population (penalty, optimizer and bookkeeping
+#: calls), in units of one layer of one member of width ``w`` costing ``w + 4``:
+#: on the MOONS stacks (one thread) an epoch costs about 1.5 ms plus 0.4 us per
+#: such unit
+EPOCH_COST = 3600.0
 
 
 def _cost(configs: list[dict]) -> float:
     """Relative per-epoch cost of training ``configs`` as one population:
-    ``max depth * (LAYER_COST + sum(width + 4))``."""
-    return max(c["depth"] for c in configs) * (
-        LAYER_COST + sum(c["width"] + 4 for c in configs))
+    ``EPOCH_COST + max depth * sum(width + 4)`` (shallower members run
+    pass-through layers up to the deepest)."""
+    return EPOCH_COST + max(c["depth"] for c in configs) * sum(c["width"] + 4 for c in configs)
 
 
-def _cut(configs: list[dict], parts: int) -> list[list[dict]]:
-    """``configs`` cut into at most ``parts`` groups of contiguous depths that
-    minimize the costliest group's :func:`_cost` (linear partition by
-    dynamic programming over the distinct depths)."""
+def _cut(configs: list[dict]) -> list[list[dict]]:
+    """``configs`` cut into groups of contiguous depths: the fewest groups
+    among the cuts whose costliest group (:func:`_cost`) is cheapest (linear
+    partition by dynamic programming over the distinct depths)."""
     by_depth: dict[int, list[dict]] = defaultdict(list)
     for c in configs:
         by_depth[c["depth"]].append(c)
     depths = sorted(by_depth)
     sizes = [sum(c["width"] + 4 for c in by_depth[d]) for d in depths]
-    m, parts = len(depths), max(1, min(parts, len(depths)))
+    m = len(depths)
 
     def cost(i, j):  # depths[i:j] as one group
-        return depths[j - 1] * (LAYER_COST + sum(sizes[i:j]))
+        return EPOCH_COST + depths[j - 1] * sum(sizes[i:j])
 
     # best[k][j]: (max cost, cut index) of depths[:j] in k groups
     best = [[(0.0, 0)] + [(float("inf"), 0)] * m]
-    for k in range(1, parts + 1):
+    for k in range(1, m + 1):
         row = [(float("inf"), 0)] * (m + 1)
-        for j in range(1, m + 1):
-            row[j] = min((max(best[k - 1][i][0], cost(i, j)), i) for i in range(j))
+        for j in range(k, m + 1):
+            row[j] = min((max(best[k - 1][i][0], cost(i, j)), i) for i in range(k - 1, j))
         best.append(row)
-    k = min(range(1, parts + 1), key=lambda k: best[k][m][0])
+    k = min(range(1, m + 1), key=lambda k: best[k][m][0])
     cuts, j = [], m
     while j > 0:
         i = best[k][j][1]
@@ -162,7 +160,7 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
     store = ResultsStore(db)
     states = ("done", "diverged") if retry_failed else ("done", "diverged", "failed")
     done = store.keys(states)
-    groups = plan(sweep, done, parts=4 * workers)  # several per worker: progress, resume
+    groups = plan(sweep, done)
     counts = {"total": len(sweep.runs), "skipped": len(sweep.runs) - sum(map(len, groups)),
               "done": 0, "diverged": 0, "failed": 0}
     bar = _Bar(sum(map(len, groups)), sweep.name,
