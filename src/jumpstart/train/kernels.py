@@ -1,12 +1,20 @@
-"""Fused CPU kernels (Numba) for the population stacks' Jumpstart penalty.
+"""Fused CPU kernels (Numba) for the population stacks.
 
-A stacked layer's penalty needs four reductions of its pre-activation ``g``
-(unit max/min over samples, point max/min over units, each with its arg
-index) and, in backward, four scatters of their gradients. As separate PyTorch
-ops these cost about as much as the layer's three batched matmuls on a CPU
-(strided reductions with indices, a padding offset per point reduction). Here
-each is one pass over ``g``: :func:`layer_extremes` in forward,
-:func:`add_penalty_grad` in backward (tie-break ``"single"`` or ``"average"``).
+Thousands of tiny nets cost per operation and per padded unit, not per useful
+multiply: a batched matmul over members padded to the widest costs about
+2 us per member and layer whatever the member's width, and the Jumpstart
+penalty needs four strided reductions with indices per layer (unit max/min
+over samples, point max/min over units) and four scatters of their gradients,
+which as PyTorch ops cost about as much as the layer's matmuls.
+
+- Dense stacks: :func:`dense_forward` and :func:`dense_backward` run a whole
+  pass in one call, in a feature-major layout (activations ``(W, N)`` per
+  member and layer, so the inner loops run over the points and vectorize),
+  each member at its own width, with ReLU, the extremes and the penalty
+  gradient fused in.
+- The MOONS conv stack keeps batched matmuls and calls
+  :func:`layer_extremes` (forward) and :func:`add_penalty_grad` (backward)
+  per layer, in the sample-major layout below.
 
 Semantics are those of ``torch.max``/``torch.min`` along a dim with
 tie-break ``"single"``: strict comparisons, so the first extreme element wins,
@@ -14,7 +22,7 @@ as in :func:`jumpstart.core.margin_deficits`. NaN never wins a comparison here
 (``torch.max`` would return it); a member whose pre-activations hold NaN has a
 NaN task loss and is stopped as diverged anyway.
 
-Layout: ``g`` is ``(P, R, N, W)`` for ``P`` members, ``R`` rows per point
+Sample-major layout: ``g`` is ``(P, R, N, W)`` for ``P`` members, ``R`` rows per point
 (1 dense, 2 for the MOONS conv net's positions), ``N`` points and ``W``
 (padded) units; member ``p`` has ``widths[p]`` real units. Unit extremes are
 ``(P, R, W)`` (per unit of each row position, over the ``N`` points); point
@@ -27,7 +35,9 @@ import numba
 import numpy as np
 
 _jit = numba.njit(cache=True, nogil=True, boundscheck=False)
-
+# the matmul loops may reassociate sums (vectorized reductions) and fuse
+# multiply-adds, as BLAS does; NaN and inf keep their IEEE semantics
+_fast = numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc", "contract"})
 
 
 @_jit
@@ -145,7 +155,6 @@ def add_penalty_grad(dg, g, average, widths, layer, u_val, u_idx, u_coef, p_val,
 # Dense stacks in a feature-major layout: activations are ``(W, N)`` per member
 # and layer, so the inner loops run over the points (contiguous, vectorized)
 # and each member loops over its own real units only (padding costs nothing).
-_fast = numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc", "contract"})
 
 
 @_fast
