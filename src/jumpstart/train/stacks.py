@@ -1,4 +1,4 @@
-"""Stacked weights of a population of same-depth nets, with a hand-written backward.
+"""Stacked weights of a population of nets, with a hand-written backward.
 
 A stack holds ``P`` members' weights zero-padded to the widest member (see
 :mod:`jumpstart.train.population` for why padding is inert) and implements
@@ -15,13 +15,15 @@ bit for bit; in backward they pass ``dh`` where ``h > 0`` and block it where
 ``h = 0``, where the member's last real layer blocks it anyway (ReLU's
 gradient at ``g <= 0`` is 0). Their extremes are left out of the penalty (see
 :attr:`_Stack.layer_mask`). A population of several depths costs one
-``max(depth)``-deep pass per step instead of one pass per depth, which is what
-matters when per-operation overhead dominates.
+``max(depth)``-deep pass per step instead of one pass per depth: it saves the
+per-step overhead and costs the pass-through layers' arithmetic, a trade the
+sweep planner weighs (:func:`jumpstart.experiments.sweep.plan`).
 
 Two architectures:
 
 - :class:`DenseStack`: :class:`~jumpstart.models.Rectangular` nets; a layer is
-  ``g = h W^T + b`` with ``h`` of shape ``(P, N, W)``;
+  ``g = h W^T + b``, run by the fused kernels of :mod:`.kernels` with
+  activations kept feature-major, ``(D, P, W, N)``, each member at its width;
 - :class:`MoonsConvStack`: :class:`~jumpstart.models.MoonsConv` nets (the
   CPAIOR Keras MOONS net); the two positions are stacked along the sample
   axis, ``h`` of shape ``(P, 2N, W)`` (rows ``:N`` position 0, ``N:`` position
