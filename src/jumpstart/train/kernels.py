@@ -235,6 +235,51 @@ def _transposed_penalty_grad(dg, g, average, width, u_val, u_idx, u_coef, p_val,
 
 
 @_fast
+def _accumulate(out, coef, rows, count):  # pragma: no cover
+    """``out += sum(coef[k] * rows[k] for k < count)`` over the points, four
+    rows per pass (each pass loads and stores ``out`` once)."""
+    n_points = out.shape[0]
+    k = 0
+    while k + 4 <= count:
+        c0, c1, c2, c3 = coef[k], coef[k + 1], coef[k + 2], coef[k + 3]
+        r0, r1, r2, r3 = rows[k], rows[k + 1], rows[k + 2], rows[k + 3]
+        for n in range(n_points):
+            out[n] += c0 * r0[n] + c1 * r1[n] + c2 * r2[n] + c3 * r3[n]
+        k += 4
+    while k < count:
+        c, r = coef[k], rows[k]
+        for n in range(n_points):
+            out[n] += c * r[n]
+        k += 1
+
+
+@_fast
+def _dots(out, row, rows, count):  # pragma: no cover
+    """``out[k] = row . rows[k]`` over the points for ``k < count``, four
+    dot products per pass over ``row``."""
+    n_points = row.shape[0]
+    k = 0
+    while k + 4 <= count:
+        r0, r1, r2, r3 = rows[k], rows[k + 1], rows[k + 2], rows[k + 3]
+        a0 = a1 = a2 = a3 = np.float32(0.0)
+        for n in range(n_points):
+            v = row[n]
+            a0 += v * r0[n]
+            a1 += v * r1[n]
+            a2 += v * r2[n]
+            a3 += v * r3[n]
+        out[k], out[k + 1], out[k + 2], out[k + 3] = a0, a1, a2, a3
+        k += 4
+    while k < count:
+        r = rows[k]
+        a = np.float32(0.0)
+        for n in range(n_points):
+            a += row[n] * r[n]
+        out[k] = a
+        k += 1
+
+
+@_fast
 def dense_forward(x, w_in, b_in, w_hid, b_hid, w_out, b_out, widths, reg, extremes,
                   u_val, u_idx, p_val, p_idx, hs, gs, logits, scratch):  # pragma: no cover
     """Forward pass of a stack of dense ReLU nets, each at its own width.
@@ -270,11 +315,7 @@ def dense_forward(x, w_in, b_in, w_hid, b_hid, w_out, b_out, widths, reg, extrem
                 bias = b[o]
                 for n in range(n_points):
                     row[n] = bias
-                for i in range(win):
-                    c = w[o, i]
-                    src = h_in[i]
-                    for n in range(n_points):
-                        row[n] += c * src[n]
+                _accumulate(row, w[o], h_in, win)
                 out = h_out[o]
                 for n in range(n_points):
                     v = row[n]
@@ -353,22 +394,12 @@ def dense_backward(x, w_in, w_hid, w_out, widths, depths, hs, gs, dz, reg, penal
                 for n in range(n_points):
                     acc += row[n]
                 gb[o] = acc
-                for i in range(win):
-                    src = h_prev[i]
-                    acc = np.float32(0.0)
-                    for n in range(n_points):
-                        acc += row[n] * src[n]
-                    gw[o, i] = acc
+                _dots(gw[o], row, h_prev, win)
             if layer == 0:
                 continue
             for i in range(win):
                 out = dh_prev[i]
-                for n in range(n_points):
-                    out[n] = 0.0
-                for o in range(width):
-                    c = w[o, i]
-                    row = dh[o]
-                    for n in range(n_points):
-                        out[n] += c * row[n]
+                out[:] = 0.0
+                _accumulate(out, w[:, i], dh, width)
             for i in range(width):
                 dh[i, :] = dh_prev[i, :]
