@@ -38,6 +38,10 @@ _jit = numba.njit(cache=True, nogil=True, boundscheck=False)
 # the matmul loops may reassociate sums (vectorized reductions) and fuse
 # multiply-adds, as BLAS does; NaN and inf keep their IEEE semantics
 _fast = numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc", "contract"})
+# helpers called once per member, layer and unit: inlined, so no call or
+# array-view bookkeeping crosses a function boundary
+_inner = numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc", "contract"},
+                    inline="always")
 
 
 @_jit
@@ -200,7 +204,7 @@ def _transposed_extremes(g, width, u_val, u_idx, p_val, p_idx):  # pragma: no co
                 p_idx[1, n] = o
 
 
-@_fast
+@_inner
 def _transposed_penalty_grad(dg, g, average, width, u_val, u_idx, u_coef, p_val, p_idx,
                              p_coef):  # pragma: no cover
     """:func:`_member_penalty_grad` in the feature-major layout (``dg``, ``g``
@@ -234,7 +238,7 @@ def _transposed_penalty_grad(dg, g, average, width, u_val, u_idx, u_coef, p_val,
                     dg[o, n] += share
 
 
-@_fast
+@_inner
 def _accumulate(out, coef, rows, count):  # pragma: no cover
     """``out += sum(coef[k] * rows[k] for k < count)`` over the points, four
     rows per pass (each pass loads and stores ``out`` once)."""
@@ -253,7 +257,7 @@ def _accumulate(out, coef, rows, count):  # pragma: no cover
         k += 1
 
 
-@_fast
+@_inner
 def _dots(out, row, rows, count):  # pragma: no cover
     """``out[k] = row . rows[k]`` over the points for ``k < count``, four
     dot products per pass over ``row``."""
