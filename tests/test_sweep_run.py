@@ -273,3 +273,11 @@ def test_runs_outside_the_stacks_keep_one_group_per_depth(tmp_path):
     assert [k for k in kinds if "batchnorm" in k[0]] == [(["batchnorm"], [2]),
                                                           (["batchnorm"], [3])]
     assert all(k[0] == ["jumpstart"] for k in kinds if "batchnorm" not in k[0])
+
+
+def test_population_needs_a_depth_for_every_member():
+    with pytest.raises(ValueError, match="give depth, or a depth for every member"):
+        train_population([Member(3, 0, 1e-3, depth=2), Member(3, 1)], epochs=1)
+    results = train_population([Member(3, 0, 1e-3, depth=2), Member(2, 1, 0.0, depth=4)],
+                               epochs=1)
+    assert [r.model.depth for r in results] == [2, 4]
