@@ -405,5 +405,4 @@ def dense_backward(x, w_in, w_hid, w_out, widths, depths, hs, gs, dz, reg, penal
                 out = dh_prev[i]
                 out[:] = 0.0
                 _accumulate(out, w[:, i], dh, width)
-            for i in range(width):
-                dh[i, :] = dh_prev[i, :]
+            dh, dh_prev = dh_prev, dh  # the layer below reads its gradient from dh
