@@ -1,9 +1,11 @@
-"""Population training: many small dense nets of one depth trained at once.
+"""Population training: many small ReLU nets trained at once.
 
 Thousands of tiny networks are dominated by per-operation overhead, not
-arithmetic. A population stacks the weights of ``P`` Rectangular nets of the
-same depth into ``(P, out, in)`` tensors and runs every layer as one batched
-matmul. Narrower nets are zero-padded to the widest: a padded unit has zero
+arithmetic. A population stacks the weights of ``P`` nets into
+``(P, out, in)`` tensors and runs each pass over all members at once: the
+dense stack in fused kernels that loop over each member's own units
+(:mod:`jumpstart.train.kernels`), the MOONS conv stack as batched matmuls.
+Narrower nets are zero-padded to the widest: a padded unit has zero
 incoming weights and bias, so its pre-activation is exactly 0, ReLU's gradient
 at 0 is 0, and its outgoing weights multiply an output of 0; it therefore gets
 and sends no gradient, Adam leaves it at zero, and the penalty and the status
@@ -18,8 +20,8 @@ than the deepest run through exact pass-through layers (see
 :mod:`jumpstart.train.stacks`), so one population can hold a whole grid.
 
 Per-operation overhead is the cost that matters here, so the backward pass
-is written out by hand (a ReLU net's backward is a few batched matmuls per
-layer) and the gradients land in one buffer per parameter group: hidden
+is written out by hand (a ReLU net's backward is a few matmuls per layer)
+and the gradients land in one buffer per parameter group: hidden
 weights of all layers are one ``(L-1, P, W, W)`` tensor, and Adam runs on six
 tensors whatever the depth. Only the small deficit-to-penalty part (per-layer
 extremes to ``P``) goes through autograd; its gradient is scattered back to
