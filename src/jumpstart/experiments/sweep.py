@@ -72,13 +72,18 @@ def plan(sweep: Sweep, done: set[str]) -> list[list[dict]]:
     from ..train.group import stackable
 
     groups: dict[str, list[dict]] = defaultdict(list)
+    merged: set[str] = set()  # keys of groups of stackable runs (any depth)
     for config in sweep.runs:
         if run_key(config) not in done:
-            merge = stackable(config)
-            groups[group_key({**config, "depth": None} if merge else config)].append(config)
+            if stackable(config):
+                key = group_key({**config, "depth": None})
+                merged.add(key)
+            else:
+                key = group_key(config)
+            groups[key].append(config)
     out = []
-    for group in groups.values():
-        out += _cut(group) if stackable(group[0]) else [group]
+    for key, group in groups.items():
+        out += _cut(group) if key in merged else [group]
 
     def cost(g):
         size = dataset_size(g[0]["dataset"], g[0].get("data_dir"))

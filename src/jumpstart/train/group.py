@@ -57,21 +57,29 @@ def _stack_parts(configs, stacks) -> list[list[dict]]:
     return parts
 
 
-def stackable(config: dict) -> bool:
-    """Whether a run trains in the hand-written MOONS stacks: a built-in
+def stack_spec(config: dict) -> tuple[float, dict] | None:
+    """The technique's ``stack_penalty()`` (``lam``, options) when the run
+    trains in the hand-written MOONS stacks, else ``None``: a built-in
     (binary) data set, a dense or MoonsConv net with Glorot init in float32,
     and a technique that declares a ``stack_penalty`` (for MoonsConv: per
-    position deficits, full batch). Such runs share a population whatever
-    their depth (see :mod:`jumpstart.train.stacks`)."""
-    stack = technique_of(config).stack_penalty()
+    position deficits, full batch)."""
+    spec = technique_of(config).stack_penalty()
     if not (config["dataset"] in DATASETS and config.get("init", "glorot") == "glorot"
             and config["model"] in ("rectangular", "moons_conv")
-            and config.get("precision", "32") == "32" and stack is not None):
-        return False
-    if config["model"] == "moons_conv":
-        return (stack[1].get("granularity", "position") == "position"
-                and config["batch_size"] == "full")
-    return True
+            and config.get("precision", "32") == "32" and spec is not None):
+        return None
+    if config["model"] == "moons_conv" and not (
+            spec[1].get("granularity", "position") == "position"
+            and config["batch_size"] == "full"):
+        return None
+    return spec
+
+
+def stackable(config: dict) -> bool:
+    """Whether a run trains in the hand-written MOONS stacks (:func:`stack_spec`).
+    Such runs share a population whatever their depth (see
+    :mod:`jumpstart.train.stacks`)."""
+    return stack_spec(config) is not None
 
 
 def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
@@ -94,10 +102,10 @@ def train_group(configs: list[dict]) -> list[tuple[dict, dict, dict]]:
     first = configs[0]
     batch_size = None if first["batch_size"] == "full" else first["batch_size"]
     out = []
-    ready = {id(c): stackable(c) for c in configs}
-    stacked = [c for c in configs if ready[id(c)]]
-    rest = [c for c in configs if not ready[id(c)]]
-    stacks = {id(c): technique_of(c).stack_penalty() for c in stacked}
+    specs = {id(c): stack_spec(c) for c in configs}
+    stacked = [c for c in configs if specs[id(c)] is not None]
+    rest = [c for c in configs if specs[id(c)] is None]
+    stacks = {id(c): specs[id(c)] for c in stacked}
     for part in _stack_parts(stacked, stacks) if stacked else []:
         options = dict(stacks[id(part[0])][1])
         options.pop("granularity", None)

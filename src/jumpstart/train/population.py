@@ -287,7 +287,7 @@ def train_population(
                 idx = order[:, lo : lo + bs]
                 xb, yb = x_tr[idx], y_tr[idx]
             rows = yb.shape[1]
-            logits = stack.forward(xb, keep=True, extremes=use_js)
+            logits = stack.forward(xb, extremes=use_js)
             task = torch.nn.functional.binary_cross_entropy_with_logits(
                 logits, yb, reduction="none").mean(1)
             total = task

@@ -42,7 +42,7 @@ from . import kernels
 
 
 class _Stack:
-    """Shared machinery: padding mask, offsets, penalty-gradient routing."""
+    """Shared machinery: padding and depth masks, the extremes' buffers."""
 
     def __init__(self, widths: list[int], depths: list[int], rows_per_point: int) -> None:
         pop, wmax = len(widths), max(widths)
@@ -51,10 +51,10 @@ class _Stack:
         self.mask = torch.arange(wmax)[None, :] < torch.tensor(widths)[:, None]  # (P, W)
         # (D, P): layer l is one of member p's own layers (else pass-through)
         self.real = torch.arange(self.depth)[:, None] < torch.tensor(depths)[None, :]
+        self.all_widths = self.mask.sum(1).numpy()  # (P,) int64
+        self.depths = torch.tensor(depths).numpy()  # (P,) int64
         self.uniform = len(set(depths)) == 1
         self.keep_g = False  # set for tie-break "average", which needs g in backward
-        self.gs: list[Tensor] = []
-        self.hs: list[Tensor] = []
         self._buffers: dict[int, tuple] = {}
         self.regularize(pop)
 
@@ -63,7 +63,7 @@ class _Stack:
         the penalty gradient are computed for them alone (a contiguous slice),
         so unregularized members (``lam = 0``) cost no reduction."""
         self.reg = count
-        self.widths = self.mask[:count].sum(1).numpy()  # (reg,) int64
+        self.widths = self.all_widths[:count]
         self._buffers = {}
 
     def _extreme_buffers(self, points: int) -> tuple:
@@ -88,40 +88,10 @@ class _Stack:
         return (u_val.view(shape).detach().requires_grad_(),
                 p_val.view(shape).detach().requires_grad_())
 
-    def _record(self, g: Tensor, h: Tensor, layer: int, extremes: bool) -> None:
-        """Keep what backward needs: the activation, the layer's extremes
-        (computed now, while ``g`` is hot in cache) and ``g`` only if asked."""
-        self.hs.append(h)
-        if extremes:
-            g4 = self._unit_view(g[: self.reg])
-            kernels.layer_extremes(g4.numpy(), self.widths, layer,
-                                   *self._extreme_buffers(g4.shape[2])[1])
-            if self.keep_g:
-                self.gs.append(g)
-
-    def add_penalty_grad(self, dg: Tensor, layer: int, coefs, average: bool) -> None:
-        """Route d penalty / d extremes (``coefs``: the gradients of the two
-        leaves of :meth:`extremes`) to the extreme elements of layer ``layer``
-        (``single``) or split them over ties (``average``)."""
-        dg4 = self._unit_view(dg[: self.reg])  # a view: the adds land in the caller's dg
-        g4 = self._unit_view(self.gs[layer][: self.reg]) if average else dg4
-        u_val, u_idx, p_val, p_idx = self._extreme_buffers(dg4.shape[2])[1]
-        kernels.add_penalty_grad(dg4.numpy(), g4.numpy(), average, self.widths, layer, u_val,
-                                 u_idx, coefs[0].numpy(), p_val, p_idx, coefs[1].numpy())
-
     @property
     def layer_mask(self) -> Tensor:
         """``(D, reg)``, float: which layers are the regularized members' own."""
         return self.real[:, : self.reg].to(torch.get_default_dtype())
-
-    def _freeze_pass_through(self, *grads: Tensor) -> None:
-        """Zero the gradients of pass-through layers; each of ``grads`` is
-        ``(D', P, ...)`` for the last ``D'`` layers."""
-        if self.uniform:
-            return
-        for grad in grads:
-            real = self.real[self.depth - grad.shape[0]:]
-            grad.mul_(real.view(*real.shape, *[1] * (grad.dim() - 2)))
 
     @staticmethod
     def _identity(width: int, wmax: int) -> Tensor:
@@ -173,8 +143,6 @@ class DenseStack(_Stack):
         # NumPy views (same memory) for the kernels; Adam updates params in place
         self._arrays = [t.numpy() for t in self.params]
         self._grad_arrays = [t.numpy() for t in self.grads]
-        self.all_widths = self.mask.sum(1).numpy()
-        self.depths = torch.tensor([net.depth for net in nets]).numpy()
         self._no_coef = torch.zeros(2, 1, 1, 1).numpy()
         self._acts: dict[int, tuple] = {}
 
@@ -201,13 +169,12 @@ class DenseStack(_Stack):
         """``x`` ``(N, F)`` or ``(P, N, F)`` as contiguous ``(P, F, N)``."""
         return self._input(x).transpose(1, 2).contiguous()
 
-    def forward(self, x: Tensor, keep: bool = False, extremes: bool = False) -> Tensor:
+    def forward(self, x: Tensor, extremes: bool = False) -> Tensor:
         """Logits ``(P, N)`` for ``x`` of shape ``(N, F)`` (shared) or ``(P, N, F)``,
         each member at its own width (:func:`.kernels.dense_forward`); the
-        activations are always kept for :meth:`backward` (``keep`` is
-        accepted for the common interface), ``extremes`` records the
-        per-layer extremes (:meth:`extremes`)."""
-        xt = self._features(x)
+        inputs and activations are kept for :meth:`backward`, ``extremes``
+        records the per-layer extremes (:meth:`extremes`)."""
+        xt = self._xt = self._features(x)
         hs, gs, scratch, _ = self._activations(xt.shape[2])
         logits = torch.empty(self.pop, xt.shape[2])
         kernels.dense_forward(xt.numpy(), *self._arrays, self.all_widths, self.reg, extremes,
@@ -219,9 +186,9 @@ class DenseStack(_Stack):
         """Write gradients into ``grads`` given d loss / d logits ``dz`` ``(P, N)``
         (:func:`.kernels.dense_backward`); ``penalty = (coefs, average)`` adds
         the penalty's share, ``coefs`` being the gradients of the two leaves
-        of :meth:`extremes`. Needs the activations of the last :meth:`forward`
-        on the same ``x``."""
-        xt = self._features(x)
+        of :meth:`extremes`. Uses the inputs and activations of the last
+        :meth:`forward`, which must have been on the same ``x``."""
+        xt = self._xt
         hs, gs, dh, dh_prev = self._activations(xt.shape[2])
         u_val, u_idx, p_val, p_idx = self._extreme_buffers(xt.shape[2])[1]
         average = penalty is not None and penalty[1]
@@ -272,6 +239,38 @@ class MoonsConvStack(_Stack):
             self.b_out[p] = net.output.bias.detach()
         self.params = [self.w0, self.w1, self.b, self.w_out, self.b_out]
         self.grads = [torch.zeros_like(t) for t in self.params]
+        self.gs: list[Tensor] = []
+        self.hs: list[Tensor] = []
+
+    def _record(self, g: Tensor, h: Tensor, layer: int, extremes: bool) -> None:
+        """Keep what backward needs: the activation, the layer's extremes
+        (computed now, while ``g`` is hot in cache) and ``g`` only if asked."""
+        self.hs.append(h)
+        if extremes:
+            g4 = self._unit_view(g[: self.reg])
+            kernels.layer_extremes(g4.numpy(), self.widths, layer,
+                                   *self._extreme_buffers(g4.shape[2])[1])
+            if self.keep_g:
+                self.gs.append(g)
+
+    def add_penalty_grad(self, dg: Tensor, layer: int, coefs, average: bool) -> None:
+        """Route d penalty / d extremes (``coefs``: the gradients of the two
+        leaves of :meth:`extremes`) to the extreme elements of layer ``layer``
+        (``single``) or split them over ties (``average``)."""
+        dg4 = self._unit_view(dg[: self.reg])  # a view: the adds land in the caller's dg
+        g4 = self._unit_view(self.gs[layer][: self.reg]) if average else dg4
+        u_val, u_idx, p_val, p_idx = self._extreme_buffers(dg4.shape[2])[1]
+        kernels.add_penalty_grad(dg4.numpy(), g4.numpy(), average, self.widths, layer, u_val,
+                                 u_idx, coefs[0].numpy(), p_val, p_idx, coefs[1].numpy())
+
+    def _freeze_pass_through(self, *grads: Tensor) -> None:
+        """Zero the gradients of pass-through layers; each of ``grads`` is
+        ``(D', P, ...)`` for the last ``D'`` layers."""
+        if self.uniform:
+            return
+        for grad in grads:
+            real = self.real[self.depth - grad.shape[0]:]
+            grad.mul_(real.view(*real.shape, *[1] * (grad.dim() - 2)))
 
     def _input(self, x: Tensor) -> Tensor:
         """Points ``(N, 2)`` as the first layer's input ``(P, 2N, W)``: the
@@ -282,7 +281,7 @@ class MoonsConvStack(_Stack):
         h[:, :, 0] = x.t().reshape(-1)
         return h
 
-    def forward(self, x: Tensor, keep: bool = False, extremes: bool = False) -> Tensor:
+    def forward(self, x: Tensor, extremes: bool = False) -> Tensor:
         """Logits ``(P, N)`` for points ``x`` of shape ``(N, 2)``; see
         :meth:`DenseStack.forward`."""
         self.gs, self.hs, n = [], [], x.shape[0]
