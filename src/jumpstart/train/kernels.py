@@ -16,6 +16,11 @@ which as PyTorch ops cost about as much as the layer's matmuls.
   :func:`layer_extremes` (forward) and :func:`add_penalty_grad` (backward)
   per layer, in the sample-major layout below.
 
+The extremes are the max/min inside the margin deficits of CPAIOR 2022 eqs.
+(9)-(12) (unit: over the samples; point: over the units), and the penalty
+gradient is that of the aggregation of eq. (7) routed back through them. The
+kernels raise nothing: the stacks validate shapes and options before calling.
+
 Semantics are those of ``torch.max``/``torch.min`` along a dim with
 tie-break ``"single"``: strict comparisons, so the first extreme element wins,
 as in :func:`jumpstart.core.margin_deficits`. NaN never wins a comparison here
