@@ -12,7 +12,7 @@ import torch
 
 from jumpstart.experiments import ResultsStore, load, load_sweep, run_key, run_sweep
 from jumpstart.train import train_run
-from jumpstart.train.population import Member, train_population
+from jumpstart.train.stacked import Member, train_stacked as train_population
 
 TINY = """
 name = "tiny"
@@ -74,7 +74,7 @@ def test_population_average_tie_break_gradient_matches_core(monkeypatch):
     import jumpstart
     from jumpstart.data import DATASETS
     from jumpstart.models import Rectangular
-    from jumpstart.train.population import Adam
+    from jumpstart.optim import MemberAdam as Adam
     from jumpstart.train.stacks import DenseStack
 
     members = [Member(width=4, seed=1, lam=0.0), Member(width=3, seed=0, lam=1e-2),
@@ -168,16 +168,16 @@ def test_sweep_store_and_load_columns(tmp_path):
 
 
 def test_failing_run_is_recorded_and_sweep_finishes(tmp_path, monkeypatch):
-    import jumpstart.train.population as population
+    import jumpstart.train.stacked as population
 
-    real = population.train_population
+    real = population.train_stacked
 
     def flaky(members, **kw):
         if any(m.width == 3 and m.lam > 0 for m in members):
             raise RuntimeError("boom at width 3")
         return real(members, **kw)
 
-    monkeypatch.setattr(population, "train_population", flaky)
+    monkeypatch.setattr(population, "train_stacked", flaky)
     db = tmp_path / "r.db"
     counts = run_sweep(load_sweep(tiny(tmp_path)), db, workers=1, progress=False)
     assert counts["failed"] == 2 and counts["done"] == 6
@@ -232,12 +232,13 @@ def test_ray_backend_matches_local(tmp_path):
 
 
 def test_baseline_runs_join_the_jumpstart_population_of_their_lr(tmp_path):
-    from jumpstart.train.group import _stack_parts, technique_of
+    from jumpstart.train.group import _stack_parts, stack_spec
+    from jumpstart.train.route import technique_of
 
     configs = load_sweep(tiny(tmp_path)).runs  # depths 2, 3 x widths 2, 3 x 2 techniques
     configs = [c for c in configs if c["depth"] == 2]
     configs += [{**c, "lr": 0.001} for c in configs if c["technique"] == "baseline"]
-    stacks = {id(c): technique_of(c).stack_penalty() for c in configs}
+    stacks = {id(c): stack_spec(technique_of(c)) for c in configs}
     parts = _stack_parts(configs, stacks)
     # lr 0.01: baseline and Jumpstart together; lr 0.001: the baselines alone
     assert sorted(sorted(c["technique"] for c in p) for p in parts) == [

@@ -6,8 +6,8 @@ from torch import nn
 
 from jumpstart.core import Jumpstart, aggregate, margin_deficits, member_deficits
 from jumpstart.models import Rectangular
-from jumpstart.techniques import (TECHNIQUES, Combined, Technique, make_technique, register,
-                                  technique_options)
+from jumpstart.techniques import (TECHNIQUES, Combined, Technique, TrainContext, make_technique,
+                                  register, technique_options)
 
 PLAIN = {"activation": "relu", "norm": None, "skip": None}
 
@@ -65,17 +65,18 @@ def test_combination_options_and_loss():
                                                         "skip_every"}
     torch.manual_seed(0)
     net = Rectangular(3, 4, 2, 1, **tech.model_options(PLAIN))
-    tech.attach(net)
+    ctx = TrainContext(net)
+    tech.attach(ctx)
     net.train()
     net(torch.randn(8, 2))
     js = Jumpstart(net)
     net(torch.randn(8, 2))  # both collect the same pass from here on
     x = torch.randn(8, 2)
     net(x)
-    assert torch.allclose(tech.loss(), 0.5 * js.penalty())
-    tech.detach()
+    assert torch.allclose(tech.loss(ctx), 0.5 * js.penalty())
+    tech.detach(ctx)
     js.remove()
-    assert make_technique("skip+gelu").loss() is None
+    assert make_technique("skip+gelu").loss(ctx) is None
 
 
 def test_batchnorm_then_jumpstart_sees_post_bn_pre_activations():
@@ -87,7 +88,8 @@ def test_batchnorm_then_jumpstart_sees_post_bn_pre_activations():
     seen = []
     for act in net.activations:
         act.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
-    tech.attach(net)
+    ctx = TrainContext(net)
+    tech.attach(ctx)
     net.train()
     x = torch.randn(16, 4) * 10 + 3
     net(x)
@@ -96,19 +98,20 @@ def test_batchnorm_then_jumpstart_sees_post_bn_pre_activations():
         assert torch.allclose(g.mean(0), torch.zeros(5), atol=1e-5)
         assert torch.allclose(g.var(0, unbiased=False), torch.ones(5), atol=1e-3)
     expected = aggregate([margin_deficits(g) for g in seen])
-    assert torch.allclose(tech.loss(), expected)
-    tech.detach()
+    assert torch.allclose(tech.loss(ctx), expected)
+    tech.detach(ctx)
 
 
 def test_jumpstart_hooks_gelu_nets():
     tech = make_technique("jumpstart+gelu", lam=1.0)
     net = Rectangular(4, 3, 2, 1, **tech.model_options(PLAIN))
     assert all(isinstance(a, nn.GELU) for a in net.activations)
-    tech.attach(net)
+    ctx = TrainContext(net)
+    tech.attach(ctx)
     net.train()
     net(torch.randn(5, 2))
     assert len(tech.parts[0].regularizer.deficits()) == 4
-    tech.detach()
+    tech.detach(ctx)
 
 
 def test_member_deficits_are_each_members_own():

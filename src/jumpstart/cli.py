@@ -10,7 +10,11 @@ from typing import Optional
 
 import typer
 
-from .core.regularizer import AGGREGATIONS
+from .core.regularizer import AGGREGATIONS, JUMPSTART_OPTIONS
+from .optim import OPTIMIZER_OPTIONS, OPTIMIZERS
+
+_JS = {k: o.default for k, o in JUMPSTART_OPTIONS.items()}
+_OPT = {k: o.default for k, o in OPTIMIZER_OPTIONS.items()}
 
 app = typer.Typer(
     add_completion=False,
@@ -41,12 +45,22 @@ def train(
                                 "model resnet the width multiplier (> 0)."),
     technique: str = typer.Option("jumpstart", help="Technique, e.g. baseline, jumpstart, "
                                   "batchnorm, skip, gelu, jumpstart+batchnorm."),
-    lam: Optional[float] = typer.Option(None, help="Jumpstart coefficient (default 1e-4)."),
+    lam: Optional[float] = typer.Option(None, help=f"Jumpstart coefficient (default {_JS['lam']})."),
     aggregation: Optional[str] = typer.Option(
-        None, help=f"Jumpstart aggregation, one of {', '.join(AGGREGATIONS)} (default balanced)."),
-    margin: Optional[float] = typer.Option(None, help="Jumpstart margin m > 0 (default 1)."),
+        None, help=f"Jumpstart aggregation, one of {', '.join(AGGREGATIONS)} "
+                   f"(default {_JS['aggregation']})."),
+    margin: Optional[float] = typer.Option(
+        None, help=f"Jumpstart margin m > 0 (default {_JS['margin']})."),
     epochs: int = typer.Option(5000, help="Epochs (full batch by default)."),
-    lr: float = typer.Option(0.01, help="Adam learning rate."),
+    lr: float = typer.Option(0.01, help="Initial learning rate."),
+    optimizer: str = typer.Option(_OPT["optimizer"], help=f"One of {', '.join(OPTIMIZERS)}."),
+    momentum: float = typer.Option(_OPT["momentum"], help="SGD momentum."),
+    nesterov: bool = typer.Option(_OPT["nesterov"], help="SGD with Nesterov momentum."),
+    weight_decay: float = typer.Option(_OPT["weight_decay"], help="Weight decay (L2 for "
+                                       "adam and sgd, decoupled for adamw)."),
+    lr_milestones: str = typer.Option("", help="Comma-separated epochs after which the "
+                                      "learning rate is multiplied by --lr-gamma."),
+    lr_gamma: float = typer.Option(_OPT["lr_gamma"], help="Step-schedule factor."),
     batch_size: Optional[int] = typer.Option(None, help="Minibatch size; default full batch."),
     seed: int = typer.Option(0, help="Seed of the initialization and batch order."),
     model: str = typer.Option("rectangular", help="rectangular (dense), conv (3x3 convs, for "
@@ -72,11 +86,20 @@ def train(
     options = {k: v for k, v in (("lam", lam), ("aggregation", aggregation), ("margin", margin))
                if v is not None}
     try:
+        milestones = [int(m) for m in lr_milestones.split(",") if m.strip()]
+    except ValueError:
+        raise UsageError(f"--lr-milestones must be comma-separated integers; "
+                         f"got {lr_milestones!r}") from None
+    given = {"optimizer": optimizer, "momentum": momentum, "nesterov": nesterov,
+             "weight_decay": weight_decay, "lr_milestones": milestones, "lr_gamma": lr_gamma}
+    optimizer_options = {k: v for k, v in given.items() if v != _OPT[k] and v != []}
+    try:
         run = train_run(
             dataset=dataset, model=model, depth=depth, width=width, technique=technique,
             epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device,
             precision=precision, data_dir=data_dir, target=target,
             loader_workers=loader_workers, progress=sys.stderr.isatty(), **options,
+            **optimizer_options,
         )
     except (ValueError, FileNotFoundError) as exc:  # validated before training
         raise UsageError(str(exc)) from None
@@ -112,8 +135,8 @@ def demo(
     out: Path = typer.Option(Path("demo-out"), help="Folder for the status figures."),
     width: int = typer.Option(3, help="Units per hidden layer."),
     depths: str = typer.Option("10,30", help="Comma-separated depths."),
-    lam: float = typer.Option(1e-4, help="Jumpstart coefficient."),
-    aggregation: str = typer.Option("balanced", help=f"One of {', '.join(AGGREGATIONS)}."),
+    lam: float = typer.Option(_JS["lam"], help="Jumpstart coefficient."),
+    aggregation: str = typer.Option(_JS["aggregation"], help=f"One of {', '.join(AGGREGATIONS)}."),
     epochs: int = typer.Option(5000, help="Epochs, full batch."),
     seed: int = typer.Option(0, help="Seed shared by baseline and Jumpstart."),
     workers: int = typer.Option(2, help="Parallel processes."),

@@ -17,6 +17,11 @@ from torch import Tensor, nn
 
 Tap = Callable[[str, Tensor], None]
 
+#: the default activation module types whose inputs are the hidden
+#: pre-activations, for :class:`~jumpstart.Jumpstart`,
+#: :func:`~jumpstart.activation_status` and every technique
+HIDDEN_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.GELU)
+
 
 def _describe(types: Sequence[type]) -> str:
     return ", ".join(t.__name__ for t in types)
@@ -41,7 +46,7 @@ class PreActivationHooks:
         model: nn.Module,
         tap: Tap,
         *,
-        activations: Iterable[type] = (nn.ReLU,),
+        activations: Iterable[type] = HIDDEN_ACTIVATIONS,
         layers: Sequence[nn.Module] | None = None,
         on_start: Callable[[], None] | None = None,
         on_end: Callable[[object], None] | None = None,
@@ -119,3 +124,43 @@ class PreActivationHooks:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+
+
+class ActivationRecorder:
+    """Keeps the hidden pre-activations of the last training forward of ``model``.
+
+    After each forward made in training mode with gradients on, :attr:`last`
+    holds ``(layer name, g)`` pairs in call order, ``g`` detached (no graph is
+    kept alive), as :class:`PreActivationHooks` finds them. Eval-mode and
+    ``no_grad`` forwards leave it unchanged. The trainers use it for
+    techniques that set ``needs_activations``.
+
+    Raises:
+        ValueError: as :class:`PreActivationHooks` (no activation found).
+    """
+
+    def __init__(self, model: nn.Module, *, activations: Iterable[type] = HIDDEN_ACTIVATIONS,
+                 layers: Sequence[nn.Module] | None = None) -> None:
+        self.last: list[tuple[str, Tensor]] = []
+        self._pending: list[tuple[str, Tensor]] | None = None
+        self._model = model
+
+        def start() -> None:
+            collecting = model.training and torch.is_grad_enabled()
+            self._pending = [] if collecting else None
+
+        def tap(name: str, g: Tensor) -> None:
+            if self._pending is not None:
+                self._pending.append((name, g.detach()))
+
+        def end(_output) -> None:
+            if self._pending:
+                self.last = self._pending
+            self._pending = None
+
+        self._hooks = PreActivationHooks(model, tap, activations=activations, layers=layers,
+                                         on_start=start, on_end=end)
+
+    def remove(self) -> None:
+        """Detach the hooks; idempotent."""
+        self._hooks.remove()

@@ -14,11 +14,29 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .deficits import TIE_BREAKS, Deficits, check_granularity, margin_deficits, member_deficits
-from .hooks import PreActivationHooks
+from .deficits import (GRANULARITIES, TIE_BREAKS, Deficits, margin_deficits,
+                       member_deficits)
+from .hooks import HIDDEN_ACTIVATIONS, PreActivationHooks
+from .options import Option, choice, number, subset
 
 AGGREGATIONS = ("balanced", "sum", "mean", "l2", "sq")
 CONSTRAINTS = ("unit+", "unit-", "point+", "point-")
+
+#: Jumpstart's options and defaults, the one definition every layer reads
+#: (:class:`Jumpstart`, the ``jumpstart`` technique, the MOONS stacks, the
+#: Lightning callback, the command line). ``lam`` is the coefficient of the
+#: penalty in the loss ``task + lam * P`` (CPAIOR eq. (7)); 1e-4 is the CPAIOR
+#: MOONS value. The rest are :class:`Jumpstart`'s constructor options.
+JUMPSTART_OPTIONS: dict[str, Option] = {
+    "lam": Option(1e-4, *number(lambda v: v >= 0, "a number >= 0")),
+    "aggregation": Option("balanced", *choice(AGGREGATIONS)),
+    "margin": Option(1.0, *number(lambda v: v > 0, "a number > 0")),
+    "sign_balance": Option(0.5, *number(lambda v: 0 <= v <= 1, "a number in [0, 1]")),
+    "constraints": Option(CONSTRAINTS, *subset(CONSTRAINTS)),
+    "tie_break": Option("single", *choice(TIE_BREAKS)),
+    "granularity": Option("channel", *choice(GRANULARITIES)),
+}
+_CHOICES = {"aggregation": AGGREGATIONS, "tie_break": TIE_BREAKS, "granularity": GRANULARITIES}
 
 
 class LayerDeficits(NamedTuple):
@@ -33,42 +51,44 @@ class LayerDeficits(NamedTuple):
     deficits: Deficits
 
 
-def check_options(margin, aggregation, sign_balance, constraints, tie_break) -> tuple[str, ...]:
-    """Validate Jumpstart options; return ``constraints`` as a tuple.
+def check_options(**options) -> dict:
+    """Jumpstart options with defaults filled in (:data:`JUMPSTART_OPTIONS`),
+    validated; ``constraints`` comes back as a tuple (a single name is
+    accepted). Only the names given, plus every name but ``lam``, are returned.
 
     Raises:
-        ValueError: ``margin <= 0``, ``sign_balance`` outside [0, 1], or an
-            unknown aggregation, tie-break or constraint (the message names
-            the bad value and the allowed ones).
+        ValueError: an unknown option name; ``margin <= 0``, ``lam < 0``,
+            ``sign_balance`` outside [0, 1]; an unknown aggregation, tie-break,
+            granularity or constraint (the message names the bad value and the
+            allowed ones).
     """
-    if not (isinstance(margin, (int, float)) and margin > 0):
-        raise ValueError(f"margin must be a number > 0; got {margin!r}")
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(
-            f"unknown aggregation {aggregation!r}; allowed: {', '.join(AGGREGATIONS)}"
-        )
-    if not (isinstance(sign_balance, (int, float)) and 0 <= sign_balance <= 1):
-        raise ValueError(f"sign_balance must be in [0, 1]; got {sign_balance!r}")
-    if tie_break not in TIE_BREAKS:
-        raise ValueError(f"unknown tie_break {tie_break!r}; allowed: {', '.join(TIE_BREAKS)}")
-    if isinstance(constraints, str):
-        constraints = (constraints,)
-    constraints = tuple(constraints)
-    bad = [c for c in constraints if c not in CONSTRAINTS]
-    if bad or not constraints:
-        raise ValueError(
-            f"unknown or empty constraints {bad or list(constraints)!r}; "
-            f"allowed: a non-empty subset of {', '.join(CONSTRAINTS)}"
-        )
-    return constraints
+    unknown = set(options) - set(JUMPSTART_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown Jumpstart option(s) {sorted(unknown)}; allowed: "
+                         f"{', '.join(JUMPSTART_OPTIONS)}")
+    out = {}
+    for name, option in JUMPSTART_OPTIONS.items():
+        if name == "lam" and name not in options:
+            continue
+        value = options.get(name, option.default)
+        if name == "constraints":
+            value = (value,) if isinstance(value, str) else tuple(value)
+        if not option.check(value):
+            if name in _CHOICES:
+                raise ValueError(f"unknown {name} {value!r}; allowed: "
+                                 f"{', '.join(_CHOICES[name])}")
+            raise ValueError(f"{name} must be {option.text}; got {value!r}")
+        out[name] = value
+    return out
 
 
 def aggregate(
     layers: Sequence[Deficits],
     *,
-    aggregation: str = "balanced",
-    sign_balance: float = 0.5,
+    aggregation: str = JUMPSTART_OPTIONS["aggregation"].default,
+    sign_balance: float = JUMPSTART_OPTIONS["sign_balance"].default,
     constraints: Iterable[str] = CONSTRAINTS,
+    masks: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Combine per-layer deficits into the penalty ``P`` of CPAIOR eq. (7).
 
@@ -91,6 +111,11 @@ def aggregate(
             or, for a population of ``P`` networks, ``(P, C_l)`` and ``(P, N)``
             (:func:`~jumpstart.core.deficits.member_deficits`), each member
             aggregated on its own.
+        masks: optional 0/1 weights ``(unit, point)`` shaped as the unit terms
+            and the point terms of all layers concatenated (``(..., sum C_l)``
+            and ``(..., L * N)``); a term of weight 0 is left out of every sum
+            and every count (the MOONS stacks' padded units and pass-through
+            layers, :mod:`jumpstart.train.stacks`).
 
     Returns:
         0-dim tensor (shape ``(P,)`` for a population), differentiable, ``>= 0``.
@@ -99,26 +124,33 @@ def aggregate(
         ValueError: unknown aggregation or constraint, ``sign_balance``
             outside [0, 1], or no layers.
     """
-    constraints = check_options(1.0, aggregation, sign_balance, constraints, "single")
+    constraints = check_options(aggregation=aggregation, sign_balance=sign_balance,
+                                constraints=constraints)["constraints"]
     if not layers:
         raise ValueError("no layer deficits to aggregate")
     s = float(sign_balance)
-    groups = []
-    for key, pos, neg in (("unit", 0, 1), ("point", 2, 3)):
+    groups, counts = [], []
+    for g, (key, pos, neg) in enumerate((("unit", 0, 1), ("point", 2, 3))):
         parts = []
         if f"{key}+" in constraints:
             parts.append(s * torch.cat([d[pos] for d in layers], dim=-1))
         if f"{key}-" in constraints:
             parts.append((1 - s) * torch.cat([d[neg] for d in layers], dim=-1))
         if parts:
-            groups.append(parts[0] if len(parts) == 1 else parts[0] + parts[1])
+            group = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+            if masks is not None:
+                group = group * masks[g]
+                counts.append(masks[g].sum(-1))
+            groups.append(group)
     if aggregation == "balanced":
+        if masks is not None:
+            return sum(group.sum(-1) / n for group, n in zip(groups, counts))
         return sum(group.mean(-1) for group in groups)
     terms = torch.cat(groups, dim=-1)
     if aggregation == "sum":
         return terms.sum(-1)
     if aggregation == "mean":
-        return terms.mean(-1)
+        return terms.mean(-1) if masks is None else terms.sum(-1) / sum(counts)
     if aggregation == "l2":
         return torch.linalg.vector_norm(terms, dim=-1)
     return terms.square().sum(-1)
@@ -155,12 +187,13 @@ class Jumpstart:
             point; the CPAIOR Keras MOONS code, see
             :func:`~jumpstart.core.deficits.margin_deficits`).
         activations: module types whose *input* is a pre-activation; a module
-            called k times per forward gives k layers.
+            called k times per forward gives k layers (default
+            :data:`~jumpstart.core.hooks.HIDDEN_ACTIVATIONS`: ReLU and GELU).
         layers: instead of ``activations``, modules whose *output* is a
             pre-activation (for activations applied functionally).
         members: the model is a population of independent networks whose
             pre-activations carry a leading member dimension ``(P, N, C, ...)``
-            (:mod:`jumpstart.train.batched`); deficits are taken per member
+            (:mod:`jumpstart.train.population`); deficits are taken per member
             (granularity ``"channel"``) and :meth:`penalty` has shape ``(P,)``.
 
     Raises:
@@ -174,18 +207,19 @@ class Jumpstart:
         self,
         model: nn.Module,
         *,
-        margin: float = 1.0,
-        aggregation: str = "balanced",
-        sign_balance: float = 0.5,
-        constraints: Iterable[str] = CONSTRAINTS,
-        tie_break: str = "single",
-        granularity: str = "channel",
-        activations: Iterable[type] = (nn.ReLU,),
+        margin: float = JUMPSTART_OPTIONS["margin"].default,
+        aggregation: str = JUMPSTART_OPTIONS["aggregation"].default,
+        sign_balance: float = JUMPSTART_OPTIONS["sign_balance"].default,
+        constraints: Iterable[str] = JUMPSTART_OPTIONS["constraints"].default,
+        tie_break: str = JUMPSTART_OPTIONS["tie_break"].default,
+        granularity: str = JUMPSTART_OPTIONS["granularity"].default,
+        activations: Iterable[type] = HIDDEN_ACTIVATIONS,
         layers: Sequence[nn.Module] | None = None,
         members: bool = False,
     ) -> None:
-        self.constraints = check_options(margin, aggregation, sign_balance, constraints, tie_break)
-        check_granularity(granularity)
+        self.constraints = check_options(
+            margin=margin, aggregation=aggregation, sign_balance=sign_balance,
+            constraints=constraints, tie_break=tie_break, granularity=granularity)["constraints"]
         self.margin = float(margin)
         self.aggregation = aggregation
         self.sign_balance = float(sign_balance)

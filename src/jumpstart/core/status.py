@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .deficits import check_granularity
-from .hooks import PreActivationHooks
+from .hooks import HIDDEN_ACTIVATIONS, PreActivationHooks
 
 DEAD, LINEAR, NONLINEAR = 0, 1, 2
 STATUS_NAMES = ("dead", "linear", "nonlinear")
@@ -251,7 +251,7 @@ def activation_status(
     data,
     *,
     batch_size: int = 1024,
-    activations: Iterable[type] = (nn.ReLU,),
+    activations: Iterable[type] = HIDDEN_ACTIVATIONS,
     layers=None,
     granularity: str = "channel",
 ) -> ActivationStatus:

@@ -3,6 +3,8 @@ pickles (in memory); ImageNet-style ImageFolder trees (streamed from disk)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .base import Dataset
@@ -11,77 +13,109 @@ from .images import cifar, mnist, read_idx
 from .moons import moons
 from .tabular import _resolve, data_dir, data_root, table_names, tabular
 
-DATASETS = {"moons": moons}
-#: image data sets by name; each reads a folder (``data_dir`` in a sweep)
-IMAGE_SETS = ("mnist-5k", "mnist", "fashion-mnist", "cifar10", "cifar100")
+@dataclass(frozen=True)
+class Source:
+    """One named data source: how to load it, check it exists, and size it.
+
+    Attributes:
+        load: ``load(seed, directory)`` -> the data set.
+        folder: ``folder(directory)`` -> the folder it reads (``None``: it
+            reads no folder, e.g. MOONS is generated).
+        size: relative cost for scheduling (:func:`dataset_size`).
+        kind: ``"builtin"`` (in memory, no files), ``"images"`` (in memory,
+            read from a folder) or ``"streamed"`` (read from disk per batch).
+    """
+
+    load: Callable[[int, Path | None], Dataset | FolderData]
+    folder: Callable[[str | Path | None], Path | None]
+    size: float
+    kind: str
+
+
+def _named_folder(name: str, shared: str | None = None):
+    """The folder of data set ``name``: the ``directory`` given, else (when
+    ``shared`` names one) that subfolder of the shared data folder."""
+
+    def folder(directory: str | Path | None) -> Path:
+        if directory is not None:
+            return Path(directory)
+        root = data_root()
+        if shared is not None and root is not None:
+            return root / shared
+        where = (f"; the shared data folder ($JUMPSTART_DATA, or ../shared/data beside the "
+                 f"project or the working directory) has no {shared}/" if shared else "")
+        raise FileNotFoundError(f"data set {name!r} needs its folder: give data_dir "
+                                f"(--data-dir) pointing at the {name} files{where}")
+
+    return folder
+
+
+#: every named data set (tables are found by name or path in the data folder)
+SOURCES: dict[str, Source] = {
+    "moons": Source(lambda seed, d: moons(), lambda d: None, 1.0, "builtin"),
+    **{name: Source(lambda seed, d, name=name: mnist(d, seed=seed, name=name),
+                    _named_folder(name, "mnist-5k" if name == "mnist-5k" else None),
+                    1000.0, "images")
+       for name in ("mnist-5k", "mnist", "fashion-mnist")},
+    **{name: Source(lambda seed, d, k=int(name[5:]): cifar(d, classes=k),
+                    _named_folder(name), 1000.0, "images") for name in ("cifar10", "cifar100")},
+    "imagenet": Source(lambda seed, d: image_folder(d, name="imagenet"),
+                       _named_folder("imagenet"), 1e6, "streamed"),
+}
+#: built-in data sets (no files), by name -> loader
+DATASETS = {n: (lambda n=n: SOURCES[n].load(0, None)) for n, s in SOURCES.items()
+            if s.kind == "builtin"}
+#: image data sets read into memory from a folder (``data_dir`` in a sweep)
+IMAGE_SETS = tuple(n for n, s in SOURCES.items() if s.kind == "images")
 #: data sets streamed from an ImageFolder tree ``data_dir/{train,val}/CLASS/IMAGE``
-FOLDER_SETS = ("imagenet",)
-
-
-def _image_folder(name: str, directory: str | Path | None) -> Path:
-    if directory is not None:
-        return Path(directory)
-    root = data_root()
-    if name == "mnist-5k" and root is not None:
-        return root / "mnist-5k"
-    raise FileNotFoundError(f"data set {name!r} needs its folder: give data_dir "
-                            f"(--data-dir) pointing at the {name} files")
+FOLDER_SETS = tuple(n for n, s in SOURCES.items() if s.kind == "streamed")
 
 
 def load_dataset(name: str, *, seed: int = 0, directory: str | Path | None = None,
                  target: str = "target") -> Dataset | FolderData:
-    """A data set by name: ``"moons"`` (fixed split); an image set (one of
-    :data:`IMAGE_SETS`, read from ``directory``; ``mnist-5k`` defaults to
-    ``../shared/data/mnist-5k`` with a 4000/1000 split by ``seed``);
-    ``"imagenet"`` (:func:`image_folder` on ``directory``, streamed, so a
-    :class:`FolderData`); else a table (:func:`tabular`, split by ``seed``;
-    ``directory`` and the class column ``target`` as there).
+    """A data set by name: one of :data:`SOURCES` (``"moons"``, a fixed
+    split; an image set of :data:`IMAGE_SETS` read from ``directory``,
+    ``mnist-5k`` defaulting to the shared data folder's ``mnist-5k`` with a
+    4000/1000 split by ``seed``; ``"imagenet"``, :func:`image_folder` on
+    ``directory``, streamed, so a :class:`FolderData`); else a table
+    (:func:`tabular`, split by ``seed``; ``directory`` and the class column
+    ``target`` as there).
 
     Raises:
         FileNotFoundError: the data cannot be found (the message says where).
         ValueError: files that cannot be used (see the loaders).
     """
-    if name in DATASETS:
-        return DATASETS[name]()
-    if name in IMAGE_SETS or name in FOLDER_SETS:
-        folder = _image_folder(name, directory)
-        if name in FOLDER_SETS:
-            return image_folder(folder, name=name)
-        if name.startswith("cifar"):
-            return cifar(folder, classes=int(name[5:]))
-        return mnist(folder, seed=seed, name=name)
+    source = SOURCES.get(name)
+    if source is not None:
+        return source.load(seed, source.folder(directory))
     return tabular(name, seed=seed, directory=directory, target=target)
 
 
 def check_dataset(name: str, directory: str | Path | None = None) -> None:
     """Raise ``FileNotFoundError`` (saying where it looked) if ``name`` cannot
     be found; reads no data. Used to validate sweeps before any training."""
-    if name in DATASETS:
+    source = SOURCES.get(name)
+    if source is None:
+        _resolve(name, directory)
         return
-    if name in IMAGE_SETS or name in FOLDER_SETS:
-        folder = _image_folder(name, directory)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"data set {name!r}: folder {folder} not found")
-        return
-    _resolve(name, directory)
+    folder = source.folder(directory)
+    if folder is not None and not folder.is_dir():
+        raise FileNotFoundError(f"data set {name!r}: folder {folder} not found")
 
 
 def dataset_size(name: str, directory: str | Path | None = None) -> float:
     """A cheap relative size of a data set, to schedule big ones first: 1 for
-    a built-in one, the table file's size in KiB for a table, 1000 for an
-    image set, 10^6 for a streamed one (or 1 if not found)."""
-    if name in DATASETS:
-        return 1.0
-    if name in IMAGE_SETS:
-        return 1000.0
-    if name in FOLDER_SETS:
-        return 1e6
+    a built-in one, 1000 for an image set, 10^6 for a streamed one
+    (:attr:`Source.size`), the table file's size in KiB for a table (or 1 if
+    not found)."""
+    if name in SOURCES:
+        return SOURCES[name].size
     try:
         return max(1.0, _resolve(name, directory).stat().st_size / 1024)
     except FileNotFoundError:
         return 1.0
 
 
-__all__ = ["DATASETS", "FOLDER_SETS", "IMAGE_SETS", "Dataset", "FolderData", "ImageFolder",
+__all__ = ["DATASETS", "FOLDER_SETS", "IMAGE_SETS", "SOURCES", "Dataset", "Source", "FolderData", "ImageFolder",
            "check_dataset", "cifar", "data_dir", "data_root", "dataset_size", "image_folder",
            "load_dataset", "mnist", "moons", "read_idx", "table_names", "tabular"]

@@ -4,12 +4,18 @@ A sweep file has a ``name``, optional ``description``, and tables:
 
 - ``[fixed]``: settings every run shares (``dataset``, ``model``, ``epochs``,
   ``lr``, ``batch_size`` = ``"full"`` or an integer, ``curve_every``,
-  ``init``, ``data_dir``, ``precision``, ``loader_workers``, ...);
+  ``init``, ``data_dir``, ``precision``, ``loader_workers``, the optimizer
+  options of :data:`jumpstart.optim.OPTIMIZER_OPTIONS` (``optimizer``,
+  ``momentum``, ``nesterov``, ``weight_decay``, ``lr_milestones``,
+  ``lr_gamma``), ...);
 - one table per technique (``[jumpstart]``, ``[skip]``, ...): that
   technique's options (:mod:`jumpstart.techniques`), kept only in the runs of
   techniques that take them (a ``baseline`` run carries no ``lam``);
 - ``[grid]``: axes, each a non-empty list; the runs are their product. Any
-  run key or technique option may be an axis. ``dataset = ["*"]`` means every
+  run key or technique option may be an axis, including the options of a
+  technique registered after import (:func:`jumpstart.techniques.register`;
+  a multi-process sweep's workers see it when its module registers it on
+  import). ``dataset = ["*"]`` means every
   table in the data folder (``data_dir``, see :func:`jumpstart.data.data_dir`).
 
 A run is a flat dict (its *config*); its key is a hash of the config's
@@ -26,19 +32,22 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ..core.options import choice, int_at_least, number
 from ..data import check_dataset, table_names
-from ..techniques import TECHNIQUES, technique_options, technique_parts
-from ..techniques.base import choice, int_at_least, number
+from ..optim import OPTIMIZER_OPTIONS, check_optimizer
+from ..techniques import TECHNIQUES, option_keys, technique_options, technique_parts
 from ..train.loop import PRECISIONS
 from ..train.run import MODELS
 
 BASE_DEFAULTS = {"model": "rectangular", "epochs": 5000, "lr": 0.01, "batch_size": "full",
                  "curve_every": 50, "seed": 0}
 REQUIRED = ("dataset", "depth", "width", "technique")
-#: every technique option name (each belongs to one technique)
-OPTION_KEYS = tuple(k for cls in TECHNIQUES.values() for k in cls.options)
-#: run keys the runs of one group (one worker task) may differ in
-MEMBER_KEYS = ("width", "seed", "lr", "technique", *OPTION_KEYS)
+
+
+def member_keys() -> tuple[str, ...]:
+    """Run keys the runs of one group (one worker task) may differ in: width,
+    seed, lr, technique and every technique option registered now."""
+    return ("width", "seed", "lr", "technique", *option_keys())
 
 
 def _technique(v) -> bool:
@@ -54,7 +63,7 @@ CHECKS = {
     "model": choice(MODELS),
     "depth": int_at_least(1),
     "width": number(lambda v: v > 0, "an integer >= 1 (for model resnet: a width multiplier > 0)"),
-    "technique": (_technique, "one of " + ", ".join(TECHNIQUES) + " or several joined by '+'"),
+    "technique": (_technique, "a registered technique or several joined by '+'"),
     "epochs": int_at_least(1),
     "curve_every": int_at_least(1),
     "seed": int_at_least(0),
@@ -67,6 +76,7 @@ CHECKS = {
     "target": ((lambda v: isinstance(v, str) and bool(v)), "a column name"),
     "loader_workers": int_at_least(0),
     "precision": choice(PRECISIONS),
+    **{k: (o.check, o.text) for k, o in OPTIMIZER_OPTIONS.items()},
 }
 
 
@@ -74,6 +84,8 @@ def _option_check(key: str):
     for cls in TECHNIQUES.values():
         if key in cls.options:
             return cls.options[key].check, cls.options[key].text
+    if key == "technique":
+        return _technique, ("one of " + ", ".join(TECHNIQUES) + " or several joined by '+'")
     return CHECKS[key]
 
 
@@ -102,7 +114,8 @@ def run_key(config: dict) -> str:
 
 def group_key(config: dict) -> str:
     """Key shared by runs that can train together in one population."""
-    shared = {k: v for k, v in config.items() if k not in MEMBER_KEYS}
+    members = member_keys()
+    shared = {k: v for k, v in config.items() if k not in members}
     return run_key(shared)
 
 
@@ -159,7 +172,8 @@ def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None,
             message names the file and the key.
     """
     source, doc = _read(preset_or_path)
-    sections = {"fixed": set(CHECKS), "grid": set(CHECKS) | set(OPTION_KEYS),
+    options_now = set(option_keys())
+    sections = {"fixed": set(CHECKS), "grid": set(CHECKS) | options_now,
                 **{name: set(cls.options) for name, cls in TECHNIQUES.items()}}
     unknown = set(doc) - {"name", "description", *sections}
     if unknown:
@@ -208,7 +222,7 @@ def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None,
     runs, seen = [], set()
     for combo in itertools.product(*(grid[k] for k in axes)):
         values = dict(zip(axes, combo))
-        config = {k: v for k, v in {**base, **values}.items() if k not in OPTION_KEYS}
+        config = {k: v for k, v in {**base, **values}.items() if k not in options_now}
         takes = technique_options(config["technique"])
         for key, option in takes.items():
             config[key] = values.get(key, options.get(key, option.default))
@@ -217,6 +231,10 @@ def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None,
         if config["model"] != "resnet" and not isinstance(config["width"], int):
             raise SweepError(f"{source}: width must be an integer >= 1 for model "
                              f"{config['model']}; got {config['width']!r}")
+        try:
+            check_optimizer(**{k: v for k, v in config.items() if k in OPTIMIZER_OPTIONS})
+        except ValueError as exc:
+            raise SweepError(f"{source}: {exc}") from None
         key = run_key(config)
         if key not in seen:
             seen.add(key)

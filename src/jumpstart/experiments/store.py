@@ -2,10 +2,13 @@
 
 Table ``runs``: one row per run key with its config (JSON), state (``done``,
 ``diverged`` or ``failed``), metrics (JSON, the keys of ``jumpstart train
---json``), error text, wall seconds and finish time. Table ``curves``: the
-run's per-epoch curves (every ``curve_every`` epochs). A run and its curves
-are written in one transaction, so a sweep killed at any moment leaves each
-run either wholly recorded or absent.
+--json``), error text, wall seconds and finish time. Table ``curve_values``:
+the run's per-epoch curves (every ``curve_every`` epochs), one row per (run,
+epoch, metric), so every metric a trainer or technique recorded is kept
+(:data:`~jumpstart.train.history.CURVE_METRICS` and any a technique logged).
+A run and its curves are written in one transaction, so a sweep killed at any
+moment leaves each run either wholly recorded or absent. A database written
+before curves were stored per metric (table ``curves``) is migrated on open.
 """
 
 from __future__ import annotations
@@ -27,14 +30,16 @@ CREATE TABLE IF NOT EXISTS runs (
     seconds REAL,
     finished_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS curves (
+CREATE TABLE IF NOT EXISTS curve_values (
     key TEXT NOT NULL,
     epoch INTEGER NOT NULL,
-    loss REAL, penalty REAL, train_acc REAL, val_acc REAL,
-    PRIMARY KEY (key, epoch)
+    metric TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (key, epoch, metric)
 );
 """
-CURVE_COLUMNS = ("loss", "penalty", "train_acc", "val_acc")
+#: the columns of the table ``curves`` of databases written before ``curve_values``
+LEGACY_CURVE_COLUMNS = ("loss", "penalty", "train_acc", "val_acc")
 
 
 class ResultsStore:
@@ -52,8 +57,21 @@ class ResultsStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise ValueError(f"{self.path} is not a jumpstart results database: {exc}") from None
+
+    def _migrate(self) -> None:
+        """Move a legacy ``curves`` table's rows into ``curve_values``."""
+        legacy = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                  "AND name = 'curves'").fetchone()
+        if legacy is None:
+            return
+        with self._db:
+            for column in LEGACY_CURVE_COLUMNS:
+                self._db.execute(f"INSERT OR REPLACE INTO curve_values SELECT key, epoch, "
+                                 f"'{column}', {column} FROM curves")
+            self._db.execute("DROP TABLE curves")
 
     def keys(self, states: tuple[str, ...] = STATES) -> set[str]:
         """Keys of the recorded runs whose state is in ``states``."""
@@ -66,8 +84,8 @@ class ResultsStore:
                seconds: float | None = None) -> None:
         """Write one run and its curves atomically (replacing an earlier row).
 
-        ``curves`` holds equal-length lists ``epoch`` and the
-        :data:`CURVE_COLUMNS`.
+        ``curves`` holds equal-length lists ``epoch`` and one per metric
+        (``None`` where a metric was not recorded at that epoch).
 
         Raises:
             ValueError: ``state`` not one of ``done``, ``diverged``, ``failed``.
@@ -75,21 +93,24 @@ class ResultsStore:
         if state not in STATES:
             raise ValueError(f"unknown run state {state!r}; allowed: {', '.join(STATES)}")
         with self._db:  # one transaction
-            self._db.execute("DELETE FROM curves WHERE key = ?", (key,))
+            self._db.execute("DELETE FROM curve_values WHERE key = ?", (key,))
             self._db.execute(
                 "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, sweep, json.dumps(config, sort_keys=True), state,
                  None if metrics is None else json.dumps(metrics), error, seconds, time.time()),
             )
             if curves:
-                rows = zip(*(curves[c] for c in ("epoch", *CURVE_COLUMNS)))
-                self._db.executemany("INSERT INTO curves VALUES (?, ?, ?, ?, ?, ?)",
-                                     ((key, *r) for r in rows))
+                epochs = curves["epoch"]
+                self._db.executemany(
+                    "INSERT INTO curve_values VALUES (?, ?, ?, ?)",
+                    ((key, e, metric, v) for metric, values in curves.items() if metric != "epoch"
+                     for e, v in zip(epochs, values) if v is not None))
 
     def runs(self, sweep: str | None = None):
         """DataFrame of runs: ``key``, ``sweep``, ``state``, ``error``,
         ``seconds``, one column per config key and one per metric (the
-        ``status`` ratios flattened to ``unit_dead_ratio``, ...). The config
+        ``status`` ratios flattened to ``unit_dead_ratio``, ...); list values
+        (``constraints``, ``widths``, ``lr_milestones``) as tuples. The config
         keys are listed in ``frame.attrs["config_keys"]``."""
         import pandas as pd
 
@@ -104,18 +125,28 @@ class ResultsStore:
             status = m.pop("status", {}) or {}
             m.pop("seconds", None)
             m["epochs_done"] = m.pop("epochs", None)  # the config's "epochs" is the budget
-            records.append({"key": key, "sweep": name, "state": state, "error": error,
-                            "seconds": seconds, **config, **m, **status})
+            record = {"key": key, "sweep": name, "state": state, "error": error,
+                      "seconds": seconds, **config, **m, **status}
+            records.append({k: tuple(v) if isinstance(v, list) else v  # hashable cells
+                            for k, v in record.items()})
         frame = pd.DataFrame.from_records(records)
         frame.attrs["config_keys"] = sorted(config_keys)
         return frame
 
     def curves(self, keys=None):
-        """DataFrame of curves (``key``, ``epoch``, loss, penalty, accuracies)."""
+        """DataFrame of curves: one row per (``key``, ``epoch``), one column per
+        recorded metric (``loss``, ``penalty``, ``train_acc``, ``val_acc``,
+        ``test_acc``, and any a technique logged; NaN where not recorded)."""
         import pandas as pd
 
-        frame = pd.read_sql_query("SELECT * FROM curves ORDER BY key, epoch", self._db)
-        return frame if keys is None else frame[frame["key"].isin(set(keys))]
+        long = pd.read_sql_query("SELECT * FROM curve_values", self._db)
+        if keys is not None:
+            long = long[long["key"].isin(set(keys))]
+        if long.empty:
+            return pd.DataFrame(columns=["key", "epoch"])
+        wide = long.pivot(index=["key", "epoch"], columns="metric", values="value")
+        wide.columns.name = None
+        return wide.reset_index().sort_values(["key", "epoch"], ignore_index=True)
 
     def close(self) -> None:
         self._db.close()

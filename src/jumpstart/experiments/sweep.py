@@ -64,18 +64,18 @@ def plan(sweep: Sweep, done: set[str]) -> list[list[dict]]:
     Runs sharing a :func:`~jumpstart.experiments.config.group_key` (same data
     set, model, depth, training length) form one group; the worker splits it
     into populations (:func:`jumpstart.train.group.train_group`). Runs that
-    train in the MOONS stacks (:func:`jumpstart.train.group.stackable`) and
+    train in the MOONS stacks (:func:`jumpstart.train.route.route`) and
     differ only in depth and member keys may share a population whatever their
     depth: :func:`_cut` merges neighbouring depths where that saves per-epoch
     overhead without making any group costlier than the costliest depth alone.
     """
-    from ..train.group import stackable
+    from ..train.route import route
 
     groups: dict[str, list[dict]] = defaultdict(list)
     merged: set[str] = set()  # keys of groups of stackable runs (any depth)
     for config in sweep.runs:
         if run_key(config) not in done:
-            if stackable(config):
+            if route(config) == "stacks":
                 key = group_key({**config, "depth": None})
                 merged.add(key)
             else:

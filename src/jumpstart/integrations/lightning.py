@@ -7,8 +7,7 @@ import functools
 import lightning.pytorch as pl
 from torch import Tensor
 
-from ..core.regularizer import CONSTRAINTS, Jumpstart, check_options
-from ..techniques.builtin import HIDDEN_ACTIVATIONS
+from ..core.regularizer import JUMPSTART_OPTIONS, Jumpstart, check_options
 
 
 class JumpstartCallback(pl.Callback):
@@ -26,23 +25,20 @@ class JumpstartCallback(pl.Callback):
         trainer.fit(my_module, loader)
 
     Args:
-        lam: coefficient ``>= 0``.
+        lam: coefficient ``>= 0``; default and every other option's default
+            from :data:`~jumpstart.core.regularizer.JUMPSTART_OPTIONS`.
         **options: :class:`~jumpstart.Jumpstart` options (``aggregation``,
-            ``margin``, ``tie_break``, ...; default activations ReLU and GELU).
+            ``margin``, ``tie_break``, ..., ``activations``, ``layers``).
 
     Raises:
         ValueError: ``lam < 0`` or a bad option (at construction); a
             ``training_step`` that returns no loss tensor (at that step).
     """
 
-    def __init__(self, lam: float = 1e-3, **options) -> None:
-        if not (isinstance(lam, (int, float)) and lam >= 0):
-            raise ValueError(f"lam must be a number >= 0; got {lam!r}")
-        check_options(options.get("margin", 1.0), options.get("aggregation", "balanced"),
-                      options.get("sign_balance", 0.5), options.get("constraints", CONSTRAINTS),
-                      options.get("tie_break", "single"))
-        options.setdefault("activations", HIDDEN_ACTIVATIONS)
-        self.lam, self.options = float(lam), options
+    def __init__(self, lam: float = JUMPSTART_OPTIONS["lam"].default, **options) -> None:
+        hooks = {k: options.pop(k) for k in ("activations", "layers") if k in options}
+        self.lam = float(check_options(lam=lam, **options)["lam"])
+        self.options = {**options, **hooks}
         self.regularizer: Jumpstart | None = None
         self.last_penalty: float | None = None
         self._original = None

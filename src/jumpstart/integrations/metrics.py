@@ -11,9 +11,8 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from ..core.deficits import check_granularity
-from ..core.hooks import PreActivationHooks
+from ..core.hooks import HIDDEN_ACTIVATIONS, PreActivationHooks
 from ..core.status import ActivationStatus, layer_extremes, status_codes
-from ..techniques.builtin import HIDDEN_ACTIVATIONS
 
 
 class ActivationStatusMetric(Metric):

@@ -10,9 +10,9 @@ techniques (applied in that order). Example::
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from .base import Option, Technique
+from .base import CAPABILITIES, Option, Technique, TrainContext
 from .builtin import BatchNorm, Baseline, Gelu, JumpstartTechnique, Skip
 
 TECHNIQUES: dict[str, type[Technique]] = {}
@@ -38,6 +38,12 @@ def register(cls: type[Technique]) -> type[Technique]:
 
 for _cls in (Baseline, JumpstartTechnique, BatchNorm, Skip, Gelu):
     register(_cls)
+
+
+def option_keys() -> tuple[str, ...]:
+    """Every technique option name in the registry now (each belongs to one
+    technique); read at call time, so techniques registered later count."""
+    return tuple(k for cls in TECHNIQUES.values() for k in cls.options)
 
 
 def technique_parts(name: str) -> list[type[Technique]]:
@@ -81,34 +87,41 @@ def make_technique(name: str, **options) -> Technique:
 
 class Combined(Technique):
     """Several techniques applied in order: model options pass through each,
-    loss terms add up, every other hook is called on each part."""
+    loss terms add up, every other hook is called on each part. It supports
+    what all its parts support, and needs activations when any part does."""
 
     def __init__(self, parts: list[Technique]) -> None:
         self.parts = parts
         self.name = "+".join(p.name for p in parts)
         self.config = {k: v for p in parts for k, v in p.config.items()}
+        self.supports = frozenset.intersection(*(p.supports for p in parts))
+        self.needs_activations = any(p.needs_activations for p in parts)
 
     def model_options(self, options: dict) -> dict:
         for part in self.parts:
             options = part.model_options(options)
         return dict(options)
 
-    def attach(self, model: nn.Module) -> None:
+    def attach(self, ctx: TrainContext) -> None:
         for part in self.parts:
-            part.attach(model)
+            part.attach(ctx)
 
-    def loss(self) -> Tensor | None:
-        terms = [t for t in (p.loss() for p in self.parts) if t is not None]
+    def loss(self, ctx: TrainContext) -> Tensor | None:
+        terms = [t for t in (p.loss(ctx) for p in self.parts) if t is not None]
         return sum(terms[1:], terms[0]) if terms else None
 
-    def after_step(self, model: nn.Module) -> None:
+    def after_step(self, ctx: TrainContext) -> None:
         for part in self.parts:
-            part.after_step(model)
+            part.after_step(ctx)
 
-    def detach(self) -> None:
+    def after_epoch(self, ctx: TrainContext) -> None:
         for part in self.parts:
-            part.detach()
+            part.after_epoch(ctx)
+
+    def detach(self, ctx: TrainContext) -> None:
+        for part in self.parts:
+            part.detach(ctx)
 
 
-__all__ = ["TECHNIQUES", "Combined", "Option", "Technique", "make_technique", "register",
-           "technique_options", "technique_parts"]
+__all__ = ["CAPABILITIES", "TECHNIQUES", "Combined", "Option", "Technique", "TrainContext",
+           "make_technique", "option_keys", "register", "technique_options", "technique_parts"]

@@ -1,48 +1,124 @@
-"""The technique interface: what the trainer calls, and when.
+"""The technique contract: what a trainer calls, when, and with what.
 
 A technique is one way of making a deep thin net trainable (the IEEE Access
 2025 UCI experiments compare baseline, Jumpstart, skip connections, batch
-normalization and GELU). The trainers (:func:`jumpstart.train.fit`, the population trainer) know
-no technique by name; they call these methods at fixed points of a run:
+normalization and GELU; Neural Rejuvenation, ReDo and Continual Backprop act
+on the weights and the optimizer). The trainers (:func:`jumpstart.train.fit`
+and the population trainers) know no technique by name; they call these
+methods at fixed points of a run, each hook with one :class:`TrainContext`:
 
 1. :meth:`Technique.model_options` before the model is built: shape it
    (e.g. insert batch normalization) by editing the constructor options;
-2. :meth:`Technique.attach` once the model exists: add hooks;
+2. :meth:`Technique.attach` once the model and its optimizer exist: add hooks;
 3. :meth:`Technique.loss` after each training forward: an extra loss term;
-4. :meth:`Technique.after_step` after each optimizer step: weight surgery;
-5. :meth:`Technique.detach` at the end of training: remove hooks.
+4. :meth:`Technique.after_step` after each optimizer step: weight surgery,
+   optimizer-state edits (:meth:`TrainContext.zero_state`), or a new model
+   (:meth:`TrainContext.replace_model`);
+5. :meth:`Technique.after_epoch` after each epoch's evaluation: the same
+   powers, and per-epoch metrics (:meth:`TrainContext.log`);
+6. :meth:`Technique.detach` at the end of training (also after an error, and
+   before a replaced model's technique is attached to the new one).
+
+A technique says which trainers can run it exactly in :attr:`Technique.supports`
+(see :data:`CAPABILITIES`); a trainer refuses, with a message, a technique that
+does not declare it (:func:`jumpstart.train.route`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from torch import Tensor, nn
 
+from ..core.options import Option, choice, int_at_least, number, subset
+from ..optim import zero_state
 
-@dataclass(frozen=True)
-class Option:
-    """One option of a technique, as it appears in a sweep config.
+#: what a technique may declare it supports, beyond the single-run loop
+#: (:func:`jumpstart.train.fit`, which runs every technique):
+#:
+#: - ``"population"``: the generic population trainer
+#:   (:func:`jumpstart.train.population.train_population`): every hook works
+#:   on a population model (``model.members = P``, pre-activations
+#:   ``(P, N, ...)``, a loss term of shape ``(P,)``, parameters with a leading
+#:   member dimension, the optimizer :class:`~jumpstart.optim.MemberAdam`);
+#: - ``"stacks"``: the hand-written MOONS stacks
+#:   (:func:`jumpstart.train.stacked.train_stacked`), which call no hook: the
+#:   technique's whole effect is a Jumpstart penalty whose options are in its
+#:   config (``lam`` absent: no penalty).
+CAPABILITIES = ("population", "stacks")
+
+
+@dataclass
+class TrainContext:
+    """What a technique's hooks see: the run's state at that point.
 
     Attributes:
-        default: value used when the config does not set it.
-        check: predicate a valid value satisfies.
-        text: what a valid value is, for error messages ("a number >= 0").
+        model: the model being trained (a population model has ``members``).
+        optimizer: its optimizer (a ``torch.optim`` optimizer or
+            :class:`~jumpstart.optim.MemberAdam`); ``None`` outside training.
+        step: optimizer steps taken so far in the run (global, 0 before the first).
+        epoch: the current epoch, 1-based (0 before training).
+        batch: the current training batch ``(x, y)`` (``x`` ``(N, ...)``,
+            ``y`` ``(N,)``; population: ``(P, N)`` labels), ``None`` outside a step.
+        activations: when the technique sets ``needs_activations``, the hidden
+            pre-activations of the last training forward as ``(layer name, g)``
+            pairs, ``g`` detached, ``(N, C, *spatial)`` (population:
+            ``(P, N, C)``); apply the layer's activation for post-activations.
+            ``None`` otherwise.
+        logged: metrics logged this epoch (name -> value), stored in the
+            run's curves beside the trainer's own.
     """
 
-    default: object
-    check: Callable[[object], bool]
-    text: str
+    model: nn.Module
+    optimizer: object | None = None
+    step: int = 0
+    epoch: int = 0
+    batch: tuple[Tensor, Tensor] | None = None
+    activations: list[tuple[str, Tensor]] | None = None
+    logged: dict[str, float] = field(default_factory=dict)
+    replacement: tuple[nn.Module, bool] | None = None
+
+    def zero_state(self, param: Tensor, index) -> list[str]:
+        """Zero the optimizer state of ``param[index]``
+        (:func:`jumpstart.optim.zero_state`); returns the state names zeroed.
+
+        Raises:
+            ValueError: no optimizer, or ``param`` is not one of its parameters.
+        """
+        if self.optimizer is None:
+            raise ValueError("no optimizer in this context (outside training)")
+        return zero_state(self.optimizer, param, index)
+
+    def replace_model(self, model: nn.Module, *, shift_schedule: bool = False) -> None:
+        """Ask the trainer to continue with ``model`` after this hook.
+
+        The trainer then detaches the technique, builds a fresh optimizer over
+        ``model``'s parameters at the initial learning rate and a fresh
+        schedule (milestones moved by the epochs done so far when
+        ``shift_schedule``; else positioned at the current epoch), attaches
+        the technique to ``model``, and records ``model``'s widths in the
+        run's result. Only :func:`jumpstart.train.fit` honours this; the
+        population trainers run no technique that could call it.
+        """
+        self.replacement = (model, bool(shift_schedule))
+
+    def log(self, name: str, value: float) -> None:
+        """Record a per-epoch metric (e.g. a dormant fraction) for the curves."""
+        self.logged[name] = float(value)
 
 
 class Technique:
     """Base class of techniques: every hook is a no-op (the ``baseline``).
 
-    Subclasses set ``name`` and ``options`` (name -> :class:`Option`), and
-    override the hooks they need. Option names are unique across techniques,
-    so a run config stays one flat dict.
+    Subclasses set ``name``, ``options`` (name -> :class:`Option`), and
+    ``supports`` (a subset of :data:`CAPABILITIES`), and override the hooks
+    they need. ``supports`` is not inherited: a subclass that does not set it
+    supports the single-run loop only, so a subclass adding a hook is never
+    routed to a trainer that would skip it. Set ``needs_activations = True``
+    to receive the last training forward's pre-activations in
+    :attr:`TrainContext.activations`. Option names are unique across
+    techniques, so a run config stays one flat dict.
 
     Args:
         **options: values for the names in ``options``; missing ones take
@@ -55,6 +131,17 @@ class Technique:
 
     name: ClassVar[str] = "baseline"
     options: ClassVar[dict[str, Option]] = {}
+    supports: ClassVar[frozenset[str]] = frozenset()
+    needs_activations: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "supports" not in cls.__dict__:
+            cls.supports = frozenset()
+        unknown = set(cls.supports) - set(CAPABILITIES)
+        if unknown:
+            raise ValueError(f"technique class {cls.__name__}: unknown capabilities "
+                             f"{sorted(unknown)}; allowed: {', '.join(CAPABILITIES)}")
 
     def __init__(self, **options) -> None:
         unknown = set(options) - set(self.options)
@@ -78,26 +165,23 @@ class Technique:
         """
         return dict(options)
 
-    def attach(self, model: nn.Module) -> None:
-        """Called once with the built model (a population model has ``model.members``)."""
+    def attach(self, ctx: TrainContext) -> None:
+        """Called once with the built model (``ctx.model``; a population model
+        has ``ctx.model.members``), and again after a model replacement."""
 
-    def loss(self) -> Tensor | None:
+    def loss(self, ctx: TrainContext) -> Tensor | None:
         """Extra loss term of the last training forward: 0-dim, or ``(P,)`` for a
         population (one per member); ``None`` for none."""
         return None
 
-    def after_step(self, model: nn.Module) -> None:
+    def after_step(self, ctx: TrainContext) -> None:
         """Called after every optimizer step."""
 
-    def detach(self) -> None:
-        """Called when training ends (also after an error); idempotent."""
+    def after_epoch(self, ctx: TrainContext) -> None:
+        """Called after every epoch, once the epoch's accuracies are measured."""
 
-    def stack_penalty(self) -> tuple[float, dict] | None:
-        """``(lam, options)`` when the hand-written MOONS population stacks
-        (:mod:`jumpstart.train.stacks`) can run this technique as a Jumpstart
-        penalty with that coefficient (``lam`` 0: no penalty); ``None`` when
-        they cannot, and the generic trainers run it."""
-        return None
+    def detach(self, ctx: TrainContext) -> None:
+        """Called when training ends (also after an error); idempotent."""
 
     def _need(self, options: dict, key: str) -> dict:
         if key not in options:
@@ -106,18 +190,5 @@ class Technique:
         return dict(options)
 
 
-def int_at_least(lo: int) -> tuple[Callable[[object], bool], str]:
-    """Check and text for an integer option ``>= lo`` (booleans rejected)."""
-    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo,
-            f"an integer >= {lo}")
-
-
-def number(pred: Callable[[float], bool], text: str) -> tuple[Callable[[object], bool], str]:
-    """Check and text for a numeric option satisfying ``pred`` (booleans rejected)."""
-    return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and pred(v), text)
-
-
-def choice(values) -> tuple[Callable[[object], bool], str]:
-    """Check and text for an option that takes one of ``values``."""
-    values = tuple(values)
-    return (lambda v: v in values), "one of " + ", ".join(map(str, values))
+__all__ = ["CAPABILITIES", "Option", "Technique", "TrainContext", "choice", "int_at_least",
+           "number", "subset"]

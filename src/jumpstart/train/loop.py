@@ -1,4 +1,5 @@
-"""The training loop: Adam on a task loss plus whatever a technique adds."""
+"""The single-run training loop: any model, any technique, any optimizer of
+:mod:`jumpstart.optim`, in memory or streamed from disk."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ..core.hooks import ActivationRecorder
 from ..data.base import Dataset
 from ..data.folder import FolderData
-from ..techniques import Technique
+from ..models import layer_widths
+from ..optim import build_optimizer, build_schedule, check_optimizer
+from ..techniques import Technique, TrainContext
+from .history import History
 
 PRECISIONS = ("32", "bf16")
 
@@ -21,27 +26,22 @@ class FitResult:
     """What :func:`fit` measured.
 
     Attributes:
-        history: per-epoch lists ``epoch`` (1-based), ``loss`` (task loss),
-            ``penalty`` (the technique's extra loss term, e.g. ``lam * P``
-            for Jumpstart; 0 without one), ``train_acc`` (of the training
-            forward passes of that epoch), ``val_acc`` and, when the data
-            have a test part, ``test_acc`` (eval mode, after the epoch's
-            updates).
+        history: per-epoch lists ``epoch`` (1-based) and every recorded metric
+            (:data:`~jumpstart.train.history.CURVE_METRICS`: ``loss``,
+            ``penalty``, ``train_acc``, ``val_acc``, ``test_acc`` with a test
+            part; and any the technique logged).
         diverged: the loss became NaN or inf; training stopped there.
         seconds: wall time of the loop.
+        summary: :meth:`~jumpstart.train.history.History.metrics` of the run.
+        model: the trained model: the one given, or the last one a technique
+            put in its place (:meth:`~jumpstart.techniques.TrainContext.replace_model`).
     """
 
-    history: dict[str, list[float]] = field(default_factory=dict)
+    history: dict[str, list] = field(default_factory=dict)
     diverged: bool = False
     seconds: float = 0.0
-
-    def _last(self, key: str) -> float:
-        values = self.history.get(key) or [math.nan]
-        return float(values[-1])
-
-    def _best(self, key: str) -> float:
-        values = self.history.get(key) or [math.nan]
-        return float(max(values))
+    summary: dict = field(default_factory=dict)
+    model: nn.Module | None = None
 
     @property
     def epochs(self) -> int:
@@ -51,23 +51,10 @@ class FitResult:
     def metrics(self) -> dict[str, float | int | bool]:
         """Final and best accuracies, ``epochs``, ``seconds``, ``diverged``; with
         a test part also ``test_acc`` (final) and ``best_val_test_acc`` (test
-        accuracy at the first epoch of best validation accuracy)."""
-        extra = {}
-        if self.history.get("test_acc"):
-            val = self.history["val_acc"]
-            extra = {"test_acc": self._last("test_acc"),
-                     "best_val_test_acc": float(self.history["test_acc"][val.index(max(val))])}
-        return {
-            "train_acc": self._last("train_acc"),
-            "best_train_acc": self._best("train_acc"),
-            "val_acc": self._last("val_acc"),
-            "best_val_acc": self._best("val_acc"),
-            "final_loss": self._last("loss"),
-            "epochs": self.epochs,
-            "seconds": round(self.seconds, 3),
-            "diverged": self.diverged,
-            **extra,
-        }
+        accuracy at the first epoch of best validation accuracy); ``widths``
+        (:func:`~jumpstart.models.layer_widths` of the final model)."""
+        return {**self.summary, "seconds": round(self.seconds, 3),
+                **({"widths": layer_widths(self.model)} if self.model is not None else {})}
 
 
 def task_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -116,16 +103,23 @@ def fit(
     precision: str = "32",
     loader_workers: int = 4,
     progress: bool = False,
+    **optimizer_options,
 ) -> FitResult:
-    """Train ``model`` on ``data`` with Adam under a technique.
+    """Train ``model`` on ``data`` under a technique.
 
-    Minimizes ``task_loss + technique.loss()`` (for Jumpstart ``lam * P``,
+    Minimizes ``task_loss + technique.loss(ctx)`` (for Jumpstart ``lam * P``,
     CPAIOR eq. (7)); the task loss is binary cross-entropy on one logit when
-    the model has one output, else cross-entropy. The technique is attached
-    to ``model`` before the first step, called after every step
-    (``after_step``) and detached at the end (its ``model_options`` must
-    already have shaped ``model``). A non-finite loss stops training and
-    marks the result diverged (no exception escapes).
+    the model has one output, else cross-entropy. The technique's hooks get
+    one :class:`~jumpstart.techniques.TrainContext` (model, optimizer, step,
+    epoch, batch, and the last training forward's pre-activations when it
+    sets ``needs_activations``): ``attach`` before the first step,
+    ``after_step`` after every optimizer step, ``after_epoch`` after every
+    epoch's evaluation, ``detach`` at the end (its ``model_options`` must
+    already have shaped ``model``). When a hook replaces the model, training
+    goes on with the new one under a fresh optimizer at the initial learning
+    rate (see :meth:`~jumpstart.techniques.TrainContext.replace_model`). A
+    non-finite loss stops training and marks the result diverged (no
+    exception escapes).
 
     In-memory data are moved to the model's device once and sliced there;
     :class:`~jumpstart.data.FolderData` is streamed through DataLoaders
@@ -136,7 +130,7 @@ def fit(
         model: maps ``(N, *feature_shape)`` to logits ``(N, K)``, ``K = 1``
             for binary tasks or ``K = data.num_classes``. Trained in place.
         data: the train/validation(/test) split, in memory or on disk.
-        lr: Adam learning rate (AdamW without weight decay is the same).
+        lr: initial learning rate.
         epochs: passes over the training set.
         batch_size: samples per step; ``None`` is full batch (in-memory data only).
         seed: seeds the minibatch order (and the DataLoader workers' augmentation).
@@ -146,6 +140,10 @@ def fit(
             ``torch.autocast`` with bfloat16 on the model's device).
         loader_workers: DataLoader worker processes for on-disk data.
         progress: show a progress bar over the steps (stderr).
+        **optimizer_options: :data:`~jumpstart.optim.OPTIMIZER_OPTIONS`
+            (``optimizer`` ``"adam"`` by default, ``"adamw"``, ``"sgd"``;
+            ``momentum``, ``nesterov``, ``weight_decay``; the step schedule
+            ``lr_milestones`` (epochs) and ``lr_gamma``, stepped per epoch).
 
     Returns:
         :class:`FitResult`.
@@ -153,9 +151,11 @@ def fit(
     Raises:
         ValueError: ``lr <= 0``, ``epochs < 1``, ``batch_size < 1`` (or
             ``None`` for on-disk data), ``loader_workers < 0``, an unknown
-            precision, or a model whose output does not fit the number of classes.
+            precision, a bad optimizer option, or a model whose output does
+            not fit the number of classes.
     """
     check_schedule(lr, epochs, batch_size)
+    opt_options = check_optimizer(**optimizer_options)
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
     if not (isinstance(loader_workers, int) and loader_workers >= 0):
@@ -175,67 +175,121 @@ def fit(
             f"model output shape {tuple(out.shape)} does not fit {data.num_classes} classes; "
             f"expected (N, {' or '.join(map(str, expected))})"
         )
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    run = _Run(model, technique, lr, opt_options, device)
     n = batches.n
-    keys = ("epoch", "loss", "penalty", "train_acc", *(f"{name}_acc" for name in batches.evals))
-    result = FitResult(history={k: [] for k in keys})
+    history = History(1, epochs, keys=("loss", "penalty", "train_acc",
+                                       *(f"{name}_acc" for name in batches.evals)))
     bar = _progress_bar(epochs * batches.steps) if progress else None
-    if technique is not None:
-        technique.attach(model)
+    ctx = run.ctx
     start = time.perf_counter()
     try:
+        run.attach()
         for epoch in range(1, epochs + 1):
-            model.train()
+            ctx.epoch = epoch
+            ctx.model.train()
             loss_sum = pen_sum = 0.0
             correct = 0
+            diverged = False
             for xb, yb in batches.train():
+                ctx.batch = (xb, yb)
                 with autocast:
-                    logits = model(xb)
+                    logits = ctx.model(xb)
                     loss = task_loss(logits.float(), yb)
-                    extra = technique.loss() if technique is not None else None
+                    extra = technique.loss(ctx) if technique is not None else None
                 total = loss
                 if extra is not None:
                     total = loss + extra
                     pen_sum += extra.item() * xb.shape[0]
                 value = total.item()
                 if not math.isfinite(value):
-                    result.diverged = True
+                    diverged = True
                     break
-                optimizer.zero_grad(set_to_none=True)
+                ctx.optimizer.zero_grad(set_to_none=True)
                 total.backward()
-                optimizer.step()
-                if technique is not None:
-                    technique.after_step(model)
+                ctx.optimizer.step()
+                ctx.step += 1
                 task_value = loss.item()
                 loss_sum += task_value * xb.shape[0]
                 correct += int((predict(logits.detach()) == yb).sum())
+                run.after("after_step", epoch - 1)
                 if bar is not None:
                     bar[0].update(bar[1], advance=1, loss=task_value, epoch=epoch)
-            if result.diverged:
+            ctx.batch = None
+            if diverged:
+                history.stop(torch.tensor([False]))
                 break
-            model.eval()
-            h = result.history
+            ctx.model.eval()
+            values = {"loss": loss_sum / n, "penalty": pen_sum / n, "train_acc": correct / n}
             with torch.no_grad():
                 for name in batches.evals:
                     hits = total_n = 0
                     for x, y in batches.evaluate(name):
                         with autocast:
-                            logits = model(x)
+                            logits = ctx.model(x)
                         hits += int((predict(logits) == y).sum())
                         total_n += len(y)
-                    h[f"{name}_acc"].append(hits / max(1, total_n))
-            h["epoch"].append(epoch)
-            h["loss"].append(loss_sum / n)
-            h["penalty"].append(pen_sum / n)
-            h["train_acc"].append(correct / n)
+                    values[f"{name}_acc"] = hits / max(1, total_n)
+            run.after("after_epoch", epoch)
+            history.record(epoch, {**values, **ctx.logged})
+            ctx.logged.clear()
+            if run.schedule is not None:
+                run.schedule.step()
     finally:
-        if technique is not None:
-            technique.detach()
+        run.detach()
         if bar is not None:
             bar[0].stop()
-        result.seconds = time.perf_counter() - start
-        model.eval()
-    return result
+        seconds = time.perf_counter() - start
+        ctx.model.eval()
+    return FitResult(history=history.member_curves(0), diverged=not bool(history.alive[0]), seconds=seconds,
+                     summary=history.metrics(0, seconds), model=ctx.model)
+
+
+class _Run:
+    """The mutable state of one :func:`fit`: the technique's context, the
+    optimizer and schedule, the activation recorder; rebuilt when a hook
+    replaces the model."""
+
+    def __init__(self, model, technique, lr, opt_options, device) -> None:
+        self.technique, self.lr, self.opt, self.device = technique, lr, opt_options, device
+        self.ctx = TrainContext(model, build_optimizer(model.parameters(), lr, **opt_options))
+        self.schedule = (build_schedule(self.ctx.optimizer, **opt_options)
+                         if opt_options["lr_milestones"] else None)
+        self.recorder = None
+
+    def attach(self) -> None:
+        if self.technique is None:
+            return
+        if self.technique.needs_activations:
+            self.recorder = ActivationRecorder(self.ctx.model)
+        self.technique.attach(self.ctx)
+
+    def detach(self) -> None:
+        if self.recorder is not None:
+            self.recorder.remove()
+            self.recorder = None
+        if self.technique is not None:
+            self.technique.detach(self.ctx)
+
+    def after(self, hook: str, epochs_done: int) -> None:
+        """Call the technique's ``hook``; then swap in a replacement model if
+        it asked for one (``epochs_done`` complete epochs so far)."""
+        if self.technique is None:
+            return
+        if self.recorder is not None:
+            self.ctx.activations = self.recorder.last
+        getattr(self.technique, hook)(self.ctx)
+        if self.ctx.replacement is None:
+            return
+        new, shift = self.ctx.replacement
+        self.ctx.replacement = None
+        self.detach()
+        new.to(self.device)
+        self.ctx.model = new
+        self.ctx.optimizer = build_optimizer(new.parameters(), self.lr, **self.opt)
+        if self.schedule is not None:
+            self.schedule = build_schedule(self.ctx.optimizer, shift=epochs_done if shift else 0,
+                                           done_epochs=0 if shift else epochs_done, **self.opt)
+        self.attach()
 
 
 class _Batches:

@@ -1,356 +1,341 @@
-"""Population training: many small ReLU nets trained at once.
+"""Generic population training: ``P`` Rectangular nets of one architecture,
+any technique, trained at once with autograd.
 
-Thousands of tiny networks are dominated by per-operation overhead, not
-arithmetic. A population stacks the weights of ``P`` nets into
-``(P, out, in)`` tensors and runs each pass over all members at once: the
-dense stack in fused kernels that loop over each member's own units
-(:mod:`jumpstart.train.kernels`), the MOONS conv stack as batched matmuls.
-Narrower nets are zero-padded to the widest: a padded unit has zero
-incoming weights and bias, so its pre-activation is exactly 0, ReLU's gradient
-at 0 is 0, and its outgoing weights multiply an output of 0; it therefore gets
-and sends no gradient, Adam leaves it at zero, and the penalty and the status
-exclude it. Adam is elementwise, so one Adam over the stacked tensors is each
-member's own Adam. Each member starts from exactly the weights
-``train_run`` would build for it (same seed), so a member follows the
-single-run trajectory up to float rounding (different matmul summation order).
+:class:`PopulationNet` holds the weights of ``P`` identical-architecture
+:class:`~jumpstart.models.Rectangular` nets stacked along a leading member
+dimension and runs each layer as one batched matmul, so per-operation overhead
+is paid once for the whole population. Members are independent: no parameter,
+normalization statistic or loss term couples two of them, so the gradient of
+the summed member losses is each member's own gradient, and Adam (elementwise,
+:class:`~jumpstart.optim.MemberAdam`) with a per-member learning rate is
+each member's own Adam. Each member therefore follows the trajectory of
+:func:`jumpstart.train.fit` on its own net, up to float rounding.
 
-Members may differ in width, depth, seed and ``lam``; they share the data set,
-epochs, learning rate, batch size and Jumpstart options. Members shallower
-than the deepest run through exact pass-through layers (see
-:mod:`jumpstart.train.stacks`), so one population can hold a whole grid.
-
-Per-operation overhead is the cost that matters here, so the backward pass
-is written out by hand (a ReLU net's backward is a few matmuls per layer)
-and the gradients land in one buffer per parameter group: hidden
-weights of all layers are one ``(L-1, P, W, W)`` tensor, and Adam runs on six
-tensors whatever the depth. Only the small deficit-to-penalty part (per-layer
-extremes to ``P``) goes through autograd; its gradient is scattered back to
-the extreme elements (tie-break ``single``) or split over ties (``average``),
-exactly as :func:`jumpstart.core.margin_deficits` does. Members with
-``lam > 0`` are stacked first, so the extremes and the penalty gradient are
-computed over a leading slice and unregularized members (the baseline) cost
-no reduction; results come back in the caller's order.
+Techniques that declare ``"population"`` in ``supports`` reach the population
+through their usual hooks (:class:`~jumpstart.techniques.TrainContext`): model
+options shape every member alike (batch normalization, skips, GELU), hooks see
+pre-activations of shape ``(P, N, W)``, the optimizer is a
+:class:`~jumpstart.optim.MemberAdam` over parameters with a leading member
+dimension; a population advertises itself with ``model.members = P`` (the
+Jumpstart technique then takes deficits per member). Other techniques are
+refused with a message.
 """
 
 from __future__ import annotations
 
-import math
+import copy
 import time
-from dataclasses import dataclass, replace
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from ..core.regularizer import CONSTRAINTS, check_options
+from ..core.hooks import ActivationRecorder
 from ..core.status import activation_status
-from ..data import DATASETS
-from ..models import MoonsConv, Rectangular
-from .loop import check_schedule
-from .stacks import DenseStack, MoonsConvStack
+from ..data.base import Dataset
+from ..models import Rectangular
+from ..optim import MemberAdam
+from ..techniques import Technique, TrainContext
+from .history import History, MemberResult
+from .loop import check_schedule, predict, task_loss
+from .run import build_model
 
 
-@dataclass(frozen=True)
-class Member:
-    """One network of a population: its width, init seed, Jumpstart ``lam``
-    and depth (``None``: the population's ``depth``)."""
-
-    width: int
-    seed: int
-    lam: float = 0.0
-    depth: int | None = None
+def _stack(tensors) -> Tensor:
+    return torch.stack([t.detach().clone() for t in tensors])
 
 
-@dataclass
-class MemberResult:
-    """What one member's training measured (same keys as ``FitResult.metrics``).
+class PopulationNet(nn.Module):
+    """``P`` Rectangular nets of one architecture as one module.
 
-    Attributes:
-        metrics: ``train_acc``, ``best_train_acc``, ``val_acc``,
-            ``best_val_acc``, ``final_loss``, ``epochs``, ``seconds`` (the
-            population's wall time divided by its size), ``diverged``, and
-            ``status`` (ratios on the training set at the end).
-        curves: dict of lists ``epoch``, ``loss``, ``penalty``, ``train_acc``,
-            ``val_acc`` every ``curve_every`` epochs (and the last one).
-        model: the trained member as a standalone Rectangular or MoonsConv.
+    Parameters (member dimension first): ``w_first`` ``(P, W, F)``,
+    ``w_hidden`` ``(P, L-1, W, W)``, ``b_hidden`` ``(P, L, W)`` (without
+    batch normalization only), ``w_out``
+    ``(P, K, W)``, ``b_out`` ``(P, K)``; with batch normalization ``bn_weight``
+    and ``bn_bias`` ``(P, L, W)`` and buffers ``running_mean`` /
+    ``running_var`` ``(L, P * W)`` (PyTorch's BatchNorm1d per (member, unit)).
+
+    Args:
+        nets: ``P >= 1`` Rectangular nets of equal depth, width, input and
+            output sizes, activation, norm and skip; their current weights
+            are copied.
+
+    Raises:
+        ValueError: no nets, or nets of different architectures.
     """
 
-    metrics: dict
-    curves: dict
-    model: torch.nn.Module
+    def __init__(self, nets: list[Rectangular]) -> None:
+        super().__init__()
+        if not nets:
+            raise ValueError("a population needs at least one net")
+        t = nets[0]
+        if any(n.kind != "dense" for n in nets):
+            raise ValueError("population nets must be dense Rectangular nets")
+        arch = [(n.depth, n.width, n.linears[0].in_features, n.output.out_features, n.skip,
+                 type(n.activations[0]), type(n.norms[0])) for n in nets]
+        if len(set(arch)) != 1:
+            raise ValueError(f"population nets differ in architecture: {sorted(set(map(str, arch)))}")
+        self.members, self.depth, self.width, self.skip = len(nets), t.depth, t.width, t.skip
+        self._template = [copy.deepcopy(t)]  # a list: not registered as a submodule
+        self.w_first = nn.Parameter(_stack(n.linears[0].weight for n in nets))
+        self.w_hidden = nn.Parameter(_stack(
+            torch.stack([lin.weight for lin in n.linears[1:]]) if t.depth > 1
+            else torch.zeros(0, t.width, t.width) for n in nets))
+        self.norm = isinstance(t.norms[0], nn.BatchNorm1d)
+        if not self.norm:  # normalized layers have no bias (Rectangular)
+            self.b_hidden = nn.Parameter(_stack(torch.stack([lin.bias for lin in n.linears])
+                                                for n in nets))
+        self.w_out = nn.Parameter(_stack(n.output.weight for n in nets))
+        self.b_out = nn.Parameter(_stack(n.output.bias for n in nets))
+        if self.norm:
+            self.bn_weight = nn.Parameter(_stack(torch.stack([b.weight for b in n.norms])
+                                                 for n in nets))
+            self.bn_bias = nn.Parameter(_stack(torch.stack([b.bias for b in n.norms])
+                                               for n in nets))
+            for name in ("running_mean", "running_var"):
+                per = _stack(torch.stack([getattr(b, name) for b in n.norms]) for n in nets)
+                self.register_buffer(name, per.transpose(0, 1).reshape(t.depth, -1).contiguous())
+            self.momentum, self.eps = t.norms[0].momentum, t.norms[0].eps
+            self.batches_tracked = 0  # BatchNorm1d.num_batches_tracked of every member
+        self.activations = nn.ModuleList(type(a)() for a in t.activations)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(P, N, K)`` for ``x`` of shape ``(N, F)`` (shared) or ``(P, N, F)``."""
+        k = self.skip
+        residual = x
+        if self.norm and self.training:
+            self.batches_tracked += 1
+        for i, act in enumerate(self.activations):
+            if k and i >= 1 and (i - 1) % k == 0:
+                residual = x
+            w = self.w_first if i == 0 else self.w_hidden[:, i - 1]
+            g = torch.matmul(x, w.transpose(1, 2))
+            if not self.norm:
+                g = g + self.b_hidden[:, i, None, :]
+            else:
+                p, n, width = g.shape
+                flat = g.transpose(0, 1).reshape(n, p * width)
+                flat = F.batch_norm(flat, self.running_mean[i], self.running_var[i],
+                                    self.bn_weight[:, i].reshape(-1),
+                                    self.bn_bias[:, i].reshape(-1),
+                                    self.training, self.momentum, self.eps)
+                g = flat.reshape(n, p, width).transpose(0, 1)
+            if k and i >= 1 and i % k == 0:
+                g = g + residual
+            x = act(g)
+        return torch.baddbmm(self.b_out[:, None, :], x, self.w_out.transpose(1, 2))
+
+    def member_lr(self, lr: Tensor) -> list[Tensor]:
+        """Per-parameter views of per-member learning rates ``lr`` ``(P,)``, for Adam."""
+        return [lr.view(-1, *[1] * (p.dim() - 1)) for p in self.parameters()]
+
+    def member(self, p: int) -> Rectangular:
+        """Member ``p`` as a standalone :class:`~jumpstart.models.Rectangular` (a copy)."""
+        net = copy.deepcopy(self._template[0])
+        with torch.no_grad():
+            net.linears[0].weight.copy_(self.w_first[p])
+            for i, lin in enumerate(net.linears):
+                if not self.norm:
+                    lin.bias.copy_(self.b_hidden[p, i])
+                if i:
+                    lin.weight.copy_(self.w_hidden[p, i - 1])
+            net.output.weight.copy_(self.w_out[p])
+            net.output.bias.copy_(self.b_out[p])
+            if self.norm:
+                w = self.width
+                for i, bn in enumerate(net.norms):
+                    bn.weight.copy_(self.bn_weight[p, i])
+                    bn.bias.copy_(self.bn_bias[p, i])
+                    bn.running_mean.copy_(self.running_mean[i, p * w:(p + 1) * w])
+                    bn.running_var.copy_(self.running_var[i, p * w:(p + 1) * w])
+                    bn.num_batches_tracked.fill_(self.batches_tracked)
+        return net.eval()
 
 
-def _penalty(u_max: Tensor, u_min: Tensor, p_max: Tensor, p_min: Tensor, mask: Tensor,
-             layers: Tensor, n_points: int, *, margin: float, aggregation: str,
-             sign_balance: float, constraints, tie_break: str) -> Tensor:
-    """Per-member penalty ``P`` (shape ``(P,)``) from stacked extremes.
-
-    ``u_max``/``u_min``: unit extremes over samples, ``(L, P, W)``;
-    ``p_max``/``p_min``: point extremes over real units, ``(L, P, N)``. The
-    same deficits (CPAIOR eqs. (9)-(12)) and aggregation as
-    :func:`jumpstart.core.aggregate`, batched over members, with padded units
-    (``mask`` False, shape ``(P, W)``) and pass-through layers (``layers``
-    0, shape ``(L, P)``) left out of every term and count.
-    """
-    s = sign_balance
-    unit = point = None
-    if "unit+" in constraints:
-        unit = s * torch.relu(margin - u_max)
-    if "unit-" in constraints:
-        t = (1 - s) * torch.relu(margin + u_min)
-        unit = t if unit is None else unit + t
-    if "point+" in constraints:
-        point = s * torch.relu(margin - p_max)
-    if "point-" in constraints:
-        t = (1 - s) * torch.relu(margin + p_min)
-        point = t if point is None else point + t
-    if unit is not None:
-        unit = unit * mask * layers[..., None]  # padded units' terms are dropped
-    if point is not None:
-        point = point * layers[..., None]
-    depth = layers.sum(0)  # (P,) each member's own layers
-    n_units = mask.sum(1).to(u_max.dtype) * depth
-    counts = depth * n_points
-    groups = [(t, n) for t, n in ((unit, n_units), (point, counts)) if t is not None]
-    if aggregation == "balanced":
-        return sum(t.sum((0, 2)) / n for t, n in groups)
-    if aggregation in ("sum", "mean"):
-        total = sum(t.sum((0, 2)) for t, _ in groups)
-        return total if aggregation == "sum" else total / sum(n for _, n in groups)
-    flat = torch.cat([t.transpose(0, 1).reshape(t.shape[1], -1) for t, _ in groups], dim=1)
-    if aggregation == "l2":
-        return torch.linalg.vector_norm(flat, dim=1)
-    return flat.square().sum(1)
+def _stack_parts(datas: list[Dataset], part: str) -> tuple[Tensor, Tensor]:
+    xs = [getattr(d, f"x_{part}").flatten(1) for d in datas]
+    ys = [getattr(d, f"y_{part}") for d in datas]
+    if all(d is datas[0] for d in datas):
+        return xs[0], ys[0].expand(len(datas), -1)
+    if len({x.shape for x in xs}) != 1:
+        raise ValueError(f"population members' {part} parts differ in shape: "
+                         f"{sorted({tuple(x.shape) for x in xs})}")
+    return torch.stack(xs), torch.stack(ys)
 
 
-#: floor of Adam's second moment before the square root (see :class:`Adam`)
-TINY = 1e-30
+def refusal(technique: Technique, config: dict | None = None) -> str | None:
+    """Why :func:`train_population` cannot run ``technique`` (and the run
+    ``config``, when given) exactly, or ``None``: the technique must declare
+    ``"population"``; the run must be a dense net in float32 under plain Adam
+    (no weight decay, no learning-rate schedule) on in-memory data."""
+    from ..data import FOLDER_SETS
+    from ..optim import OPTIMIZER_OPTIONS, is_plain_adam
 
-
-class Adam:
-    """Adam (Kingma & Ba) over a few tensors with external gradient buffers.
-
-    The same update as ``torch.optim.Adam`` (betas 0.9, 0.999, eps 1e-8, no
-    weight decay), written out because the gradients are not ``.grad`` fields
-    and because population members may each have their own learning rate:
-    ``lr`` is one float, or one tensor per parameter that broadcasts against
-    it (e.g. shape ``(P, 1, 1)`` for a ``(P, W, F)`` weight).
-
-    The second moment is clamped at :data:`TINY` (1e-30) before its square
-    root: padded and dead entries keep ``v = 0``, and the CPU square root of
-    0 takes a slow path (4-8x slower per element here). The clamp moves the
-    denominator ``sqrt(v) / bc2 + eps`` by at most ``1e-15 / bc2`` against
-    ``eps = 1e-8``, and only where the gradient has been below ~1e-14.
-    """
-
-    def __init__(self, params: list[Tensor], lr: float | list[Tensor]) -> None:
-        self.params, self.lr, self.t = params, lr, 0
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-
-    @torch.no_grad()
-    def step(self, grads: list[Tensor]) -> None:
-        """One Adam update of ``params`` in place with these gradients."""
-        self.t += 1
-        b1, b2, eps = 0.9, 0.999, 1e-8
-        bc1 = 1 - b1 ** self.t
-        bc2_sqrt = math.sqrt(1 - b2 ** self.t)
-        torch._foreach_lerp_(self.m, grads, 1 - b1)
-        torch._foreach_mul_(self.v, b2)
-        torch._foreach_addcmul_(self.v, grads, grads, 1 - b2)
-        denom = torch._foreach_clamp_min(self.v, TINY)
-        torch._foreach_sqrt_(denom)
-        torch._foreach_div_(denom, bc2_sqrt)
-        torch._foreach_add_(denom, eps)
-        if isinstance(self.lr, (int, float)):
-            torch._foreach_addcdiv_(self.params, self.m, denom, -self.lr / bc1)
-            return
-        update = torch._foreach_div(self.m, denom)
-        torch._foreach_mul_(update, [lr * (-1 / bc1) for lr in self.lr])
-        torch._foreach_add_(self.params, update)
+    if "population" not in technique.supports:
+        return (f"technique {technique.name!r} does not declare population support "
+                "(supports: " + (", ".join(sorted(technique.supports)) or "none") + "); "
+                "train it with fit / train_run")
+    if config is None:
+        return None
+    if config.get("model", "rectangular") != "rectangular":
+        return f"model {config['model']!r} is not a dense rectangular net"
+    if config.get("precision", "32") != "32":
+        return "population training is float32 only"
+    if config.get("dataset") in FOLDER_SETS:
+        return "population training needs in-memory data"
+    if not is_plain_adam(**{k: v for k, v in config.items() if k in OPTIMIZER_OPTIONS}):
+        return "population training uses plain Adam only (no weight decay, no lr schedule)"
+    return None
 
 
 def train_population(
-    members: list[Member],
+    datas: list[Dataset],
     *,
-    dataset: str = "moons",
-    model: str = "rectangular",
-    depth: int | None = None,
-    epochs: int = 5000,
-    lr: float = 0.01,
+    technique: Technique,
+    depth: int,
+    width: int,
+    seeds: list[int],
+    lrs: list[float],
+    epochs: int,
     batch_size: int | None = None,
-    jumpstart: dict | None = None,
+    init: str = "glorot",
     curve_every: int = 50,
-    progress=None,
 ) -> list[MemberResult]:
-    """Train a population of same-depth ReLU nets at once.
+    """Train ``P`` dense nets, member ``p`` on ``datas[p]`` with seed ``seeds[p]``
+    and Adam learning rate ``lrs[p]``, all with ``technique``.
 
-    ``model`` is ``"rectangular"`` (dense) or ``"moons_conv"`` (the CPAIOR
-    Keras MOONS net, deficits with granularity ``"position"``, full batch).
-    Numerically each member is ``train_run(dataset=..., model=model,
-    depth=member.depth, width=member.width, lam=member.lam, seed=member.seed, ...)``:
-    the same initialization, minibatch order (``batch_size`` set), loss
-    ``task + lam * P`` (CPAIOR eq. (7)) and Adam, up to float rounding. A
-    member whose loss becomes NaN/inf stops being recorded there and is
-    reported diverged (its metrics are those of its last finite epoch).
+    Member ``p`` is numerically :func:`jumpstart.train.fit` of the net
+    ``train_run`` builds for that seed (``torch.manual_seed(seed)`` then
+    ``Rectangular(depth, width, F, K, **technique.model_options(...))``), up to
+    float rounding: same initialization, minibatch order (a generator seeded
+    with ``seed``), loss ``task + technique.loss(ctx)`` and Adam. A member whose
+    loss becomes NaN/inf is frozen there and reported diverged. (With
+    Jumpstart's tie-break ``"single"`` the gradient of a max goes to one
+    element; where two candidates are equal up to rounding, the batched and
+    the single computation may pick different ones, after which the two
+    trajectories part; both are valid runs of the method. ``"average"`` has no
+    such point.)
+
+    Per epoch: ``train_acc`` of the training forwards, then ``val_acc`` and
+    ``test_acc`` (when the data have a test part) in eval mode. The metrics
+    add ``best_val_test_acc``: test accuracy at the first epoch of best
+    validation accuracy (early stopping, IEEE Access 2025 protocol with a
+    held-out test part). Status: on the training set after the last epoch.
 
     Args:
-        members: the networks, ``len >= 1``.
-        depth: the depth of members that do not set their own.
-        dataset, epochs, lr, batch_size: shared training settings.
-        jumpstart: shared Jumpstart options (``margin``, ``aggregation``,
-            ``sign_balance``, ``constraints``, ``tie_break``).
-        curve_every: record curves every this many epochs (and at the end).
-        progress: optional callable ``progress(epochs_done)``.
+        datas: one :class:`Dataset` per member; parts of equal shapes (the
+            same object for all members is cheapest).
+        technique: built technique, shared by all members.
+        depth, width, init: the Rectangular architecture.
+        seeds, lrs: per member.
+        epochs, batch_size (``None``: full batch), curve_every: as :func:`fit`.
 
     Returns:
-        One :class:`MemberResult` per member, in order.
+        One :class:`~jumpstart.train.history.MemberResult` per member.
 
     Raises:
-        ValueError: no members, unknown data set or options, bad sizes, a
-            member without a depth when ``depth`` is not given.
+        ValueError: a technique without population support (:func:`refusal`),
+            mismatched lengths, bad sizes, parts of unequal shapes, a
+            technique the model family cannot take.
     """
-    if not members:
-        raise ValueError("a population needs at least one member")
-    if any(m.depth is None for m in members):
-        if depth is None:
-            raise ValueError("give depth, or a depth for every member")
-        members = [m if m.depth is not None else replace(m, depth=depth) for m in members]
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")
-    opts = {"margin": 1.0, "aggregation": "balanced", "sign_balance": 0.5,
-            "constraints": CONSTRAINTS, "tie_break": "single", "granularity": None,
-            **(jumpstart or {})}
-    if any(m.lam > 0 for m in members):
-        opts["constraints"] = check_options(opts["margin"], opts["aggregation"],
-                                             opts["sign_balance"], opts["constraints"],
-                                             opts["tie_break"])
-    check_schedule(lr, epochs, batch_size)
-    if any(not m.lam >= 0 for m in members):
-        raise ValueError(f"lam must be >= 0; got {[m.lam for m in members]}")
-    if model not in ("rectangular", "moons_conv"):
-        raise ValueError(f"unknown model {model!r}; allowed: rectangular, moons_conv")
-    # regularized members first, so the stack reduces extremes over a leading slice
-    placement = sorted(range(len(members)), key=lambda i: members[i].lam == 0)
-    members = [members[i] for i in placement]
-    data = DATASETS[dataset]()
-    if data.num_classes != 2:
-        raise ValueError("population training supports binary data sets (one logit) for now")
-    x_tr, y_tr = data.x_train.flatten(1), data.y_train.float()
-    x_va, y_va = data.x_val.flatten(1), data.y_val
-    n, features = x_tr.shape
-    pop = len(members)
+    reason = refusal(technique)
+    if reason is not None:
+        raise ValueError(f"the population trainer refuses this run: {reason}")
+    pop = len(datas)
+    if not pop or len(seeds) != pop or len(lrs) != pop:
+        raise ValueError(f"need equally many (>= 1) datas, seeds and lrs; got "
+                         f"{pop}, {len(seeds)}, {len(lrs)}")
+    for lr in lrs:
+        check_schedule(lr, epochs, batch_size)
+    first = datas[0]
     nets = []
-    for m in members:  # each member's own initialization, as train_run builds it
-        torch.manual_seed(m.seed)
-        nets.append(MoonsConv(m.depth, m.width) if model == "moons_conv"
-                    else Rectangular(m.depth, m.width, features, 1))
-    if model == "moons_conv":
-        if opts["granularity"] not in (None, "position"):
-            raise ValueError("MoonsConv populations use granularity 'position'")
-        if batch_size is not None:
-            raise ValueError("MoonsConv populations train full batch")
-        stack = MoonsConvStack(nets)
-    else:
-        stack = DenseStack(nets)
-    granularity = "position" if model == "moons_conv" else "channel"
-    opts.pop("granularity", None)
-    lam_all = torch.tensor([m.lam for m in members])
-    reg = int((lam_all > 0).sum())
-    use_js = reg > 0
-    lam = lam_all[:reg]
-    stack.regularize(reg)
-    average = opts["tie_break"] == "average"
-    stack.keep_g = average
-    unit_mask, layer_mask = stack.unit_mask, stack.layer_mask
-    adam = Adam(stack.params, lr)
+    for seed in seeds:  # each member as train_run builds it
+        torch.manual_seed(seed)
+        nets.append(build_model("rectangular", technique, first.num_classes,
+                                tuple(first.x_train.shape[1:]), dataset=first.name,
+                                depth=depth, width=width, init=init, head="flatten"))
+    model = PopulationNet(nets)
+    x_tr, y_tr = _stack_parts(datas, "train")
+    x_va, y_va = _stack_parts(datas, "val")
+    has_test = first.x_test is not None
+    x_eval, y_eval, n_val = x_va, y_va, y_va.shape[1]
+    if has_test:  # eval mode: samples are independent, so one forward serves both parts
+        x_te, y_te = _stack_parts(datas, "test")
+        x_eval, y_eval = torch.cat([x_va, x_te], dim=-2), torch.cat([y_va, y_te], dim=1)
+    n = y_tr.shape[1]
     bs = n if batch_size is None else min(batch_size, n)
-    generators = [torch.Generator().manual_seed(m.seed) for m in members] if bs < n else None
-
-    alive = torch.ones(pop, dtype=torch.bool)
-    done_epochs = torch.zeros(pop, dtype=torch.long)
-    best_train = torch.zeros(pop, dtype=torch.float64)
-    best_val = torch.zeros(pop, dtype=torch.float64)
-    last = {k: torch.zeros(pop, dtype=torch.float64)
-            for k in ("loss", "penalty", "train_acc", "val_acc")}
-    curves = {k: [] for k in ("epoch", "loss", "penalty", "train_acc", "val_acc")}
+    generators = [torch.Generator().manual_seed(s) for s in seeds] if bs < n else None
+    params = list(model.parameters())
+    adam = MemberAdam(params, model.member_lr(torch.tensor(lrs, dtype=torch.float32)))
+    keys = ("loss", "penalty", "train_acc", "val_acc") + (("test_acc",) if has_test else ())
+    history = History(pop, epochs, curve_every, keys=keys)
+    rows = torch.arange(pop)[:, None]
+    ctx = TrainContext(model, adam)
+    recorder = ActivationRecorder(model) if technique.needs_activations else None
+    technique.attach(ctx)
     start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        loss_sum = torch.zeros(pop, dtype=torch.float64)
-        pen_sum = torch.zeros(pop, dtype=torch.float64)
-        correct = torch.zeros(pop, dtype=torch.float64)
-        if generators is not None:
-            order = torch.stack([torch.randperm(n, generator=g) for g in generators])
-        for lo in range(0, n, bs):
-            if generators is None:
-                xb, yb = x_tr, y_tr.expand(pop, n)
-            else:
-                idx = order[:, lo : lo + bs]
-                xb, yb = x_tr[idx], y_tr[idx]
-            rows = yb.shape[1]
-            logits = stack.forward(xb, extremes=use_js)
-            task = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, yb, reduction="none").mean(1)
-            total = task
-            if use_js:
-                leaves = stack.extremes(rows)
-                units, points = leaves
-                pen = _penalty(units[0], units[1], points[0], points[1], unit_mask, layer_mask,
-                               rows * stack.rows_per_point, **opts)
-                extra = torch.cat([lam * pen.detach(), task.new_zeros(pop - reg)])
-                total = task + extra
-            alive &= torch.isfinite(total)
-            live = alive.to(torch.float64)
-            penalty = None
-            if use_js:
-                coefs = torch.autograd.grad(torch.where(alive[:reg], lam * pen, 0.0).sum(),
-                                            leaves)
-                coefs = [c.contiguous() for c in coefs]
-                penalty = (coefs, average)
-            # d mean-BCE / d logits, zero for diverged members
-            dz = torch.where(alive[:, None], (torch.sigmoid(logits) - yb) / rows, 0.0)
-            stack.backward(xb, dz, penalty)
-            adam.step(stack.grads)
-            loss_sum += task.double() * rows * live
-            if use_js:
-                pen_sum += extra.double() * rows * live
-            correct += ((logits > 0).to(yb.dtype) == yb).sum(1).double()
-        with torch.no_grad():
-            val_correct = ((stack.forward(x_va) > 0).long() == y_va).sum(1)
-        now = {"loss": loss_sum / n, "penalty": pen_sum / n, "train_acc": correct / n,
-               "val_acc": val_correct.double() / max(1, x_va.shape[0])}
-        for k, v in now.items():
-            last[k] = torch.where(alive, v, last[k])
-        best_train = torch.where(alive, torch.maximum(best_train, now["train_acc"]), best_train)
-        best_val = torch.where(alive, torch.maximum(best_val, now["val_acc"]), best_val)
-        done_epochs = torch.where(alive, epoch, done_epochs)
-        if epoch % curve_every == 0 or epoch == epochs:
-            curves["epoch"].append(epoch)
-            for k in ("loss", "penalty", "train_acc", "val_acc"):
-                curves[k].append(now[k].clone())
-        if progress is not None:
-            progress(epoch)
-        if not bool(alive.any()):
-            break
+    try:
+        for epoch in range(1, epochs + 1):
+            ctx.epoch = epoch
+            model.train()
+            loss_sum = torch.zeros(pop, dtype=torch.float64)
+            extra_sum = torch.zeros(pop, dtype=torch.float64)
+            correct = torch.zeros(pop, dtype=torch.float64)
+            order = (torch.stack([torch.randperm(n, generator=g) for g in generators])
+                     if generators is not None else None)
+            for lo in range(0, n, bs):
+                if order is None:
+                    xb, yb = x_tr, y_tr
+                else:
+                    idx = order[:, lo:lo + bs]
+                    xb = x_tr[idx] if x_tr.dim() == 2 else x_tr[rows, idx]
+                    yb = y_tr[rows, idx]
+                ctx.batch = (xb, yb)
+                logits = model(xb)
+                task = task_loss(logits, yb)
+                extra = technique.loss(ctx)
+                total = task if extra is None else task + extra
+                history.stop(torch.isfinite(total.detach()))
+                for p in params:
+                    p.grad = None
+                torch.where(history.alive, total, 0.0).sum().backward()
+                adam.step([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
+                ctx.step += 1
+                if recorder is not None:
+                    ctx.activations = recorder.last
+                technique.after_step(ctx)
+                m = yb.shape[1]
+                loss_sum += task.detach().double() * m
+                if extra is not None:
+                    extra_sum += extra.detach().double() * m
+                correct += (predict(logits.detach()) == yb).sum(1).double()
+            ctx.batch = None
+            model.eval()
+            with torch.no_grad():  # validation and test parts in one forward
+                hits = (predict(model(x_eval)) == y_eval).double()
+            now = {"loss": loss_sum / n, "penalty": extra_sum / n, "train_acc": correct / n,
+                   "val_acc": hits[:, :n_val].mean(1)}
+            if has_test:
+                now["test_acc"] = hits[:, n_val:].mean(1)
+            technique.after_epoch(ctx)
+            if ctx.replacement is not None:
+                raise ValueError(f"technique {technique.name!r} replaced the model, which "
+                                 "population training cannot do; it must not declare "
+                                 "population support")
+            history.record(epoch, {**now, **ctx.logged})
+            ctx.logged.clear()
+            if not bool(history.alive.any()):
+                break
+    finally:
+        if recorder is not None:
+            recorder.remove()
+        technique.detach(ctx)
     seconds = time.perf_counter() - start
 
     results = []
     for p in range(pop):
-        net = stack.member(p)
-        status = activation_status(net, data.x_train, granularity=granularity)
-        diverged = not bool(alive[p])
-        metrics = {
-            "train_acc": float(last["train_acc"][p]), "best_train_acc": float(best_train[p]),
-            "val_acc": float(last["val_acc"][p]), "best_val_acc": float(best_val[p]),
-            "final_loss": float(last["loss"][p]), "epochs": int(done_epochs[p]),
-            "seconds": round(seconds / pop, 3), "diverged": diverged,
-            "status": status.ratios(),
-        }
-        keep = [i for i, e in enumerate(curves["epoch"]) if e <= int(done_epochs[p])]
-        member_curves = {"epoch": [curves["epoch"][i] for i in keep]}
-        for k in ("loss", "penalty", "train_acc", "val_acc"):
-            member_curves[k] = [float(curves[k][i][p]) for i in keep]
-        results.append(MemberResult(metrics, member_curves, net))
-    restored = [None] * pop  # back to the caller's member order
-    for position, original in enumerate(placement):
-        restored[original] = results[position]
-    return restored
+        net = model.member(p)
+        status = activation_status(net, datas[p].x_train)
+        metrics = {**history.metrics(p, seconds / pop), "status": status.ratios()}
+        results.append(MemberResult(metrics, history.member_curves(p), net))
+    return results

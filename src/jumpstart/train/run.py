@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from ..core.status import ActivationStatus, activation_status
-from ..data import FolderData, load_dataset
-from ..techniques.builtin import HIDDEN_ACTIVATIONS
+from ..data import Dataset, FolderData, load_dataset
 from ..models import MoonsConv, Rectangular, ResNet
+from ..optim import OPTIMIZER_OPTIONS
+from ..techniques import Technique
 from .loop import FitResult, fit
 
 
@@ -77,7 +78,7 @@ def train_run(
     model: str = "rectangular",
     depth: int,
     width: int | float,
-    technique: str = "baseline",
+    technique: str | Technique = "baseline",
     epochs: int = 5000,
     lr: float = 0.01,
     batch_size: int | None = None,
@@ -90,6 +91,7 @@ def train_run(
     precision: str = "32",
     loader_workers: int = 4,
     progress: bool = False,
+    data: Dataset | FolderData | None = None,
     **options,
 ) -> RunResult:
     """Train one ReLU net on a named data set under a technique and measure it.
@@ -122,12 +124,19 @@ def train_run(
 
     Args:
         technique: registered name, ``"a+b"`` for combinations
-            (:mod:`jumpstart.techniques`).
+            (:mod:`jumpstart.techniques`), or a technique already built (then
+            ``options`` hold no technique option).
         target: the class column of a table.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or
             ``"cuda"``; image nets on CUDA use the channels-last layout.
         precision: ``"32"`` or ``"bf16"`` (autocast), see :func:`fit`.
-        **options: the technique's options (``lam``, ``aggregation``, ...).
+        data: the data set already loaded (as ``load_dataset(dataset,
+            seed=seed, directory=data_dir, target=target)`` returns it), to
+            share one load between runs; ``None`` loads it.
+        **options: the technique's options (``lam``, ``aggregation``, ...)
+            and the optimizer's (:data:`~jumpstart.optim.OPTIMIZER_OPTIONS`:
+            ``optimizer``, ``momentum``, ``nesterov``, ``weight_decay``,
+            ``lr_milestones``, ``lr_gamma``).
 
     Raises:
         ValueError: before any training: unknown technique or model, an
@@ -137,13 +146,24 @@ def train_run(
             names the bad value.
         FileNotFoundError: an unknown data set name or missing files.
     """
+    from ..optim import check_optimizer
     from ..techniques import make_technique
 
-    tech = make_technique(technique, **options)
+    optimizer = {k: v for k, v in options.items() if k in OPTIMIZER_OPTIONS}
+    check_optimizer(**optimizer)
+    tech_options = {k: v for k, v in options.items() if k not in OPTIMIZER_OPTIONS}
+    if isinstance(technique, Technique):
+        if tech_options:
+            raise ValueError(f"technique {technique.name!r} is already built; it takes no "
+                             f"option(s) {sorted(tech_options)} here")
+        tech = technique
+    else:
+        tech = make_technique(technique, **tech_options)
     dev = resolve_device(device)
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
-    data = load_dataset(dataset, seed=seed, directory=data_dir, target=target)
+    if data is None:
+        data = load_dataset(dataset, seed=seed, directory=data_dir, target=target)
     streamed = isinstance(data, FolderData)
     shape = data.feature_shape if streamed else tuple(data.x_train.shape[1:])
     torch.manual_seed(seed)
@@ -154,11 +174,12 @@ def train_run(
         net.to(memory_format=torch.channels_last)
     result = fit(net, data, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
                  technique=tech, precision=precision, loader_workers=loader_workers,
-                 progress=progress)
+                 progress=progress, **optimizer)
+    net = result.model
     config = {"dataset": dataset, "model": model, "depth": depth, "width": width,
               **({"head": head} if model == "conv" else {}),
-              "technique": tech.name, **tech.config, "lr": lr, "batch_size": batch_size,
-              "seed": seed}
+              "technique": tech.name, **tech.config, "lr": lr, **optimizer,
+              "batch_size": batch_size, "seed": seed}
     granularity = tech.config.get("granularity", "channel")
     if streamed:
         from torch.utils.data import DataLoader
@@ -167,8 +188,7 @@ def train_run(
                             num_workers=loader_workers)
     else:
         inputs = data.x_train
-    status = activation_status(net, inputs, granularity=granularity,
-                               activations=HIDDEN_ACTIVATIONS)
+    status = activation_status(net, inputs, granularity=granularity)
     return RunResult(config, net, result, status)
 
 

@@ -11,7 +11,8 @@ from jumpstart.experiments import load, load_sweep
 from jumpstart.models import Rectangular
 from jumpstart.techniques import make_technique
 from jumpstart.train import train_run
-from jumpstart.train.batched import PopulationNet, train_batched
+from jumpstart.techniques import TrainContext
+from jumpstart.train.population import PopulationNet, train_population as train_batched
 
 
 @pytest.mark.parametrize("name, options", [
@@ -63,21 +64,23 @@ def test_population_loss_gradient_equals_each_members_own(name, aggregation, tie
     pop = PopulationNet(nets).train()
     torch.manual_seed(9)
     x, y = torch.randn(3, 16, 3), torch.randint(0, 3, (3, 16))
-    tech.attach(pop)
+    ctx = TrainContext(pop)
+    tech.attach(ctx)
     logits = pop(x)
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y,
-                                               reduction="none").mean(1) + tech.loss()
+                                               reduction="none").mean(1) + tech.loss(ctx)
     losses.sum().backward()
-    tech.detach()
+    tech.detach(ctx)
     grads = PopulationNet(nets)  # same layout; its "weights" become the gradients
     with torch.no_grad():
         for q, source in zip(grads.parameters(), pop.parameters()):
             q.copy_(source.grad)
     for p, net in enumerate(nets):
         single = make_technique(name, lam=0.3, aggregation=aggregation, tie_break=tie_break)
-        single.attach(net)
-        loss = torch.nn.functional.cross_entropy(net(x[p]), y[p]) + single.loss()
-        single.detach()
+        one = TrainContext(net)
+        single.attach(one)
+        loss = torch.nn.functional.cross_entropy(net(x[p]), y[p]) + single.loss(one)
+        single.detach(one)
         assert losses[p].item() == pytest.approx(loss.item(), rel=1e-5)
         loss.backward()
         for (k, a), b in zip(grads.member(p).named_parameters(), net.parameters()):

@@ -1,0 +1,280 @@
+"""The training contract: hooks with a context, optimizer-state surgery, model
+replacement, optimizers and schedules as run options, routing that never ignores."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from jumpstart import Jumpstart, activation_status
+from jumpstart.core.options import Option, int_at_least
+from jumpstart.data import moons
+from jumpstart.experiments import load, load_sweep, run_sweep
+from jumpstart.experiments.config import group_key
+from jumpstart.models import Rectangular
+from jumpstart.optim import MemberAdam, check_optimizer, zero_state
+from jumpstart.techniques import TECHNIQUES, Technique, make_technique, register
+from jumpstart.train import TRAINERS, fit, route
+from jumpstart.train.group import train_group
+from jumpstart.train.loop import task_loss
+
+
+class Counting(Technique):
+    """A technique with a hook the stacks and populations never call: it must
+    run in the single-run loop only (a subclass of a stack-capable technique
+    does not inherit the capability)."""
+
+    name = "counting-probe"
+    options = {"probe_k": Option(1, *int_at_least(1))}
+    calls: list = []
+
+    def after_step(self, ctx):
+        Counting.calls.append((ctx.step, ctx.epoch, self.config["probe_k"]))
+
+
+class SubBaseline(type(make_technique("baseline"))):
+    """Inherits from the baseline (stacks and population) and adds a hook."""
+
+    name = "sub-baseline-probe"
+
+    def after_step(self, ctx):
+        pass
+
+
+@pytest.fixture
+def probes():
+    for cls in (Counting, SubBaseline):
+        register(cls)
+    Counting.calls.clear()
+    yield
+    for cls in (Counting, SubBaseline):
+        TECHNIQUES.pop(cls.name, None)
+
+
+def _config(technique, **extra):
+    options = {"lam": 1e-3} if "jumpstart" in technique else {}
+    return {"dataset": "moons", "model": "rectangular", "depth": 3, "width": 4,
+            "technique": technique, "epochs": 5, "lr": 0.01, "batch_size": "full",
+            "curve_every": 1, "seed": 1, **options, **extra}
+
+
+EXPECTED_ROUTES = {"baseline": "stacks", "jumpstart": "stacks", "batchnorm": "population",
+                   "skip": "population", "gelu": "population",
+                   "counting-probe": "single", "sub-baseline-probe": "single"}
+
+
+@pytest.mark.usefixtures("probes")
+@pytest.mark.parametrize("name", sorted(EXPECTED_ROUTES))
+def test_every_technique_through_every_trainer(name):
+    """Each trainer either runs the technique with the single-run loop's
+    trajectory (loss curve to 1e-4 over 5 epochs) or refuses it with a
+    message naming why; routing picks the first that runs it."""
+    config = _config(name)
+    assert route(config) == EXPECTED_ROUTES[name]
+    (_, single_metrics, single_curves), = train_group([config], trainer="single")
+    for trainer in TRAINERS:
+        refused = TRAINERS.index(trainer) < TRAINERS.index(EXPECTED_ROUTES[name])
+        if refused:
+            with pytest.raises(ValueError, match=f"trainer '{trainer}' refuses the run: .*"
+                                                 f"does not declare {trainer}"):
+                train_group([config], trainer=trainer)
+            continue
+        (_, metrics, curves), = train_group([config], trainer=trainer)
+        assert curves["epoch"] == [1, 2, 3, 4, 5]
+        for a, b in zip(curves["loss"], single_curves["loss"]):
+            assert a == pytest.approx(b, abs=1e-4)
+        assert metrics["widths"] == single_metrics["widths"] == [4, 4, 4, 1]
+    if name == "counting-probe":  # once per step, in both single-run loops
+        assert [c[0] for c in Counting.calls] == [1, 2, 3, 4, 5] * 2
+
+
+@pytest.mark.usefixtures("probes")
+def test_late_registered_technique_is_a_grid_axis(tmp_path):
+    path = tmp_path / "late.toml"
+    path.write_text('name = "late"\n[fixed]\ndataset = "moons"\nepochs = 3\ndepth = 2\n'
+                    'width = 3\ntechnique = "counting-probe"\n[grid]\nprobe_k = [1, 2]\n')
+    sweep = load_sweep(path)
+    assert [r["probe_k"] for r in sweep.runs] == [1, 2]
+    assert group_key(sweep.runs[0]) == group_key(sweep.runs[1])  # one group
+    counts = run_sweep(sweep, tmp_path / "r.db", workers=1, progress=False)
+    assert counts["done"] == 2
+    assert sorted(load(tmp_path / "r.db")["probe_k"]) == [1, 2]
+    assert sorted({k for _, _, k in Counting.calls}) == [1, 2]
+    assert len(Counting.calls) == 6  # 3 full-batch epochs per run
+
+
+def _adam_state_after_one_step(optimizer, w, g):
+    w.grad = g.clone()
+    optimizer.step()
+
+
+@pytest.mark.parametrize("kind", ["adam", "adamw", "member", "sgd"])
+def test_zero_state_zeroes_exactly_the_chosen_entries(kind):
+    """After one step with gradient g: Adam's m = (1 - 0.9) g, v = (1 - 0.999) g^2
+    (by hand); SGD's momentum buffer = g. Zeroing column 1 and row 0 leaves every
+    other entry as it was."""
+    w = nn.Parameter(torch.zeros(3, 4))
+    g = torch.arange(1.0, 13.0).view(3, 4)
+    if kind == "member":
+        opt = MemberAdam([w], 0.01)
+        opt.step([g])
+    else:
+        opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+               "sgd": lambda p, lr: torch.optim.SGD(p, lr, momentum=0.9)}[kind]([w], lr=0.01)
+        _adam_state_after_one_step(opt, w, g)
+    state = opt.state[w]
+    if kind == "sgd":
+        expected = {"momentum_buffer": g}
+    else:
+        expected = {"exp_avg": 0.1 * g, "exp_avg_sq": 0.001 * g * g}
+    for name, value in expected.items():
+        assert torch.allclose(state[name], value)
+    names = zero_state(opt, w, (slice(None), 1))
+    names += zero_state(opt, w, 0)
+    assert sorted(set(names)) == sorted(expected)
+    keep = torch.ones(3, 4, dtype=torch.bool)
+    keep[:, 1] = False
+    keep[0] = False
+    for name, value in expected.items():
+        assert torch.equal(state[name][keep], value[keep])
+        assert (state[name][~keep] == 0).all()
+    if kind in ("adam", "adamw"):
+        assert float(state["step"]) == 1.0  # the step count is kept
+    with pytest.raises(ValueError, match="not one of the optimizer's parameters"):
+        zero_state(opt, nn.Parameter(torch.zeros(2)), 0)
+
+
+def test_member_adam_state_is_per_member():
+    w = nn.Parameter(torch.zeros(2, 3, 4))  # (P, W, F)
+    opt = MemberAdam([w], [torch.tensor([0.1, 0.2]).view(2, 1, 1)])
+    opt.step([torch.ones(2, 3, 4)])
+    zero_state(opt, w, (1, [0, 2]))  # member 1, units 0 and 2
+    m = opt.state[w]["exp_avg"]
+    assert torch.allclose(m[0], torch.full((3, 4), 0.1))
+    assert torch.allclose(m[1, 1], torch.full((4,), 0.1))
+    assert (m[1, [0, 2]] == 0).all()
+
+
+class Widen(Technique):
+    """After step 3, continue with the net widened by 2 units per layer: old
+    weights copied, new units' incoming weights freshly drawn and their
+    outgoing weights zero (same function)."""
+
+    name = "widen-probe"
+    seen: dict = {}
+
+    def after_step(self, ctx):
+        if ctx.step != 3:
+            return
+        old = ctx.model
+        new = Rectangular(old.depth, old.width + 2, 2, 1)
+        with torch.no_grad():
+            for a, b in zip([*new.linears, new.output], [*old.linears, old.output]):
+                a.weight[: b.out_features, : b.in_features] = b.weight
+                a.weight[:, b.in_features:] = 0  # reads the previous layer's new units
+                a.bias[: b.out_features] = b.bias
+            new.output.bias.copy_(old.output.bias)
+        Widen.seen = {"old": old, "new": new,
+                      "start": {k: v.clone() for k, v in new.state_dict().items()},
+                      "old_state": {k: v.clone() for k, v in old.state_dict().items()}}
+        ctx.replace_model(new)
+
+
+def test_technique_that_widens_the_model_mid_run():
+    data = moons()
+    model = Rectangular(3, 3, 2, 1)
+    tech = Widen()
+    out = {}
+
+    class Check(Technique):
+        name = "check-probe"
+
+        def after_step(self, ctx):
+            if ctx.step == 4:  # first hook call with the new model
+                out["params"] = {id(p) for g in ctx.optimizer.param_groups for p in g["params"]}
+                out["model"] = ctx.model
+
+    from jumpstart.techniques import Combined
+    result = fit(model, data, epochs=6, technique=Combined([tech, Check()]))
+    new = Widen.seen["new"]
+    assert out["model"] is new and result.model is new
+    assert out["params"] == {id(p) for p in new.parameters()}  # exactly the new set
+    for k, v in new.state_dict().items():  # every new tensor trained on
+        assert not torch.equal(v, Widen.seen["start"][k]), k
+    for k, v, in Widen.seen["old"].state_dict().items():  # the old net no longer moves
+        assert torch.equal(v, Widen.seen["old_state"][k]), k
+    assert result.metrics()["widths"] == [5, 5, 5, 1]
+    assert result.epochs == 6
+
+
+def test_sgd_momentum_and_milestones_match_torch_step_by_step():
+    """fit with SGD + Nesterov momentum + weight decay + a step schedule equals
+    torch.optim.SGD + MultiStepLR stepped once per epoch on the same batches."""
+    data = moons()
+    options = dict(optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=1e-3,
+                   lr_milestones=[2, 3], lr_gamma=0.5)
+    torch.manual_seed(0)
+    ours = Rectangular(3, 4, 2, 1)
+    theirs = Rectangular(3, 4, 2, 1)
+    theirs.load_state_dict(ours.state_dict())
+    fit(ours, data, lr=0.05, epochs=4, batch_size=32, seed=7, **options)
+    opt = torch.optim.SGD(theirs.parameters(), lr=0.05, momentum=0.9, nesterov=True,
+                          weight_decay=1e-3)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[2, 3], gamma=0.5)
+    gen = torch.Generator().manual_seed(7)
+    n = data.x_train.shape[0]
+    lrs = []
+    for _ in range(4):
+        theirs.train()
+        order = torch.randperm(n, generator=gen)
+        lrs.append(opt.param_groups[0]["lr"])
+        for lo in range(0, n, 32):
+            idx = order[lo:lo + 32]
+            loss = task_loss(theirs(data.x_train[idx]), data.y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        schedule.step()
+    assert lrs == [0.05, 0.05, 0.025, 0.0125]
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert torch.allclose(a, b, atol=1e-7)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"optimizer": "rmsprop"}, "optimizer must be one of adam, adamw, sgd"),
+    ({"momentum": 0.9}, "momentum and nesterov apply to optimizer sgd"),
+    ({"optimizer": "sgd", "nesterov": True}, "nesterov needs momentum > 0"),
+    ({"lr_milestones": [5, 2]}, "strictly increasing"),
+    ({"lr_gamma": 0}, r"lr_gamma must be a number in \(0, 1\]"),
+])
+def test_bad_optimizer_options_are_refused_before_training(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        check_optimizer(**kwargs)
+    with pytest.raises(ValueError, match=fragment):
+        fit(Rectangular(2, 2, 2, 1), moons(), epochs=1, **kwargs)
+
+
+def test_population_trainers_refuse_what_they_cannot_run():
+    """A non-Adam optimizer or a schedule goes to the single-run loop."""
+    for extra in ({"optimizer": "sgd", "momentum": 0.9}, {"lr_milestones": [2]},
+                  {"weight_decay": 1e-4}):
+        config = _config("batchnorm", **extra)
+        assert route(config) == "single"
+        with pytest.raises(ValueError, match="plain Adam only"):
+            train_group([config], trainer="population")
+        assert route(_config("jumpstart", **extra)) == "single"
+
+
+def test_defaults_on_a_gelu_net():
+    """activation_status and Jumpstart hook GELU nets with their defaults."""
+    torch.manual_seed(0)
+    net = Rectangular(3, 4, 2, 1, activation="gelu")
+    x = torch.randn(16, 2)
+    status = activation_status(net, x)
+    assert status.num_layers == 3 and [len(u) for u in status.unit_status] == [4, 4, 4]
+    js = Jumpstart(net)
+    net.train()
+    net(x)
+    assert len(js.deficits()) == 3 and math.isfinite(float(js.penalty().detach()))
+    js.remove()
