@@ -278,3 +278,74 @@ def test_defaults_on_a_gelu_net():
     net(x)
     assert len(js.deficits()) == 3 and math.isfinite(float(js.penalty().detach()))
     js.remove()
+
+
+def test_constraints_are_a_sweepable_technique_option(tmp_path):
+    """An ablation axis over constraint subsets; the stacks honour the subset
+    (same loss curve as the single-run loop)."""
+    path = tmp_path / "abl.toml"
+    path.write_text('name = "abl"\n[fixed]\ndataset = "moons"\nepochs = 5\ndepth = 3\n'
+                    'width = 4\ntechnique = "jumpstart"\ncurve_every = 1\n[jumpstart]\n'
+                    'lam = 0.01\n[grid]\nconstraints = [["unit+", "unit-"], ["point+"]]\n')
+    runs = load_sweep(path).runs
+    assert [r["constraints"] for r in runs] == [["unit+", "unit-"], ["point+"]]
+    for config in runs:
+        assert route(config) == "stacks"
+        (_, _, stacked), = train_group([config], trainer="stacks")
+        (_, _, single), = train_group([config], trainer="single")
+        assert stacked["loss"] == pytest.approx(single["loss"], abs=1e-6)
+        assert stacked["penalty"] == pytest.approx(single["penalty"], rel=1e-4)
+    (_, _, a), = train_group([runs[0]], trainer="single")
+    (_, _, b), = train_group([runs[1]], trainer="single")
+    assert a["penalty"] != pytest.approx(b["penalty"])  # the subset matters
+
+
+def test_store_keeps_every_curve_metric_and_migrates_old_curves(tmp_path):
+    import sqlite3
+
+    from jumpstart.experiments import ResultsStore
+
+    db = tmp_path / "r.db"
+    legacy = sqlite3.connect(db)  # a database written before curve_values
+    legacy.executescript("CREATE TABLE curves (key TEXT NOT NULL, epoch INTEGER NOT NULL, "
+                         "loss REAL, penalty REAL, train_acc REAL, val_acc REAL, "
+                         "PRIMARY KEY (key, epoch));"
+                         "INSERT INTO curves VALUES ('old', 10, 0.5, 0.0, 0.75, 0.5);")
+    legacy.close()
+    with ResultsStore(db) as store:
+        store.record("new", "s", {"depth": 1}, "done", metrics={"diverged": False},
+                     curves={"epoch": [1, 2], "loss": [0.7, 0.6], "test_acc": [0.5, 0.25],
+                             "dormant": [None, 0.125]})
+        frame = store.curves()
+    old = frame[frame["key"] == "old"].iloc[0]
+    assert (old["epoch"], old["loss"], old["train_acc"], old["val_acc"]) == (10, 0.5, 0.75, 0.5)
+    new = frame[frame["key"] == "new"]
+    assert new["test_acc"].tolist() == [0.5, 0.25]
+    assert math.isnan(new["dormant"].iloc[0]) and new["dormant"].iloc[1] == 0.125
+
+
+def test_cli_trains_with_sgd_and_a_schedule(capsys):
+    import json
+
+    from jumpstart.cli import main
+
+    assert main(["train", "--depth", "2", "--width", "3", "--epochs", "3", "--technique",
+                 "baseline", "--optimizer", "sgd", "--momentum", "0.9",
+                 "--lr-milestones", "1,2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["optimizer"] == "sgd" and out["momentum"] == 0.9
+    assert out["lr_milestones"] == [1, 2] and out["epochs"] == 3
+    assert main(["train", "--depth", "2", "--width", "3", "--momentum", "0.9"]) == 2
+    assert "momentum and nesterov apply to optimizer sgd" in capsys.readouterr().err
+
+
+def test_status_metric_imports_without_lightning():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['lightning'] = None\n"
+            "from jumpstart.integrations import ActivationStatusMetric\n"
+            "print(ActivationStatusMetric.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ActivationStatusMetric"

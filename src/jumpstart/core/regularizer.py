@@ -129,13 +129,17 @@ def aggregate(
     if not layers:
         raise ValueError("no layer deficits to aggregate")
     s = float(sign_balance)
+
+    def joined(i):  # one deficit over all layers
+        return layers[0][i] if len(layers) == 1 else torch.cat([d[i] for d in layers], dim=-1)
+
     groups, counts = [], []
     for g, (key, pos, neg) in enumerate((("unit", 0, 1), ("point", 2, 3))):
         parts = []
         if f"{key}+" in constraints:
-            parts.append(s * torch.cat([d[pos] for d in layers], dim=-1))
+            parts.append(s * joined(pos))
         if f"{key}-" in constraints:
-            parts.append((1 - s) * torch.cat([d[neg] for d in layers], dim=-1))
+            parts.append((1 - s) * joined(neg))
         if parts:
             group = parts[0] if len(parts) == 1 else parts[0] + parts[1]
             if masks is not None:

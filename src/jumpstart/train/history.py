@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -64,13 +65,17 @@ class History:
     def __init__(self, members: int, epochs: int, curve_every: int = 1,
                  keys: tuple[str, ...] = ()) -> None:
         self.members, self.epochs, self.curve_every = members, epochs, curve_every
-        self.alive = torch.ones(members, dtype=torch.bool)
-        self.done = torch.zeros(members, dtype=torch.long)
-        self.last: dict[str, Tensor] = {}
-        self.best = {k: torch.full((members,), -math.inf, dtype=torch.float64)
-                     for k in BEST_METRICS}
-        self.best_val_test = torch.full((members,), math.nan, dtype=torch.float64)
+        self._alive = np.ones(members, dtype=bool)
+        self.done = np.zeros(members, dtype=np.int64)
+        self.last: dict[str, np.ndarray] = {}
+        self.best = {k: np.full(members, -math.inf) for k in BEST_METRICS}
+        self.best_val_test = np.full(members, math.nan)
         self.curves: dict[str, list] = {"epoch": [], **{k: [] for k in keys}}
+
+    @property
+    def alive(self) -> Tensor:
+        """``(P,)`` bool: members still recorded (no non-finite loss yet)."""
+        return torch.from_numpy(self._alive)
 
     def record(self, epoch: int, values: dict[str, Tensor | float]) -> None:
         """Record epoch ``epoch`` for the members still alive.
@@ -79,31 +84,31 @@ class History:
             values: metric name -> ``(P,)`` tensor or a float shared by all
                 members; must include ``train_acc`` and ``val_acc``.
         """
-        now = {k: (v.double() if isinstance(v, Tensor)
-                   else torch.full((self.members,), float(v), dtype=torch.float64))
-               for k, v in values.items()}
-        alive = self.alive
+        now = {k: (v.detach().double().numpy() if isinstance(v, Tensor)
+                   else np.full(self.members, float(v))) for k, v in values.items()}
+        alive = self._alive
         for k, v in now.items():
-            old = self.last.get(k, torch.full((self.members,), math.nan, dtype=torch.float64))
-            self.last[k] = torch.where(alive, v, old)
+            old = self.last.get(k)
+            self.last[k] = v.copy() if old is None and alive.all() else np.where(
+                alive, v, math.nan if old is None else old)
         improved = alive & (now["val_acc"] > self.best["val_acc"])
         if "test_acc" in now:
-            self.best_val_test = torch.where(improved, now["test_acc"], self.best_val_test)
+            self.best_val_test = np.where(improved, now["test_acc"], self.best_val_test)
         for k in BEST_METRICS:
-            self.best[k] = torch.where(alive, torch.maximum(self.best[k], now[k]), self.best[k])
-        self.done = torch.where(alive, epoch, self.done)
+            self.best[k] = np.where(alive, np.maximum(self.best[k], now[k]), self.best[k])
+        self.done[alive] = epoch
         if epoch % self.curve_every == 0 or epoch == self.epochs:
             at = len(self.curves["epoch"])
             self.curves["epoch"].append(epoch)
             for k, v in now.items():
-                self.curves.setdefault(k, [None] * at).append(v.clone())
+                self.curves.setdefault(k, [None] * at).append(v.copy())
             for k, values in self.curves.items():
                 if len(values) == at:  # not recorded this epoch
                     values.append(None)
 
     def stop(self, finite: Tensor) -> None:
-        """Members whose ``finite`` is False stop here (diverged)."""
-        self.alive &= finite
+        """Members whose ``finite`` (``(P,)`` bool) is False stop here (diverged)."""
+        self._alive &= finite.numpy()
 
     def metrics(self, p: int, seconds: float) -> dict:
         """Member ``p``'s metrics: ``train_acc``, ``best_train_acc``,

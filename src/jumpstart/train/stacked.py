@@ -252,8 +252,10 @@ def train_stacked(
             penalty = None
             if use_js:
                 coefs = torch.autograd.grad(torch.where(alive[:reg], lam * pen, 0.0).sum(),
-                                            leaves)
-                coefs = [c.contiguous() for c in coefs]
+                                            leaves, allow_unused=True)
+                # a constraint subset leaves the unit or the point extremes unused
+                coefs = [torch.zeros_like(t) if c is None else c.contiguous()
+                         for c, t in zip(coefs, leaves)]
                 penalty = (coefs, average)
             # d mean-BCE / d logits, zero for diverged members
             dz = torch.where(alive[:, None], (torch.sigmoid(logits) - yb) / rows, 0.0)
