@@ -17,10 +17,10 @@ import pandas as pd
 
 from ..data import FOLDER_SETS
 from .store import ResultsStore, load
+from .tabular_report import techniques as _techniques
 from .tabular_report import write_tabular_report
 
 GRID = ("technique", "width", "depth")
-TECHNIQUE_ORDER = ("baseline", "jumpstart")
 
 
 def _medians(runs, metric: str):
@@ -28,11 +28,6 @@ def _medians(runs, metric: str):
     ``metric`` over each cell's runs that did not fail (NaN if all failed)."""
     value = runs[metric].where(runs["state"] != "failed")
     return runs.assign(value=value).groupby(list(GRID))["value"].median()
-
-
-def _techniques(runs) -> list[str]:
-    present = set(runs["technique"])
-    return [t for t in TECHNIQUE_ORDER if t in present] + sorted(present - set(TECHNIQUE_ORDER))
 
 
 def trainable_depth(runs, threshold: float = 0.9):

@@ -81,8 +81,9 @@ def select(runs) -> pd.DataFrame:
 
 
 def techniques(selected) -> list[str]:
-    """Techniques present in a table, the paper's five first (baseline,
-    jumpstart, skip, batchnorm, gelu), then the others sorted."""
+    """Techniques present in a table of runs, the paper's five first
+    (baseline, jumpstart, skip, batchnorm, gelu), then the others sorted; the
+    one order of every report."""
     present = set(selected["technique"])
     return [t for t in TECHNIQUE_ORDER if t in present] + sorted(present - set(TECHNIQUE_ORDER))
 
