@@ -9,12 +9,14 @@ from jumpstart.train import kernels
 # filled with 9 here to show that point extremes ignore it
 G = np.array([[[[2, 5, 9], [2, 1, 9], [0, 5, 9]]]], dtype=np.float32)  # (P, R, N, W)
 WIDTHS = np.array([2])
+# the kernels' feature-major layout (P, W, R * N)
+G_T = np.ascontiguousarray(G.transpose(0, 3, 1, 2).reshape(1, 3, 3))
 
 
 def extremes():
     u_val, u_idx = np.zeros((2, 1, 1, 1, 3), np.float32), np.zeros((2, 1, 1, 1, 3), np.int64)
     p_val, p_idx = np.zeros((2, 1, 1, 3), np.float32), np.zeros((2, 1, 1, 3), np.int64)
-    kernels.layer_extremes(G, WIDTHS, 0, u_val, u_idx, p_val, p_idx)
+    kernels.layer_extremes(G_T, WIDTHS, 0, 1, u_val, u_idx, p_val, p_idx)
     return u_val, u_idx, p_val, p_idx
 
 
@@ -37,8 +39,9 @@ def test_penalty_gradient_by_hand(average, expected):
     u_val, u_idx, p_val, p_idx = extremes()
     u_coef = np.array([[1, 2, 0], [10, 20, 0]], np.float32).reshape(2, 1, 1, 3)
     p_coef = np.array([[100, 200, 300], [1000, 2000, 3000]], np.float32).reshape(2, 1, 1, 3)
-    dg = np.zeros_like(G)
-    kernels.add_penalty_grad(dg, G, average, WIDTHS, 0, u_val, u_idx, u_coef, p_val, p_idx,
-                             p_coef)
+    dg_t = np.zeros_like(G_T)
+    kernels.add_penalty_grad(dg_t, G_T, average, WIDTHS, 0, 1, u_val, u_idx, u_coef, p_val,
+                             p_idx, p_coef)
+    dg = dg_t.reshape(1, 3, 1, 3).transpose(0, 2, 3, 1)  # back to (P, R, N, W)
     assert dg[0, 0, :, :2].tolist() == expected
     assert dg[0, 0, :, 2].tolist() == [0, 0, 0]  # padding gets nothing

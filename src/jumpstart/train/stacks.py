@@ -25,11 +25,15 @@ Two architectures:
   ``g = h W^T + b``, run by the fused kernels of :mod:`.kernels` with
   activations kept feature-major, ``(D, P, W, N)``, each member at its width;
 - :class:`MoonsConvStack`: :class:`~jumpstart.models.MoonsConv` nets (the
-  CPAIOR Keras MOONS net); the two positions are stacked along the sample
-  axis, ``h`` of shape ``(P, 2N, W)`` (rows ``:N`` position 0, ``N:`` position
-  1), and a layer is ``g = h W0^T + b`` plus ``h[N:] W1^T`` on the position-0
-  rows (kernel (2, 1), one zero row padded at the bottom). Deficits are per
-  (position, channel) and per (sample, position): granularity ``"position"``.
+  CPAIOR Keras MOONS net), feature-major like the dense stack: the two
+  positions are stacked along the point axis, ``h`` of shape ``(P, W, 2N)``
+  (columns ``:N`` position 0, ``N:`` position 1), and a layer is
+  ``g = W0 h + b`` plus ``W1 h[:, N:]`` on the position-0 columns (kernel
+  (2, 1), one zero row padded at the bottom), as batched matmuls, with the
+  extremes and the penalty gradient from the same per-member kernels as the
+  dense stack (:func:`.kernels.layer_extremes`, :func:`.kernels.add_penalty_grad`).
+  Deficits are per (position, channel) and per (sample, position):
+  granularity ``"position"``.
 """
 
 from __future__ import annotations
@@ -105,10 +109,6 @@ class _Stack:
         """``(reg, U)``: which of the regularized members' per-layer units are
         real (not padding)."""
         return self.mask[: self.reg].repeat(1, self.rows_per_point)
-
-    def _unit_view(self, g: Tensor) -> Tensor:
-        """``g`` as ``(P', R, N, W)``: units reduce over dim 2."""
-        return g.view(g.shape[0], self.rows_per_point, -1, self.wmax)
 
 
 class DenseStack(_Stack):
@@ -247,21 +247,23 @@ class MoonsConvStack(_Stack):
         (computed now, while ``g`` is hot in cache) and ``g`` only if asked."""
         self.hs.append(h)
         if extremes:
-            g4 = self._unit_view(g[: self.reg])
-            kernels.layer_extremes(g4.numpy(), self.widths, layer,
-                                   *self._extreme_buffers(g4.shape[2])[1])
+            g_reg = g[: self.reg]
+            kernels.layer_extremes(g_reg.numpy(), self.widths, layer, self.rows_per_point,
+                                   *self._extreme_buffers(g.shape[2] // self.rows_per_point)[1])
             if self.keep_g:
                 self.gs.append(g)
 
     def add_penalty_grad(self, dg: Tensor, layer: int, coefs, average: bool) -> None:
         """Route d penalty / d extremes (``coefs``: the gradients of the two
         leaves of :meth:`extremes`) to the extreme elements of layer ``layer``
-        (``single``) or split them over ties (``average``)."""
-        dg4 = self._unit_view(dg[: self.reg])  # a view: the adds land in the caller's dg
-        g4 = self._unit_view(self.gs[layer][: self.reg]) if average else dg4
-        u_val, u_idx, p_val, p_idx = self._extreme_buffers(dg4.shape[2])[1]
-        kernels.add_penalty_grad(dg4.numpy(), g4.numpy(), average, self.widths, layer, u_val,
-                                 u_idx, coefs[0].numpy(), p_val, p_idx, coefs[1].numpy())
+        (``single``) or split them over ties (``average``), in place in ``dg``."""
+        dg_reg = dg[: self.reg]  # a leading slice: the adds land in the caller's dg
+        g_reg = self.gs[layer][: self.reg] if average else dg_reg
+        points = dg.shape[2] // self.rows_per_point
+        u_val, u_idx, p_val, p_idx = self._extreme_buffers(points)[1]
+        kernels.add_penalty_grad(dg_reg.numpy(), g_reg.numpy(), average, self.widths, layer,
+                                 self.rows_per_point, u_val, u_idx, coefs[0].numpy(), p_val,
+                                 p_idx, coefs[1].numpy())
 
     def _freeze_pass_through(self, *grads: Tensor) -> None:
         """Zero the gradients of pass-through layers; each of ``grads`` is
@@ -273,47 +275,53 @@ class MoonsConvStack(_Stack):
             grad.mul_(real.view(*real.shape, *[1] * (grad.dim() - 2)))
 
     def _input(self, x: Tensor) -> Tensor:
-        """Points ``(N, 2)`` as the first layer's input ``(P, 2N, W)``: the
-        coordinate of each position in channel 0, zeros elsewhere."""
+        """Points ``(N, 2)`` as the first layer's input ``(P, W, 2N)``
+        (feature-major): the coordinate of each position in channel 0, zeros
+        elsewhere."""
         if x.dim() != 2:
             raise ValueError("MoonsConv populations train full batch (x of shape (N, 2))")
-        h = x.new_zeros(self.pop, 2 * x.shape[0], self.wmax)
-        h[:, :, 0] = x.t().reshape(-1)
+        h = x.new_zeros(self.pop, self.wmax, 2 * x.shape[0])
+        h[:, 0, :] = x.t().reshape(-1)
         return h
 
     def forward(self, x: Tensor, extremes: bool = False) -> Tensor:
         """Logits ``(P, N)`` for points ``x`` of shape ``(N, 2)``; see
-        :meth:`DenseStack.forward`."""
+        :meth:`DenseStack.forward`. Activations are feature-major, ``(P, W, 2N)``."""
         self.gs, self.hs, n = [], [], x.shape[0]
         h = self._input(x)
         self.h_in = h
         for layer in range(self.depth):
-            g = torch.baddbmm(self.b[layer].unsqueeze(1), h, self.w0[layer].transpose(1, 2))
-            g[:, :n].baddbmm_(h[:, n:], self.w1[layer].transpose(1, 2))
+            g = torch.baddbmm(self.b[layer].unsqueeze(2), self.w0[layer], h)
+            g[:, :, :n].baddbmm_(self.w1[layer], h[:, :, n:])
             h = torch.relu(g)
             self._record(g, h, layer, extremes)
-        out = (h.view(self.pop, 2, n, self.wmax) * self.w_out.unsqueeze(2)).sum((1, 3))
+        out = (h.view(self.pop, self.wmax, 2, n) * self._w_out_t().unsqueeze(3)).sum((1, 2))
         return out + self.b_out
+
+    def _w_out_t(self) -> Tensor:
+        """The output weights as ``(P, W, 2)`` (unit, position)."""
+        return self.w_out.transpose(1, 2)
 
     def backward(self, x: Tensor, dz: Tensor, penalty=None) -> None:
         """Write gradients into ``grads``; see :meth:`DenseStack.backward`."""
         g_w0, g_w1, g_b, g_w_out, g_b_out = self.grads
         n = x.shape[0]
-        h4 = self.hs[-1].view(self.pop, 2, n, self.wmax)
-        torch.sum(h4 * dz.view(self.pop, 1, n, 1), 2, out=g_w_out)
+        h4 = self.hs[-1].view(self.pop, self.wmax, 2, n)
+        g_w_out.copy_(torch.sum(h4 * dz.view(self.pop, 1, 1, n), 3).transpose(1, 2))
         torch.sum(dz, 1, keepdim=True, out=g_b_out)
-        dh = (dz.view(self.pop, 1, n, 1) * self.w_out.unsqueeze(2)).view(self.pop, 2 * n, self.wmax)
+        dh = (self._w_out_t().unsqueeze(3) * dz.view(self.pop, 1, 1, n)).reshape(
+            self.pop, self.wmax, 2 * n)
         for layer in range(self.depth - 1, -1, -1):
             dg = torch.ops.aten.threshold_backward(dh, self.hs[layer], 0)
             if penalty is not None:
                 self.add_penalty_grad(dg, layer, *penalty)
             h_prev = self.h_in if layer == 0 else self.hs[layer - 1]
-            torch.bmm(dg.transpose(1, 2), h_prev, out=g_w0[layer])
-            torch.bmm(dg[:, :n].transpose(1, 2), h_prev[:, n:], out=g_w1[layer])
-            torch.sum(dg, 1, out=g_b[layer])
+            torch.bmm(dg, h_prev.transpose(1, 2), out=g_w0[layer])
+            torch.bmm(dg[:, :, :n], h_prev[:, :, n:].transpose(1, 2), out=g_w1[layer])
+            torch.sum(dg, 2, out=g_b[layer])
             if layer > 0:
-                dh = torch.bmm(dg, self.w0[layer])
-                dh[:, n:].baddbmm_(dg[:, :n], self.w1[layer])
+                dh = torch.bmm(self.w0[layer].transpose(1, 2), dg)
+                dh[:, :, n:].baddbmm_(self.w1[layer].transpose(1, 2), dg[:, :, :n])
         self._freeze_pass_through(g_w0, g_w1, g_b)
 
     def member(self, p: int) -> nn.Module:
