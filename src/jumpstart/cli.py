@@ -132,31 +132,36 @@ def train(
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("demo-out"), help="Folder for the status figures."),
+    out: Path = typer.Option(Path("demo-out"), help="Folder for the tables and status figures."),
     width: int = typer.Option(3, help="Units per hidden layer."),
     depths: str = typer.Option("10,30", help="Comma-separated depths."),
     lam: float = typer.Option(_JS["lam"], help="Jumpstart coefficient."),
     aggregation: str = typer.Option(_JS["aggregation"], help=f"One of {', '.join(AGGREGATIONS)}."),
     epochs: int = typer.Option(5000, help="Epochs, full batch."),
-    seed: int = typer.Option(0, help="Seed shared by baseline and Jumpstart."),
-    workers: int = typer.Option(2, help="Parallel processes."),
+    seeds: int = typer.Option(5, help="Seeds per cell (0..K-1); cells show median [min-max]."),
+    lrs: str = typer.Option("0.01,0.001", help="Comma-separated Adam learning rates."),
+    workers: int = typer.Option(2, help="Parallel processes (one population per lr)."),
 ) -> None:
-    """MOONS, baseline vs Jumpstart on deep thin nets (CPAIOR Fig. 2 settings)."""
+    """MOONS, baseline vs Jumpstart on deep thin nets (CPAIOR Fig. 2 settings), over seeds."""
     from .demo import run_demo
 
     try:
         depth_list = [int(d) for d in depths.split(",") if d.strip()]
+        lr_list = [float(v) for v in lrs.split(",") if v.strip()]
     except ValueError:
-        raise UsageError(f"--depths must be comma-separated integers; got {depths!r}") from None
+        raise UsageError(f"--depths must be comma-separated integers and --lrs numbers; got "
+                         f"{depths!r}, {lrs!r}") from None
     _check(bool(depth_list) and min(depth_list) >= 1, f"--depths must be integers >= 1; got {depths!r}")
+    _check(bool(lr_list) and min(lr_list) > 0, f"--lrs must be numbers > 0; got {lrs!r}")
     _check(width >= 1, f"--width must be >= 1; got {width}")
     _check(lam > 0, f"--lam must be > 0; got {lam}")
     _check(aggregation in AGGREGATIONS,
            f"unknown --aggregation {aggregation!r}; allowed: {', '.join(AGGREGATIONS)}")
     _check(epochs >= 1, f"--epochs must be >= 1; got {epochs}")
+    _check(seeds >= 1, f"--seeds must be >= 1; got {seeds}")
     _check(workers >= 1, f"--workers must be >= 1; got {workers}")
     run_demo(out=out, width=width, depths=depth_list, lam=lam, aggregation=aggregation,
-             epochs=epochs, seed=seed, workers=workers)
+             epochs=epochs, seeds=seeds, lrs=lr_list, workers=workers)
 
 
 @app.command()
