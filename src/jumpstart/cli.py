@@ -191,6 +191,12 @@ def sweep(
         f"this call: {counts['done']} done, {counts['diverged']} diverged, "
         f"{counts['failed']} failed in {time.perf_counter() - start:.0f} s"
     )
+    if counts["failed"] or counts["skipped"]:
+        from .experiments import load
+        from .experiments.tabular_report import left_out
+
+        for name, why in left_out(load(db, sweep=spec.name)).items():
+            typer.echo(f"  data set {name}: every run failed ({why})")
 
 
 @app.command()
@@ -199,6 +205,8 @@ def report(
     out: Path = typer.Option(..., help="Folder for the figures and tables."),
     sweep: Optional[str] = typer.Option(None, help="Report only this sweep's runs."),
     threshold: float = typer.Option(0.9, help="Best train accuracy from which a cell trains."),
+    strict: bool = typer.Option(False, help="Exit 1 when a data set was left out (all its "
+                                "runs failed)."),
 ) -> None:
     """Figures and tables of a sweep: a depth x width grid (MOONS, CPAIOR Fig. 2) or a
     tabular benchmark (UCI, IEEE Access 2025: results, key metrics, wins/draws/losses)."""
@@ -214,6 +222,14 @@ def report(
                                                       "table1_mnist.md")), None)
     if main_table is not None:
         typer.echo(main_table.read_text())
+    from .experiments import load
+    from .experiments.tabular_report import left_out
+
+    missing = left_out(load(db, sweep=sweep))
+    for name, why in missing.items():
+        typer.echo(f"left out: data set {name} ({why})", err=True)
+    if strict and missing:
+        raise typer.Exit(1)
 
 
 def main(argv: list[str] | None = None) -> int:

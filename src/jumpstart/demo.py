@@ -112,7 +112,8 @@ def run_demo(*, out: Path, width: int, depths: list[int], lam: float, aggregatio
     console.print(
         f"MOONS, width {width}, depths {', '.join(map(str, depths))}: baseline vs Jumpstart "
         f"(lam {lam:g}, {aggregation}), full batch, {epochs} epochs, Adam lr "
-        f"{', '.join(f'{lr:g}' for lr in lrs)}; median [min-max] over {seeds} seeds")
+        f"{', '.join(f'{lr:g}' for lr in lrs)}; median [min-max] over {seeds} seeds",
+        markup=False)
     records = []
     ctx = mp.get_context("spawn")
     with console.status(f"training {len(jobs)} populations of {len(cells)} nets"), \

@@ -72,14 +72,15 @@ FOLDER_SETS = tuple(n for n, s in SOURCES.items() if s.kind == "streamed")
 
 
 def load_dataset(name: str, *, seed: int = 0, directory: str | Path | None = None,
-                 target: str = "target") -> Dataset | FolderData:
+                 target: str = "target", min_class_rows: int | None = None
+                 ) -> Dataset | FolderData:
     """A data set by name: one of :data:`SOURCES` (``"moons"``, a fixed
     split; an image set of :data:`IMAGE_SETS` read from ``directory``,
     ``mnist-5k`` defaulting to the shared data folder's ``mnist-5k`` with a
     4000/1000 split by ``seed``; ``"imagenet"``, :func:`image_folder` on
     ``directory``, streamed, so a :class:`FolderData`); else a table
-    (:func:`tabular`, split by ``seed``; ``directory`` and the class column
-    ``target`` as there).
+    (:func:`tabular`, split by ``seed``; ``directory``, the class column
+    ``target`` and ``min_class_rows`` as there).
 
     Raises:
         FileNotFoundError: the data cannot be found (the message says where).
@@ -88,7 +89,8 @@ def load_dataset(name: str, *, seed: int = 0, directory: str | Path | None = Non
     source = SOURCES.get(name)
     if source is not None:
         return source.load(seed, source.folder(directory))
-    return tabular(name, seed=seed, directory=directory, target=target)
+    return tabular(name, seed=seed, directory=directory, target=target,
+                   min_class_rows=min_class_rows)
 
 
 def check_dataset(name: str, directory: str | Path | None = None) -> None:

@@ -21,6 +21,9 @@ class Dataset:
         num_classes: number of classes ``K >= 2``.
         x_test, y_test: optional held-out test part (``None`` when the data
             set has none), shapes as the validation part.
+        split: what the loader did beyond a plain stratified split (for
+            tables: rare classes placed in the training part or dropped, see
+            :func:`~jumpstart.data.tabular`); ``None`` when nothing.
 
     Raises:
         ValueError: mismatched lengths or feature shapes, non-finite
@@ -35,6 +38,7 @@ class Dataset:
     num_classes: int
     x_test: Tensor | None = None
     y_test: Tensor | None = None
+    split: dict | None = None
 
     def parts(self) -> list[tuple[str, Tensor, Tensor]]:
         """``(name, x, y)`` for ``train``, ``val`` and, when present, ``test``."""

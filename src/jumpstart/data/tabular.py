@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -70,8 +71,14 @@ def _resolve(name_or_path: str | Path, directory: str | Path | None) -> Path:
                             f"{', '.join(table_names(folder)) or 'none'}")
 
 
+#: a class with fewer rows than this is *rare*: under one expected row in each
+#: 20% part of a 60/20/20 split, so it cannot be stratified into all three
+RARE_ROWS = 5
+
+
 def tabular(name_or_path: str | Path, *, seed: int = 0, target: str = "target",
-            directory: str | Path | None = None) -> Dataset:
+            directory: str | Path | None = None,
+            min_class_rows: int | None = None) -> Dataset:
     """Load a PMLB-style table as a stratified, standardized train/val/test split.
 
     The file is a TSV (``.tsv``) or CSV (``.csv``), optionally gzip'd, with a
@@ -84,11 +91,25 @@ def tabular(name_or_path: str | Path, *, seed: int = 0, target: str = "target",
     Access 2025 UCI set-up, with the scaling and held-out test part its
     authors lacked (``shared/papers/jumpstart-experiments.md``).
 
+    Rare classes (our policy, the same for every seed and technique): a class
+    with fewer than :data:`RARE_ROWS` (5) rows cannot appear in all three
+    parts, so all its rows go to the training part (the model still sees
+    them) and the other classes are stratified as usual; validation and test
+    accuracy are then over the classes present there. With ``min_class_rows``
+    the classes with fewer rows than that are dropped instead (their rows
+    removed, the class ids re-coded over the classes kept). Either way the
+    loader logs one line (logger ``jumpstart.data``, level WARNING) and the
+    returned data set's ``split`` records ``rare_classes`` / ``rare_rows``
+    (placed in training) and ``dropped_classes`` / ``dropped_rows`` (original
+    class ids and row counts).
+
     Args:
         name_or_path: a table name in :func:`data_dir` (``"iris"``) or a file path.
         seed: seed of the split.
         target: name of the class column.
         directory: folder to look names up in (default: :func:`data_dir`).
+        min_class_rows: drop classes with fewer rows than this (an integer
+            >= 1; ``None`` drops none).
 
     Returns:
         :class:`Dataset` with ``x`` float32 ``(N_part, F)`` in standard units
@@ -97,9 +118,9 @@ def tabular(name_or_path: str | Path, *, seed: int = 0, target: str = "target",
     Raises:
         FileNotFoundError: no such file or name (the message lists the known names).
         ValueError: no ``target`` column, non-numeric or NaN/inf features, a
-            non-integer target, a single class, or fewer rows than 3 per class
-            overall (``rows < 3 * classes``) or a class too small to appear in
-            every part.
+            non-integer target, a bad ``min_class_rows``, fewer than 2 classes
+            (after dropping), or fewer than 2 classes with :data:`RARE_ROWS`
+            rows or more to stratify the validation and test parts over.
     """
     import pandas as pd
     from sklearn.model_selection import train_test_split
@@ -127,20 +148,50 @@ def tabular(name_or_path: str | Path, *, seed: int = 0, target: str = "target",
             or (np.isfinite(y_raw.astype(float)).all()
                 and np.equal(np.mod(y_raw.astype(float), 1), 0).all())):
         raise ValueError(f"{path}: target column {target!r} must hold integer class ids")
-    classes, y = np.unique(y_raw.astype(np.int64), return_inverse=True)
+    if min_class_rows is not None and not (isinstance(min_class_rows, int)
+                                           and not isinstance(min_class_rows, bool)
+                                           and min_class_rows >= 1):
+        raise ValueError(f"min_class_rows must be None or an integer >= 1; got {min_class_rows!r}")
+    ids = y_raw.astype(np.int64)
+    split = {}
+    if min_class_rows is not None:
+        values, counts = np.unique(ids, return_counts=True)
+        small = values[counts < min_class_rows]
+        if len(small):
+            keep = ~np.isin(ids, small)
+            split.update(dropped_classes=small.tolist(), dropped_rows=int((~keep).sum()))
+            x, ids = x[keep], ids[keep]
+    classes, y = np.unique(ids, return_inverse=True)
     if len(classes) < 2:
-        raise ValueError(f"{path}: a single class ({classes.tolist()}); need at least 2")
-    if len(y) < 3 * len(classes):
-        raise ValueError(f"{path}: {len(y)} rows for {len(classes)} classes; need at least "
-                         f"3 rows per class on average (rows >= 3 x classes)")
+        raise ValueError(f"{path}: a single class ({classes.tolist()})"
+                         + (f" after dropping classes with fewer than {min_class_rows} rows"
+                            if split else "") + "; need at least 2")
     counts = np.bincount(y)
-    if counts.min() < 3:
-        raise ValueError(f"{path}: class {classes[counts.argmin()]} has {counts.min()} rows; "
-                         f"a stratified 60/20/20 split needs at least 3 per class")
+    rare = counts < RARE_ROWS
+    if int((~rare).sum()) < 2:
+        raise ValueError(f"{path}: {int((~rare).sum())} class(es) with {RARE_ROWS} rows or "
+                         f"more (counts {dict(zip(classes.tolist(), counts.tolist()))}); a "
+                         f"stratified 60/20/20 split needs at least 2")
     idx = np.arange(len(y))
-    idx_tr, idx_rest = train_test_split(idx, test_size=0.4, stratify=y, random_state=seed)
+    in_rare = rare[y]
+    if rare.any():
+        split.update(rare_classes=classes[rare].tolist(), rare_rows=int(in_rare.sum()))
+    common = idx[~in_rare]
+    idx_tr, idx_rest = train_test_split(common, test_size=0.4, stratify=y[common],
+                                        random_state=seed)
     idx_va, idx_te = train_test_split(idx_rest, test_size=0.5, stratify=y[idx_rest],
                                       random_state=seed)
+    idx_tr = np.concatenate([idx_tr, idx[in_rare]])
+    if split:
+        said = []
+        if "dropped_rows" in split:
+            said.append(f"dropped {split['dropped_rows']} rows of class(es) "
+                        f"{split['dropped_classes']} (fewer than {min_class_rows} rows)")
+        if "rare_rows" in split:
+            said.append(f"placed {split['rare_rows']} rows of rare class(es) "
+                        f"{split['rare_classes']} (fewer than {RARE_ROWS} rows) in the "
+                        f"training part only")
+        logging.getLogger("jumpstart.data").warning("%s: %s", name, "; ".join(said))
     mean = x[idx_tr].mean(0)
     std = x[idx_tr].std(0)
     std[std == 0] = 1.0
@@ -150,4 +201,5 @@ def tabular(name_or_path: str | Path, *, seed: int = 0, target: str = "target",
         return torch.as_tensor(x[i], dtype=torch.float32), torch.as_tensor(y[i])
 
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = part(idx_tr), part(idx_va), part(idx_te)
-    return Dataset(name, x_tr, y_tr, x_va, y_va, len(classes), x_test=x_te, y_test=y_te)
+    return Dataset(name, x_tr, y_tr, x_va, y_va, len(classes), x_test=x_te, y_test=y_te,
+                   split=split or None)

@@ -74,6 +74,7 @@ CHECKS = {
     "head": choice(("flatten", "maxavg")),
     "data_dir": ((lambda v: isinstance(v, str) and bool(v)), "a folder path"),
     "target": ((lambda v: isinstance(v, str) and bool(v)), "a column name"),
+    "min_class_rows": int_at_least(1),
     "loader_workers": int_at_least(0),
     "precision": choice(PRECISIONS),
     **{k: (o.check, o.text) for k, o in OPTIMIZER_OPTIONS.items()},

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..data import FOLDER_SETS
 from .store import ResultsStore, load
+from .tabular_report import coverage
 from .tabular_report import techniques as _techniques
 from .tabular_report import write_tabular_report
 
@@ -212,7 +213,7 @@ def _write_image_report(runs, out: Path) -> list[Path]:
         for r in table.itertuples():
             lines.append(f"| {r.technique} | {r.best_train_acc:.4f} | {r.best_val_acc:.4f} | "
                          f"{r.successful}/{r.cells} | {r.best_cells} |")
-        paths[1].write_text("\n".join(lines) + "\n")
+        paths[1].write_text(coverage(runs) + "\n".join(lines) + "\n")
         _heatmaps(paths[2], runs, [("best_train_acc", "train"), ("best_val_acc", "validation")],
                   0.1, 1.0, "MNIST: best accuracy, median over seeds (CPAIOR 2022 Table 1)")
     if "params" in runs and runs["dataset"].astype(str).str.startswith("cifar").any():
@@ -305,7 +306,7 @@ def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = Non
               0.5, 1.0, "Best accuracy, median over seeds (CPAIOR 2022 Fig. 2)")
     table = trainable_depth(runs, threshold)
     table.to_csv(paths[1], index=False)
-    paths[2].write_text(_markdown(table, _techniques(runs), threshold))
+    paths[2].write_text(coverage(runs) + _markdown(table, _techniques(runs), threshold))
     _heatmaps(paths[3], runs, [("unit_dead_ratio", "dead units"),
                                ("unit_linear_ratio", "linear units")],
               0.0, 1.0, "Unit status ratio, median over seeds")

@@ -110,7 +110,8 @@ class ResultsStore:
         """DataFrame of runs: ``key``, ``sweep``, ``state``, ``error``,
         ``seconds``, one column per config key and one per metric (the
         ``status`` ratios flattened to ``unit_dead_ratio``, ...); list values
-        (``constraints``, ``widths``, ``lr_milestones``) as tuples. The config
+        (``constraints``, ``widths``, ``lr_milestones``) as tuples, dict values
+        (``split``) as JSON text. The config
         keys are listed in ``frame.attrs["config_keys"]``."""
         import pandas as pd
 
@@ -127,7 +128,8 @@ class ResultsStore:
             m["epochs_done"] = m.pop("epochs", None)  # the config's "epochs" is the budget
             record = {"key": key, "sweep": name, "state": state, "error": error,
                       "seconds": seconds, **config, **m, **status}
-            records.append({k: tuple(v) if isinstance(v, list) else v  # hashable cells
+            records.append({k: tuple(v) if isinstance(v, list)  # hashable cells
+                            else json.dumps(v, sort_keys=True) if isinstance(v, dict) else v
                             for k, v in record.items()})
         frame = pd.DataFrame.from_records(records)
         frame.attrs["config_keys"] = sorted(config_keys)

@@ -35,6 +35,30 @@ TECHNIQUE_ORDER = ("baseline", "jumpstart", "skip", "batchnorm", "gelu")
 DRAW = 1e-9
 
 
+def left_out(runs) -> dict[str, str]:
+    """Data sets asked for whose runs all failed, each with why: ``"N failed
+    runs: <the error's last line>"`` (the first failed run's exception)."""
+    out = {}
+    for name, part in runs.groupby("dataset", sort=True):
+        if (part["state"] == "failed").all():
+            error = str(part["error"].dropna().iloc[0]) if part["error"].notna().any() else ""
+            lines = [line for line in error.strip().splitlines() if line.strip()]
+            out[str(name)] = f"{len(part)} failed runs: {lines[-1] if lines else 'no error text'}"
+    return out
+
+
+def coverage(runs) -> str:
+    """One paragraph for the top of every table: how many data sets were
+    asked for (appear in the runs), how many ran (at least one run that did
+    not fail), and each one left out with why (:func:`left_out`)."""
+    asked = runs["dataset"].nunique()
+    missing = left_out(runs)
+    text = f"Data sets: {asked} asked for, {asked - len(missing)} ran"
+    if missing:
+        text += "; left out: " + "; ".join(f"{k} ({v})" for k, v in missing.items())
+    return text + ".\n\n"
+
+
 def _hyper_columns(runs, config_keys: list[str]) -> list[str]:
     """Config columns that can vary a run's configuration (not the seed, data
     set or technique)."""
@@ -194,18 +218,19 @@ def write_tabular_report(runs, out: Path) -> list[Path]:
     paths = [out / n for n in ("uci_results.csv", "uci_results.md", "key_metrics.csv",
                                "key_metrics.md", "wins_draws_losses.md", "uci_boxplots.png")]
     table.to_csv(paths[0], index=False)
+    head = coverage(runs)
     paths[1].write_text(
-        "Per data set and technique: the configuration selected on median validation "
+        head + "Per data set and technique: the configuration selected on median validation "
         "accuracy, its median (over seeds) test accuracy at the epoch of best validation "
         "accuracy, rank within the data set (1 = best), and status ratios on the training "
         "set after training.\n\n" + _md(table))
     km.to_csv(paths[2], index=False)
     paths[3].write_text(
-        "Global metrics per technique (IEEE Access 2025; definitions in "
+        head + "Global metrics per technique (IEEE Access 2025; definitions in "
         "jumpstart.experiments.tabular_report). Published for Jumpstart: dead 0.07, "
         "linear 0.12, trainability 1.0, convergence -0.03.\n\n" + _md(km))
     wdl.index.name = "row vs column"
-    paths[4].write_text("Wins/draws/losses of the row technique against the column "
+    paths[4].write_text(head + "Wins/draws/losses of the row technique against the column "
                         "technique, test accuracy per data set.\n\n" + _md(wdl, index=True))
     _boxplots(paths[5], selected)
     return paths

@@ -100,13 +100,15 @@ def train_group(configs: list[dict], trainer: str | None = None) -> list[tuple[d
     loaded: dict = {}  # (data set, seed, folder, target) -> data, loaded once
 
     def data_of(c):
-        key = (c["dataset"], c["seed"], c.get("data_dir"), c.get("target", "target"))
+        key = (c["dataset"], c["seed"], c.get("data_dir"), c.get("target", "target"),
+               c.get("min_class_rows"))
         if key not in loaded:
             loaded[key] = load_dataset(c["dataset"], seed=c["seed"], directory=key[2],
-                                       target=key[3])
+                                       target=key[3], min_class_rows=key[4])
         return loaded[key]
 
     out = []
+    splits: dict[int, dict] = {}  # config id -> what the loader did beyond a plain split
     specs = {id(c): stack_spec(techs[id(c)]) for c in routes["stacks"]}
     for part in _stack_parts(routes["stacks"], specs):
         options = dict(specs[id(part[0])][1])
@@ -122,8 +124,10 @@ def train_group(configs: list[dict], trainer: str | None = None) -> list[tuple[d
     for part in _split(routes["population"],
                        lambda c: {k: v for k, v in c.items() if k not in ("seed", "lr")}):
         c0 = part[0]
+        datas = [data_of(c) for c in part]
+        splits.update({id(c): d.split for c, d in zip(part, datas) if d.split})
         results = train_population(
-            [data_of(c) for c in part], technique=techs[id(c0)], depth=c0["depth"],
+            datas, technique=techs[id(c0)], depth=c0["depth"],
             width=c0["width"], seeds=[c["seed"] for c in part], lrs=[c["lr"] for c in part],
             epochs=c0["epochs"], batch_size=batch_size, init=c0.get("init", "glorot"),
             curve_every=c0["curve_every"])
@@ -136,7 +140,10 @@ def train_group(configs: list[dict], trainer: str | None = None) -> list[tuple[d
         h, every = run.fit.history, c["curve_every"]
         keep = [i for i, e in enumerate(h["epoch"]) if e % every == 0 or i == len(h["epoch"]) - 1]
         metrics = {**run.fit.metrics(), "status": run.status.ratios()}
+        if run.split:
+            splits[id(c)] = run.split
         out.append((c, metrics, {k: [h[k][i] for i in keep] for k in h}, run.model))
     return [(c, {**m, "params": sum(p.numel() for p in model.parameters()),
-                 "widths": layer_widths(model)}, curves)
+                 "widths": layer_widths(model),
+                 **({"split": splits[id(c)]} if id(c) in splits else {})}, curves)
             for c, m, curves, model in out]

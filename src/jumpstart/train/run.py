@@ -30,10 +30,13 @@ class RunResult:
     model: nn.Module
     fit: FitResult
     status: ActivationStatus
+    split: dict | None = None
 
     def metrics(self) -> dict:
-        """Config, accuracies, timings, ``diverged`` and ``status`` ratios."""
-        return {**self.config, **self.fit.metrics(), "status": self.status.ratios()}
+        """Config, accuracies, timings, ``diverged``, ``status`` ratios, and
+        ``split`` when the loader did more than a plain split (rare classes)."""
+        return {**self.config, **self.fit.metrics(), "status": self.status.ratios(),
+                **({"split": self.split} if self.split else {})}
 
     def save(self, out: str | Path) -> Path:
         """Write ``run.json``, ``curves.csv`` and ``status.png`` into ``out``."""
@@ -87,6 +90,7 @@ def train_run(
     head: str = "flatten",
     data_dir: str | None = None,
     target: str = "target",
+    min_class_rows: int | None = None,
     device: str = "auto",
     precision: str = "32",
     loader_workers: int = 4,
@@ -127,6 +131,9 @@ def train_run(
             (:mod:`jumpstart.techniques`), or a technique already built (then
             ``options`` hold no technique option).
         target: the class column of a table.
+        min_class_rows: drop a table's classes with fewer rows than this
+            (:func:`jumpstart.data.tabular`; default: rare classes go to the
+            training part).
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or
             ``"cuda"``; image nets on CUDA use the channels-last layout.
         precision: ``"32"`` or ``"bf16"`` (autocast), see :func:`fit`.
@@ -163,7 +170,8 @@ def train_run(
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
     if data is None:
-        data = load_dataset(dataset, seed=seed, directory=data_dir, target=target)
+        data = load_dataset(dataset, seed=seed, directory=data_dir, target=target,
+                            min_class_rows=min_class_rows)
     streamed = isinstance(data, FolderData)
     shape = data.feature_shape if streamed else tuple(data.x_train.shape[1:])
     torch.manual_seed(seed)
@@ -177,6 +185,7 @@ def train_run(
                  progress=progress, **optimizer)
     net = result.model
     config = {"dataset": dataset, "model": model, "depth": depth, "width": width,
+              **({"min_class_rows": min_class_rows} if min_class_rows is not None else {}),
               **({"head": head} if model == "conv" else {}),
               "technique": tech.name, **tech.config, "lr": lr, **optimizer,
               "batch_size": batch_size, "seed": seed}
@@ -189,7 +198,7 @@ def train_run(
     else:
         inputs = data.x_train
     status = activation_status(net, inputs, granularity=granularity)
-    return RunResult(config, net, result, status)
+    return RunResult(config, net, result, status, getattr(data, "split", None))
 
 
 def build_model(model: str, tech, num_classes: int, shape: tuple[int, ...], *, dataset: str,
