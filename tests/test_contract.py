@@ -353,3 +353,110 @@ def test_status_metric_imports_without_lightning():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ActivationStatusMetric"
+
+
+class _Replace(Technique):
+    """Replaces the model by a copy in hook ``hook`` at epoch 2 (after_epoch)
+    or at the first step of epoch 3 (after_step, full batch)."""
+
+    name = "replace-probe"
+
+    def __init__(self, hook, shift):
+        super().__init__()
+        self.hook, self.shift = hook, shift
+
+    def _maybe(self, ctx, hook, epoch):
+        if hook == self.hook and ctx.epoch == epoch and not getattr(self, "done", False):
+            self.done = True
+            import copy
+            ctx.replace_model(copy.deepcopy(ctx.model), shift_schedule=self.shift)
+
+    def after_step(self, ctx):
+        self._maybe(ctx, "after_step", 3)
+
+    def after_epoch(self, ctx):
+        lrs.append(ctx.optimizer.param_groups[0]["lr"])
+        self._maybe(ctx, "after_epoch", 2)
+
+
+lrs: list = []
+
+
+@pytest.mark.parametrize("hook, shift, drop", [
+    (None, False, 4),            # milestone 3: epochs 1-3 at lr 1, then 0.1
+    ("after_epoch", False, 4),   # replaced after epoch 2: the schedule goes on
+    ("after_epoch", True, 6),    # restarts after epoch 2: 3 more epochs at lr 1
+    ("after_step", True, 6),     # replaced in epoch 3 (2 done): drop at 2 + 3 + 1
+])
+def test_schedule_after_a_model_replacement(hook, shift, drop):
+    lrs.clear()
+    tech = _Replace(hook, shift) if hook else _Replace("never", False)
+    fit(Rectangular(2, 3, 2, 1), moons(), lr=1.0, epochs=8, optimizer="sgd",
+        lr_milestones=[3], lr_gamma=0.1, technique=tech)
+    assert lrs == pytest.approx([1.0] * (drop - 1) + [0.1] * (9 - drop))
+
+
+def test_activations_in_loss_are_those_of_the_current_forward():
+    seen = []
+
+    class Probe(Technique):
+        name = "activations-probe"
+        needs_activations = True
+
+        def loss(self, ctx):
+            g = ctx.activations[0][1]
+            seen.append(torch.equal(g, ctx.model.linears[0](ctx.batch[0]).detach()))
+            return None
+
+    fit(Rectangular(2, 3, 2, 1), moons(), epochs=3, technique=Probe())
+    assert seen == [True, True, True]
+
+
+def test_logged_names_cannot_overwrite_the_trainers_metrics():
+    class Liar(Technique):
+        name = "liar-probe"
+
+        def after_epoch(self, ctx):
+            ctx.log("val_acc", -1.0)
+
+    with pytest.raises(ValueError, match=r"logged \['val_acc'\]"):
+        fit(Rectangular(2, 3, 2, 1), moons(), epochs=1, technique=Liar())
+
+
+def test_register_refuses_option_names_that_are_run_keys():
+    class Clash(Technique):
+        name = "clash-probe"
+        options = {"weight_decay": Option(0.0, lambda v: True, "anything")}
+
+    with pytest.raises(ValueError, match=r"option\(s\) \['weight_decay'\] are run keys"):
+        register(Clash)
+    assert "clash-probe" not in TECHNIQUES
+
+
+def test_populations_refuse_position_granularity_and_stacks_refuse_lam_in_options():
+    from jumpstart.train.stacked import Member, train_stacked
+
+    config = _config("jumpstart", granularity="position", dataset="iris")
+    assert route(config) == "single"
+    with pytest.raises(ValueError, match="granularity 'channel'"):
+        train_group([config], trainer="population")
+    with pytest.raises(ValueError, match="lam per member"):
+        train_stacked([Member(3, 0, 0.1, 2)], epochs=1, jumpstart={"lam": 0.5})
+
+
+def test_zero_state_refuses_a_0_dim_parameter():
+    w = nn.Parameter(torch.tensor(1.0))
+    opt = torch.optim.Adam([w])
+    with pytest.raises(ValueError, match="0-dim"):
+        zero_state(opt, w, ())
+
+
+def test_run_keys_of_older_stores_are_kept():
+    """A Jumpstart run at the default constraints has the key it had before
+    constraints became an option (computed here by hand: the old config)."""
+    from jumpstart.experiments import run_key
+
+    old = {"dataset": "moons", "depth": 2, "width": 3, "technique": "jumpstart", "lam": 1e-4}
+    assert run_key({**old, "constraints": ["unit+", "unit-", "point+", "point-"]}) == \
+        run_key(old)
+    assert run_key({**old, "constraints": ["unit+"]}) != run_key(old)

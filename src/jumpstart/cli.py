@@ -71,6 +71,10 @@ def train(
     target: str = typer.Option("target", help="Class column of a table."),
     loader_workers: int = typer.Option(4, help="DataLoader processes for data read from disk "
                                        "(imagenet)."),
+    option: list[str] = typer.Option(
+        [], "--option", "-o", help="A technique option KEY=VALUE (repeatable), e.g. -o "
+        "tie_break=average -o 'constraints=[\"unit+\"]' -o skip_every=3; VALUE is read as "
+        "JSON when it parses, else as text."),
     out: Optional[Path] = typer.Option(None, help="Write run.json, curves.csv, status.png here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
@@ -85,6 +89,14 @@ def train(
     width = int(width) if float(width).is_integer() else width
     options = {k: v for k, v in (("lam", lam), ("aggregation", aggregation), ("margin", margin))
                if v is not None}
+    for item in option:
+        key, sep, text = item.partition("=")
+        _check(bool(sep) and bool(key), f"--option must be KEY=VALUE; got {item!r}")
+        _check(key not in options, f"option {key} given twice")
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text
     try:
         milestones = [int(m) for m in lr_milestones.split(",") if m.strip()]
     except ValueError:

@@ -201,8 +201,11 @@ def zero_state(optimizer, param: Tensor, index) -> list[str]:
         The names of the state entries zeroed.
 
     Raises:
-        ValueError: ``param`` is not a parameter of ``optimizer``.
+        ValueError: ``param`` is not a parameter of ``optimizer``, or is 0-dim.
     """
+    if param.dim() == 0:
+        raise ValueError("zero_state needs a parameter with at least one dimension; a 0-dim "
+                         "parameter's state cannot be told from its step count")
     if not any(param is p for group in optimizer.param_groups for p in group["params"]):
         raise ValueError(f"the parameter of shape {tuple(param.shape)} is not one of the "
                          "optimizer's parameters")

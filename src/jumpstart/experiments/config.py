@@ -33,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..core.options import choice, int_at_least, number
+from ..core.regularizer import CONSTRAINTS
 from ..data import check_dataset, table_names
 from ..optim import OPTIMIZER_OPTIONS, check_optimizer
 from ..techniques import TECHNIQUES, option_keys, technique_options, technique_parts
@@ -107,8 +108,18 @@ class Sweep:
     runs: list[dict]
 
 
+#: options added after results stores existed, with the default they had
+#: implicitly before: left out of the key at that default, so the runs of an
+#: older store keep their keys and a resumed sweep does not train them again
+KEY_OMITTED_DEFAULTS = {"constraints": list(CONSTRAINTS)}
+
+
 def run_key(config: dict) -> str:
-    """Stable 16-hex-digit key of a run config (SHA-256 of its canonical JSON)."""
+    """Stable 16-hex-digit key of a run config (SHA-256 of its canonical JSON,
+    options of :data:`KEY_OMITTED_DEFAULTS` at their default left out)."""
+    config = {k: v for k, v in config.items()
+              if not (k in KEY_OMITTED_DEFAULTS
+                      and isinstance(v, (list, tuple)) and list(v) == KEY_OMITTED_DEFAULTS[k])}
     text = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

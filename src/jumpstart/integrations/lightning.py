@@ -36,7 +36,8 @@ class JumpstartCallback(pl.Callback):
     """
 
     def __init__(self, lam: float = JUMPSTART_OPTIONS["lam"].default, **options) -> None:
-        hooks = {k: options.pop(k) for k in ("activations", "layers") if k in options}
+        hooks = {k: options.pop(k) for k in ("activations", "layers", "members")
+                 if k in options}
         self.lam = float(check_options(lam=lam, **options)["lam"])
         self.options = {**options, **hooks}
         self.regularizer: Jumpstart | None = None

@@ -12,10 +12,18 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..optim import OPTIMIZER_OPTIONS
 from .base import CAPABILITIES, Option, Technique, TrainContext
 from .builtin import BatchNorm, Baseline, Gelu, JumpstartTechnique, Skip
 
 TECHNIQUES: dict[str, type[Technique]] = {}
+#: run keys no technique option may take (a run config is one flat dict): the
+#: run's own settings (:data:`jumpstart.experiments.config.CHECKS`) and the
+#: optimizer's (:data:`jumpstart.optim.OPTIMIZER_OPTIONS`)
+RESERVED_KEYS = frozenset({
+    "dataset", "model", "depth", "width", "technique", "epochs", "curve_every", "seed", "lr",
+    "batch_size", "init", "head", "data_dir", "target", "min_class_rows", "loader_workers",
+    "precision", "device", "progress", "data", *OPTIMIZER_OPTIONS})
 
 
 def register(cls: type[Technique]) -> type[Technique]:
@@ -23,10 +31,15 @@ def register(cls: type[Technique]) -> type[Technique]:
 
     Raises:
         ValueError: the name is taken, contains ``+``, or one of its option
-            names is already used by another technique (run configs are flat).
+            names is already used by another technique or is a run key
+            (:data:`RESERVED_KEYS`; run configs are flat).
     """
     if cls.name in TECHNIQUES or "+" in cls.name:
         raise ValueError(f"technique name {cls.name!r} is taken or contains '+'")
+    reserved = sorted(set(cls.options) & RESERVED_KEYS)
+    if reserved:
+        raise ValueError(f"technique {cls.name!r}: option(s) {reserved} are run keys; "
+                         "name them otherwise")
     for other in TECHNIQUES.values():
         shared = set(other.options) & set(cls.options)
         if shared:
@@ -123,5 +136,5 @@ class Combined(Technique):
             part.detach(ctx)
 
 
-__all__ = ["CAPABILITIES", "TECHNIQUES", "Combined", "Option", "Technique", "TrainContext",
+__all__ = ["CAPABILITIES", "RESERVED_KEYS", "TECHNIQUES", "Combined", "Option", "Technique", "TrainContext",
            "make_technique", "option_keys", "register", "technique_options", "technique_parts"]

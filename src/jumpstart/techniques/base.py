@@ -76,7 +76,7 @@ class TrainContext:
     epoch: int = 0
     batch: tuple[Tensor, Tensor] | None = None
     activations: list[tuple[str, Tensor]] | None = None
-    logged: dict[str, float] = field(default_factory=dict)
+    logged: dict[str, float | Tensor] = field(default_factory=dict)
     replacement: tuple[nn.Module, bool] | None = None
 
     def zero_state(self, param: Tensor, index) -> list[str]:
@@ -103,9 +103,12 @@ class TrainContext:
         """
         self.replacement = (model, bool(shift_schedule))
 
-    def log(self, name: str, value: float) -> None:
-        """Record a per-epoch metric (e.g. a dormant fraction) for the curves."""
-        self.logged[name] = float(value)
+    def log(self, name: str, value: float | Tensor) -> None:
+        """Record a per-epoch metric (e.g. a dormant fraction) for the curves:
+        a number, or a ``(P,)`` tensor with one value per population member.
+        A name the trainer reports itself (``loss``, ``val_acc``, ``epochs``,
+        ...) is refused by the trainer with a ``ValueError``."""
+        self.logged[name] = value.detach().clone() if isinstance(value, Tensor) else float(value)
 
 
 class Technique:

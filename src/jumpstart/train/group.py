@@ -138,7 +138,8 @@ def train_group(configs: list[dict], trainer: str | None = None) -> list[tuple[d
                            if k not in ("curve_every", "batch_size", "technique", *tech.config)},
                         technique=tech, batch_size=batch_size, data=data_of(c))
         h, every = run.fit.history, c["curve_every"]
-        keep = [i for i, e in enumerate(h["epoch"]) if e % every == 0 or i == len(h["epoch"]) - 1]
+        # the epochs History keeps for the population trainers
+        keep = [i for i, e in enumerate(h["epoch"]) if e % every == 0 or e == c["epochs"]]
         metrics = {**run.fit.metrics(), "status": run.status.ratios()}
         if run.split:
             splits[id(c)] = run.split

@@ -24,6 +24,9 @@ from torch import Tensor, nn
 CURVE_METRICS = ("loss", "penalty", "train_acc", "val_acc", "test_acc")
 #: metrics whose best value over the epochs is reported (``best_<name>``)
 BEST_METRICS = ("train_acc", "val_acc")
+#: keys of :meth:`History.metrics` besides the curve metrics (never a logged name)
+RESERVED = {"best_train_acc", "best_val_acc", "final_loss", "epochs", "seconds", "diverged",
+            "best_val_test_acc", "status", "params", "widths", "split", "epoch"}
 
 
 @dataclass
@@ -77,13 +80,24 @@ class History:
         """``(P,)`` bool: members still recorded (no non-finite loss yet)."""
         return torch.from_numpy(self._alive)
 
-    def record(self, epoch: int, values: dict[str, Tensor | float]) -> None:
+    def record(self, epoch: int, values: dict[str, Tensor | float],
+               logged: dict[str, Tensor | float] | None = None) -> None:
         """Record epoch ``epoch`` for the members still alive.
 
         Args:
-            values: metric name -> ``(P,)`` tensor or a float shared by all
-                members; must include ``train_acc`` and ``val_acc``.
+            values: the trainer's metrics: name -> ``(P,)`` tensor or a float
+                shared by all members; must include ``train_acc`` and ``val_acc``.
+            logged: metrics a technique logged, same form.
+
+        Raises:
+            ValueError: a logged name that is a trainer metric (:data:`CURVE_METRICS`)
+                or a key of :meth:`metrics`.
         """
+        clash = set(logged or ()) & (set(CURVE_METRICS) | set(values) | RESERVED)
+        if clash:
+            raise ValueError(f"a technique logged {sorted(clash)}: names the trainer reports "
+                             "itself; log under another name")
+        values = {**values, **(logged or {})}
         now = {k: (v.detach().double().numpy() if isinstance(v, Tensor)
                    else np.full(self.members, float(v))) for k, v in values.items()}
         alive = self._alive

@@ -56,9 +56,10 @@ _inner = numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"reasso
 
 @_fast
 def _transposed_extremes(g, width, u_val, u_idx, p_val, p_idx):  # pragma: no cover
-    """:func:`_member_extremes` for one layer of one member in the feature-major
-    layout ``g`` ``(W, N)``: unit max/min ``(2, 1, W)`` over points, point
-    max/min ``(2, N)`` over the ``width`` real units, first extreme wins."""
+    """Extremes of one layer of one member, ``g`` ``(W, N)`` feature-major: unit
+    max/min ``(2, 1, W)`` over the points, with point indices (padded units:
+    value 0, index 0), and point max/min ``(2, N)`` over the ``width`` real
+    units, with unit indices; the first extreme wins."""
     n_points = g.shape[1]
     u_val[:, 0, :] = 0.0
     u_idx[:, 0, :] = 0
@@ -100,8 +101,12 @@ def _transposed_extremes(g, width, u_val, u_idx, p_val, p_idx):  # pragma: no co
 @_inner
 def _transposed_penalty_grad(dg, g, average, width, u_val, u_idx, u_coef, p_val, p_idx,
                              p_coef):  # pragma: no cover
-    """:func:`_member_penalty_grad` in the feature-major layout (``dg``, ``g``
-    ``(W, N)``; ``u_coef`` ``(2, W)``; point buffers ``(2, N)``)."""
+    """Add one member's layer penalty gradient to ``dg`` ``(W, N)`` in the order
+    unit max, unit min, point max, point min (as four ``scatter_add_`` calls
+    would): each gradient goes to its extreme element (tie-break ``"single"``)
+    or, when ``average``, is split evenly over the elements of ``g`` equal to
+    the extreme. ``u_coef`` ``(2, W)``; point buffers ``(2, N)``; the other
+    buffers as :func:`_transposed_extremes` writes them."""
     n_points = dg.shape[1]
     for k in range(2):
         for o in range(width):
@@ -286,7 +291,7 @@ def dense_backward(x, w_in, w_hid, w_out, widths, depths, hs, gs, dz, reg, penal
     task loss (``dz`` ``(P, N)``: d loss / d logits) plus, when ``penalty``,
     the first ``reg`` members' penalty gradients (``u_coef`` ``(2, L, reg, W)``,
     ``p_coef`` ``(2, L, reg, N)``), added after the ReLU gradient as in
-    :func:`_member_penalty_grad` (``average`` needs ``gs``). Gradients are
+    :func:`_transposed_penalty_grad` (``average`` needs ``gs``). Gradients are
     written (not accumulated) into ``g_*`` (shapes of the weights), zero for
     layers at or beyond ``depths[p]`` (pass-through layers, whose backward is
     the identity). ``dh``, ``dh_prev``: ``(W, N)`` scratch."""

@@ -194,6 +194,7 @@ def fit(
                 ctx.batch = (xb, yb)
                 with autocast:
                     logits = ctx.model(xb)
+                    run.observe()
                     loss = task_loss(logits.float(), yb)
                     extra = technique.loss(ctx) if technique is not None else None
                 total = loss
@@ -211,7 +212,7 @@ def fit(
                 task_value = loss.item()
                 loss_sum += task_value * xb.shape[0]
                 correct += int((predict(logits.detach()) == yb).sum())
-                run.after("after_step", epoch - 1)
+                run.after("after_step", epochs_done=epoch - 1, schedule_steps=epoch - 1)
                 if bar is not None:
                     bar[0].update(bar[1], advance=1, loss=task_value, epoch=epoch)
             ctx.batch = None
@@ -229,8 +230,8 @@ def fit(
                         hits += int((predict(logits) == y).sum())
                         total_n += len(y)
                     values[f"{name}_acc"] = hits / max(1, total_n)
-            run.after("after_epoch", epoch)
-            history.record(epoch, {**values, **ctx.logged})
+            run.after("after_epoch", epochs_done=epoch, schedule_steps=epoch - 1)
+            history.record(epoch, values, logged=ctx.logged)
             ctx.logged.clear()
             if run.schedule is not None:
                 run.schedule.step()
@@ -270,13 +271,18 @@ class _Run:
         if self.technique is not None:
             self.technique.detach(self.ctx)
 
-    def after(self, hook: str, epochs_done: int) -> None:
-        """Call the technique's ``hook``; then swap in a replacement model if
-        it asked for one (``epochs_done`` complete epochs so far)."""
-        if self.technique is None:
-            return
+    def observe(self) -> None:
+        """After a forward: the context's activations are that forward's."""
         if self.recorder is not None:
             self.ctx.activations = self.recorder.last
+
+    def after(self, hook: str, *, epochs_done: int, schedule_steps: int) -> None:
+        """Call the technique's ``hook``; then swap in a replacement model if
+        it asked for one: ``epochs_done`` complete epochs so far (the shift of
+        the milestones when the technique asks for it), ``schedule_steps``
+        schedule steps taken so far (the new schedule starts there)."""
+        if self.technique is None:
+            return
         getattr(self.technique, hook)(self.ctx)
         if self.ctx.replacement is None:
             return
@@ -288,7 +294,7 @@ class _Run:
         self.ctx.optimizer = build_optimizer(new.parameters(), self.lr, **self.opt)
         if self.schedule is not None:
             self.schedule = build_schedule(self.ctx.optimizer, shift=epochs_done if shift else 0,
-                                           done_epochs=0 if shift else epochs_done, **self.opt)
+                                           done_epochs=schedule_steps, **self.opt)
         self.attach()
 
 

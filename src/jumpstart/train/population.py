@@ -163,10 +163,17 @@ def _stack_parts(datas: list[Dataset], part: str) -> tuple[Tensor, Tensor]:
     return torch.stack(xs), torch.stack(ys)
 
 
+def _no_replacement(technique: Technique, ctx: TrainContext) -> None:
+    if ctx.replacement is not None:
+        raise ValueError(f"technique {technique.name!r} replaced the model, which population "
+                         "training cannot do; it must not declare population support")
+
+
 def refusal(technique: Technique, config: dict | None = None) -> str | None:
     """Why :func:`train_population` cannot run ``technique`` (and the run
     ``config``, when given) exactly, or ``None``: the technique must declare
-    ``"population"``; the run must be a dense net in float32 under plain Adam
+    ``"population"`` (and, when it has a ``granularity``, ``"channel"``); the
+    run must be a dense net in float32 under plain Adam
     (no weight decay, no learning-rate schedule) on in-memory data."""
     from ..data import FOLDER_SETS
     from ..optim import OPTIMIZER_OPTIONS, is_plain_adam
@@ -175,6 +182,8 @@ def refusal(technique: Technique, config: dict | None = None) -> str | None:
         return (f"technique {technique.name!r} does not declare population support "
                 "(supports: " + (", ".join(sorted(technique.supports)) or "none") + "); "
                 "train it with fit / train_run")
+    if technique.config.get("granularity", "channel") != "channel":
+        return "population deficits are per channel (granularity 'channel') only"
     if config is None:
         return None
     if config.get("model", "rectangular") != "rectangular":
@@ -292,6 +301,8 @@ def train_population(
                     yb = y_tr[rows, idx]
                 ctx.batch = (xb, yb)
                 logits = model(xb)
+                if recorder is not None:
+                    ctx.activations = recorder.last
                 task = task_loss(logits, yb)
                 extra = technique.loss(ctx)
                 total = task if extra is None else task + extra
@@ -301,9 +312,8 @@ def train_population(
                 torch.where(history.alive, total, 0.0).sum().backward()
                 adam.step([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
                 ctx.step += 1
-                if recorder is not None:
-                    ctx.activations = recorder.last
                 technique.after_step(ctx)
+                _no_replacement(technique, ctx)
                 m = yb.shape[1]
                 loss_sum += task.detach().double() * m
                 if extra is not None:
@@ -318,11 +328,8 @@ def train_population(
             if has_test:
                 now["test_acc"] = hits[:, n_val:].mean(1)
             technique.after_epoch(ctx)
-            if ctx.replacement is not None:
-                raise ValueError(f"technique {technique.name!r} replaced the model, which "
-                                 "population training cannot do; it must not declare "
-                                 "population support")
-            history.record(epoch, {**now, **ctx.logged})
+            _no_replacement(technique, ctx)
+            history.record(epoch, now, logged=ctx.logged)
             ctx.logged.clear()
             if not bool(history.alive.any()):
                 break

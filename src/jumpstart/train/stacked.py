@@ -173,6 +173,8 @@ def train_stacked(
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; allowed: {', '.join(DATASETS)}")
     given = dict(jumpstart or {})
+    if "lam" in given:
+        raise ValueError("train_stacked takes lam per member (Member.lam), not in jumpstart=")
     if model == "moons_conv":
         given.setdefault("granularity", "position")
     opts = check_options(**given)
