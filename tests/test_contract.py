@@ -460,3 +460,46 @@ def test_run_keys_of_older_stores_are_kept():
     assert run_key({**old, "constraints": ["unit+", "unit-", "point+", "point-"]}) == \
         run_key(old)
     assert run_key({**old, "constraints": ["unit+"]}) != run_key(old)
+
+
+def _same(a, b):
+    return (a is None or (isinstance(a, float) and math.isnan(a))) and \
+        (b is None or (isinstance(b, float) and math.isnan(b))) or a == pytest.approx(b)
+
+
+@pytest.mark.parametrize("dataset", ["iris", "moons"])  # population trainer, stacks
+def test_a_diverged_member_is_stored_as_its_single_run_reports_it(tmp_path, dataset):
+    """lr 1e30 diverges: the stored metrics (NaN as JSON null) equal train_run's."""
+    import sqlite3
+
+    from jumpstart.train import train_run
+
+    path = tmp_path / "div.toml"
+    path.write_text(f'name = "div"\n[fixed]\ndataset = "{dataset}"\nepochs = 5\ndepth = 3\n'
+                    'width = 3\ntechnique = "baseline"\ncurve_every = 1\n[grid]\n'
+                    'lr = [0.01, 1e30]\n')
+    db = tmp_path / "r.db"
+    counts = run_sweep(load_sweep(path), db, workers=1, progress=False)
+    assert counts["diverged"] == 1 and counts["done"] == 1
+    row = load(db).set_index("lr").loc[1e30]
+    single = train_run(dataset=dataset, depth=3, width=3, technique="baseline", lr=1e30,
+                       epochs=5).metrics()
+    assert single["diverged"] and row["diverged"]
+    for key in ("train_acc", "best_train_acc", "val_acc", "best_val_acc", "final_loss"):
+        assert _same(row[key], single[key]), key
+    assert row["epochs_done"] == single["epochs"]
+    for key, value in single["status"].items():
+        assert _same(row[key], value), key
+    with sqlite3.connect(db) as con:  # strict JSON everywhere
+        assert con.execute("SELECT COUNT(*) FROM runs WHERE json_valid(metrics) = 0 "
+                           "OR json_valid(config) = 0").fetchone()[0] == 0
+
+
+def test_status_of_non_finite_pre_activations_is_an_error_naming_the_layer():
+    from jumpstart.core.status import NonFiniteError
+
+    x = torch.randn(8, 2)
+    x[3, 1] = math.nan
+    net = Rectangular(2, 3, 2, 1)
+    with pytest.raises(NonFiniteError, match="layer activations.0: pre-activations hold NaN"):
+        activation_status(net, x)

@@ -119,7 +119,9 @@ def train(
         run.save(out)
     metrics = run.metrics()
     if as_json:
-        typer.echo(json.dumps(metrics))
+        from . import strict_json
+
+        typer.echo(strict_json.dumps(metrics))
         return
     s = metrics["status"]
     what = " ".join([run.config["technique"]]

@@ -9,6 +9,7 @@ one status code.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,11 @@ from .hooks import HIDDEN_ACTIVATIONS, PreActivationHooks
 
 DEAD, LINEAR, NONLINEAR = 0, 1, 2
 STATUS_NAMES = ("dead", "linear", "nonlinear")
+#: the scalar ratios of :meth:`ActivationStatus.ratios`
+RATIOS = ("unit_dead_ratio", "unit_linear_ratio", "unit_nonlinear_ratio",
+          "point_dead_ratio", "point_linear_ratio", "point_nonlinear_ratio",
+          "layer_point_dead_ratio", "layer_point_linear_ratio",
+          "layer_point_nonlinear_ratio", "point_efficiency")
 STATUS_COLOURS = ("#d62728", "#1f77b4", "#2ca02c")  # red, blue, green
 
 
@@ -129,13 +135,7 @@ class ActivationStatus:
 
     def ratios(self) -> dict[str, float]:
         """All ten scalar ratios as a dict (the ``status`` of ``jumpstart train --json``)."""
-        keys = (
-            "unit_dead_ratio", "unit_linear_ratio", "unit_nonlinear_ratio",
-            "point_dead_ratio", "point_linear_ratio", "point_nonlinear_ratio",
-            "layer_point_dead_ratio", "layer_point_linear_ratio",
-            "layer_point_nonlinear_ratio", "point_efficiency",
-        )
-        return {k: getattr(self, k) for k in keys}
+        return {k: getattr(self, k) for k in RATIOS}
 
     def to_frame(self):
         """Per-layer table (pandas DataFrame), one row per hidden layer.
@@ -246,6 +246,26 @@ def _batches(data, batch_size: int) -> Iterable[Tensor]:
         yield x
 
 
+class NonFiniteError(ValueError):
+    """A pre-activation holds NaN or inf: dead / linear status is undefined there."""
+
+
+def undefined_ratios() -> dict[str, float]:
+    """:meth:`ActivationStatus.ratios` of a net whose status is undefined (a
+    diverged net with non-finite pre-activations): every ratio NaN, stored as
+    JSON null."""
+    return dict.fromkeys(RATIOS, math.nan)
+
+
+def status_ratios(model: nn.Module, data, **options) -> dict[str, float]:
+    """:func:`activation_status` ratios, or :func:`undefined_ratios` when a
+    pre-activation is non-finite (a diverged net). ``options`` as there."""
+    try:
+        return activation_status(model, data, **options).ratios()
+    except NonFiniteError:
+        return undefined_ratios()
+
+
 def activation_status(
     model: nn.Module,
     data,
@@ -285,6 +305,8 @@ def activation_status(
         :class:`ActivationStatus`.
 
     Raises:
+        NonFiniteError (a ValueError): a pre-activation holds NaN or inf (the
+            message names the layer); the status is then undefined.
         ValueError: empty data, ``batch_size < 1``, unknown ``granularity``, no
             activation found, or batches of different layer structure (with
             ``"position"``, also a layer whose number of positions changes
@@ -319,6 +341,10 @@ def activation_status(
                     raise ValueError("batches took different paths through the model's layers")
                 codes = []
                 for i, (name, g) in enumerate(batch):
+                    if not bool(torch.isfinite(g).all()):
+                        raise NonFiniteError(
+                            f"layer {name}: pre-activations hold NaN or inf, so the status "
+                            "is undefined (non-finite inputs or weights: a diverged net?)")
                     bmax, bmin, point = layer_extremes(g, granularity)
                     if len(unit_max) <= i:
                         unit_max.append(bmax)

@@ -1,8 +1,8 @@
 """The results store: one SQLite file (stdlib ``sqlite3``, WAL mode).
 
 Table ``runs``: one row per run key with its config (JSON), state (``done``,
-``diverged`` or ``failed``), metrics (JSON, the keys of ``jumpstart train
---json``), error text, wall seconds and finish time. Table ``curve_values``:
+``diverged`` or ``failed``), metrics (strict JSON: an undefined value is
+``null``; the keys of ``jumpstart train --json``), error text, wall seconds and finish time. Table ``curve_values``:
 the run's per-epoch curves (every ``curve_every`` epochs), one row per (run,
 epoch, metric), so every metric a trainer or technique recorded is kept
 (:data:`~jumpstart.train.history.CURVE_METRICS` and any a technique logged).
@@ -14,9 +14,12 @@ before curves were stored per metric (table ``curves``) is migrated on open.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from pathlib import Path
+
+from .. import strict_json
 
 STATES = ("done", "diverged", "failed")
 SCHEMA = """
@@ -96,15 +99,16 @@ class ResultsStore:
             self._db.execute("DELETE FROM curve_values WHERE key = ?", (key,))
             self._db.execute(
                 "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, sweep, json.dumps(config, sort_keys=True), state,
-                 None if metrics is None else json.dumps(metrics), error, seconds, time.time()),
+                (key, sweep, strict_json.dumps(config, sort_keys=True), state,
+                 None if metrics is None else strict_json.dumps(metrics), error, seconds,
+                 time.time()),
             )
             if curves:
                 epochs = curves["epoch"]
                 self._db.executemany(
                     "INSERT INTO curve_values VALUES (?, ?, ?, ?)",
                     ((key, e, metric, v) for metric, values in curves.items() if metric != "epoch"
-                     for e, v in zip(epochs, values) if v is not None))
+                     for e, v in zip(epochs, values) if v is not None and math.isfinite(v)))
 
     def runs(self, sweep: str | None = None):
         """DataFrame of runs: ``key``, ``sweep``, ``state``, ``error``,

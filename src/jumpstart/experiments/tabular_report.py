@@ -50,12 +50,17 @@ def left_out(runs) -> dict[str, str]:
 def coverage(runs) -> str:
     """One paragraph for the top of every table: how many data sets were
     asked for (appear in the runs), how many ran (at least one run that did
-    not fail), and each one left out with why (:func:`left_out`)."""
+    not fail), each one left out with why (:func:`left_out`), and how many
+    runs diverged."""
     asked = runs["dataset"].nunique()
     missing = left_out(runs)
     text = f"Data sets: {asked} asked for, {asked - len(missing)} ran"
     if missing:
         text += "; left out: " + "; ".join(f"{k} ({v})" for k, v in missing.items())
+    diverged = int((runs["state"] == "diverged").sum())
+    if diverged:
+        text += (f". {diverged} diverged run(s): their accuracies are those of their last "
+                 "finite epoch; an undefined status is left out of the medians")
     return text + ".\n\n"
 
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.hooks import ActivationRecorder
-from ..core.status import activation_status
+from ..core.status import status_ratios
 from ..data.base import Dataset
 from ..models import Rectangular
 from ..optim import MemberAdam
@@ -218,7 +218,10 @@ def train_population(
     ``Rectangular(depth, width, F, K, **technique.model_options(...))``), up to
     float rounding: same initialization, minibatch order (a generator seeded
     with ``seed``), loss ``task + technique.loss(ctx)`` and Adam. A member whose
-    loss becomes NaN/inf is frozen there and reported diverged. (With
+    loss becomes NaN/inf is reported diverged with the net as it was at that
+    step (as :func:`~jumpstart.train.fit` stops there): metrics of its last
+    finished epoch, status of that net (undefined, NaN, when its
+    pre-activations are non-finite). (With
     Jumpstart's tie-break ``"single"`` the gradient of a max goes to one
     element; where two candidates are equal up to rounding, the batched and
     the single computation may pick different ones, after which the two
@@ -279,6 +282,7 @@ def train_population(
     keys = ("loss", "penalty", "train_acc", "val_acc") + (("test_acc",) if has_test else ())
     history = History(pop, epochs, curve_every, keys=keys)
     rows = torch.arange(pop)[:, None]
+    frozen: dict[int, Rectangular] = {}  # diverged members, at their last finite step
     ctx = TrainContext(model, adam)
     recorder = ActivationRecorder(model) if technique.needs_activations else None
     technique.attach(ctx)
@@ -306,7 +310,10 @@ def train_population(
                 task = task_loss(logits, yb)
                 extra = technique.loss(ctx)
                 total = task if extra is None else task + extra
+                before = history.alive.clone()
                 history.stop(torch.isfinite(total.detach()))
+                for p in torch.nonzero(before & ~history.alive).flatten().tolist():
+                    frozen[p] = model.member(p)  # as fit leaves it: before this update
                 for p in params:
                     p.grad = None
                 torch.where(history.alive, total, 0.0).sum().backward()
@@ -341,8 +348,8 @@ def train_population(
 
     results = []
     for p in range(pop):
-        net = model.member(p)
-        status = activation_status(net, datas[p].x_train)
-        metrics = {**history.metrics(p, seconds / pop), "status": status.ratios()}
+        net = frozen[p] if p in frozen else model.member(p)
+        metrics = {**history.metrics(p, seconds / pop),
+                   "status": status_ratios(net, datas[p].x_train)}
         results.append(MemberResult(metrics, history.member_curves(p), net))
     return results

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..core.status import ActivationStatus, activation_status
+from .. import strict_json
+from ..core.status import ActivationStatus, NonFiniteError, activation_status, undefined_ratios
 from ..data import Dataset, FolderData, load_dataset
 from ..models import MoonsConv, Rectangular, ResNet
 from ..optim import OPTIMIZER_OPTIONS
@@ -22,20 +22,22 @@ class RunResult:
     """A finished run: its config, the trained model, the fit and the status.
 
     ``status`` is measured on the training set after training (CPAIOR
-    Definitions 1 and 2); ``metrics()`` is what ``jumpstart train --json``
-    prints.
+    Definitions 1 and 2); ``None`` when it is undefined (a diverged net whose
+    pre-activations are non-finite: every ratio NaN in ``metrics()``).
+    ``metrics()`` is what ``jumpstart train --json`` prints.
     """
 
     config: dict
     model: nn.Module
     fit: FitResult
-    status: ActivationStatus
+    status: ActivationStatus | None
     split: dict | None = None
 
     def metrics(self) -> dict:
         """Config, accuracies, timings, ``diverged``, ``status`` ratios, and
         ``split`` when the loader did more than a plain split (rare classes)."""
-        return {**self.config, **self.fit.metrics(), "status": self.status.ratios(),
+        ratios = self.status.ratios() if self.status is not None else undefined_ratios()
+        return {**self.config, **self.fit.metrics(), "status": ratios,
                 **({"split": self.split} if self.split else {})}
 
     def save(self, out: str | Path) -> Path:
@@ -44,9 +46,11 @@ class RunResult:
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "run.json").write_text(json.dumps(self.metrics(), indent=2) + "\n")
+        (out / "run.json").write_text(strict_json.dumps(self.metrics(), indent=2) + "\n")
         pd.DataFrame(self.fit.history).to_csv(out / "curves.csv", index=False)
         c = self.config
+        if self.status is None:  # undefined: a diverged net
+            return out
         self.status.plot(
             out / "status.png",
             title=f"{c['dataset']} depth {c['depth']} width {c['width']} {c['technique']}: "
@@ -197,7 +201,10 @@ def train_run(
                             num_workers=loader_workers)
     else:
         inputs = data.x_train
-    status = activation_status(net, inputs, granularity=granularity)
+    try:
+        status = activation_status(net, inputs, granularity=granularity)
+    except NonFiniteError:
+        status = None
     return RunResult(config, net, result, status, getattr(data, "split", None))
 
 

@@ -34,6 +34,7 @@ no reduction; results come back in the caller's order.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, replace
 
@@ -42,7 +43,7 @@ from torch import Tensor
 
 from ..core.deficits import Deficits
 from ..core.regularizer import aggregate, check_options
-from ..core.status import activation_status
+from ..core.status import status_ratios
 from ..data import DATASETS
 from ..models import MoonsConv, Rectangular
 from ..optim import MemberAdam
@@ -145,7 +146,9 @@ def train_stacked(
     the same initialization, minibatch order (``batch_size`` set), loss
     ``task + lam * P`` (CPAIOR eq. (7)) and Adam, up to float rounding. A
     member whose loss becomes NaN/inf stops being recorded there and is
-    reported diverged (its metrics are those of its last finite epoch).
+    reported diverged, as :func:`~jumpstart.train.fit` reports it: metrics of
+    its last finished epoch (NaN with none), status of the net as it was at
+    that step (NaN where undefined).
 
     Args:
         members: the networks, ``len >= 1``.
@@ -220,6 +223,7 @@ def train_stacked(
     bs = n if batch_size is None else min(batch_size, n)
     generators = [torch.Generator().manual_seed(m.seed) for m in members] if bs < n else None
     history = History(pop, epochs, curve_every, keys=("loss", "penalty", "train_acc", "val_acc"))
+    frozen: dict = {}  # diverged members (placement order), at their last finite step
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         loss_sum = torch.zeros(pop, dtype=torch.float64)
@@ -248,7 +252,10 @@ def train_stacked(
                                margin=opts["margin"], **aggregation)
                 extra = torch.cat([lam * pen.detach(), task.new_zeros(pop - reg)])
                 total = task + extra
+            before = history.alive.clone()
             history.stop(torch.isfinite(total))
+            for p in torch.nonzero(before & ~history.alive).flatten().tolist():
+                frozen[p] = copy.deepcopy(stack.member(p))  # before this update, as fit stops
             alive = history.alive
             live = alive.to(torch.float64)
             penalty = None
@@ -280,9 +287,9 @@ def train_stacked(
 
     results = []
     for p in range(pop):
-        net = stack.member(p)
-        status = activation_status(net, data.x_train, granularity=granularity)
-        metrics = {**history.metrics(p, seconds / pop), "status": status.ratios()}
+        net = frozen[p] if p in frozen else stack.member(p)
+        metrics = {**history.metrics(p, seconds / pop),
+                   "status": status_ratios(net, data.x_train, granularity=granularity)}
         results.append(MemberResult(metrics, history.member_curves(p), net))
     restored = [None] * pop  # back to the caller's member order
     for position, original in enumerate(placement):
