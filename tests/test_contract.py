@@ -503,3 +503,27 @@ def test_status_of_non_finite_pre_activations_is_an_error_naming_the_layer():
     net = Rectangular(2, 3, 2, 1)
     with pytest.raises(NonFiniteError, match="layer activations.0: pre-activations hold NaN"):
         activation_status(net, x)
+
+
+@pytest.mark.parametrize("a, b", [({"lam": 1}, {"lam": 1.0}), ({"lr": 1}, {"lr": 1.0}),
+                                  ({"margin": 2}, {"margin": 2.0}),
+                                  ({"weight_decay": 0}, {"weight_decay": 0.0})])
+def test_integer_and_float_spellings_are_one_run(a, b):
+    from jumpstart.experiments import run_key
+
+    base = {"dataset": "moons", "depth": 2, "width": 3, "technique": "jumpstart"}
+    assert run_key({**base, **a}) == run_key({**base, **b})
+    assert run_key({**base, "depth": 2}) != run_key({**base, "depth": 3})
+
+
+def test_a_run_belongs_to_every_sweep_that_asked_for_it(tmp_path):
+    text = ('name = "{name}"\n[fixed]\ndataset = "moons"\nepochs = 2\ndepth = 2\n'
+            'technique = "jumpstart"\n[jumpstart]\nlam = {lam}\n[grid]\nwidth = [2, 3]\n')
+    db = tmp_path / "r.db"
+    (tmp_path / "a.toml").write_text(text.format(name="a", lam="1"))
+    (tmp_path / "b.toml").write_text(text.format(name="b", lam="1.0"))
+    assert run_sweep(load_sweep(tmp_path / "a.toml"), db, workers=1, progress=False)["done"] == 2
+    again = run_sweep(load_sweep(tmp_path / "b.toml"), db, workers=1, progress=False)
+    assert again["skipped"] == 2 and again["done"] == 0  # lam 1 and 1.0: the same runs
+    assert len(load(db, sweep="b")) == 2 and len(load(db, sweep="a")) == 2
+    assert len(load(db)) == 2

@@ -114,10 +114,27 @@ class Sweep:
 KEY_OMITTED_DEFAULTS = {"constraints": list(CONSTRAINTS)}
 
 
+def _float_keys() -> set[str]:
+    """Run keys whose values are real numbers: the learning rate and every
+    technique or optimizer option whose default is a float."""
+    options = {k: o for cls in TECHNIQUES.values() for k, o in cls.options.items()}
+    options.update(OPTIMIZER_OPTIONS)
+    return {"lr"} | {k for k, o in options.items() if isinstance(o.default, float)}
+
+
+def canonical(config: dict) -> dict:
+    """``config`` with the integers of real-valued keys as floats (``lam = 1``
+    is ``lam = 1.0``), so one run has one config and one key."""
+    floats = _float_keys()
+    return {k: float(v) if k in floats and isinstance(v, int) and not isinstance(v, bool)
+            else v for k, v in config.items()}
+
+
 def run_key(config: dict) -> str:
-    """Stable 16-hex-digit key of a run config (SHA-256 of its canonical JSON,
-    options of :data:`KEY_OMITTED_DEFAULTS` at their default left out)."""
-    config = {k: v for k, v in config.items()
+    """Stable 16-hex-digit key of a run config (SHA-256 of the JSON of its
+    :func:`canonical` form, options of :data:`KEY_OMITTED_DEFAULTS` at their
+    default left out): ``lam = 1`` and ``lam = 1.0`` are one run."""
+    config = {k: v for k, v in canonical(config).items()
               if not (k in KEY_OMITTED_DEFAULTS
                       and isinstance(v, (list, tuple)) and list(v) == KEY_OMITTED_DEFAULTS[k])}
     text = json.dumps(config, sort_keys=True, separators=(",", ":"))
@@ -247,6 +264,7 @@ def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None,
             check_optimizer(**{k: v for k, v in config.items() if k in OPTIMIZER_OPTIONS})
         except ValueError as exc:
             raise SweepError(f"{source}: {exc}") from None
+        config = canonical(config)
         key = run_key(config)
         if key not in seen:
             seen.add(key)

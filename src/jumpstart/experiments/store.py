@@ -1,6 +1,7 @@
 """The results store: one SQLite file (stdlib ``sqlite3``, WAL mode).
 
-Table ``runs``: one row per run key with its config (JSON), state (``done``,
+Table ``run_sweeps``: which sweeps asked for which run (a run stored by one
+sweep and skipped by another belongs to both). Table ``runs``: one row per run key with its config (JSON), state (``done``,
 ``diverged`` or ``failed``), metrics (strict JSON: an undefined value is
 ``null``; the keys of ``jumpstart train --json``), error text, wall seconds and finish time. Table ``curve_values``:
 the run's per-epoch curves (every ``curve_every`` epochs), one row per (run,
@@ -32,6 +33,11 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     seconds REAL,
     finished_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_sweeps (
+    key TEXT NOT NULL,
+    sweep TEXT NOT NULL,
+    PRIMARY KEY (key, sweep)
 );
 CREATE TABLE IF NOT EXISTS curve_values (
     key TEXT NOT NULL,
@@ -65,7 +71,11 @@ class ResultsStore:
             raise ValueError(f"{self.path} is not a jumpstart results database: {exc}") from None
 
     def _migrate(self) -> None:
-        """Move a legacy ``curves`` table's rows into ``curve_values``."""
+        """Give every run its recording sweep as a member (stores written before
+        ``run_sweeps``), and move a legacy ``curves`` table's rows into
+        ``curve_values``."""
+        with self._db:
+            self._db.execute("INSERT OR IGNORE INTO run_sweeps SELECT key, sweep FROM runs")
         legacy = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
                                   "AND name = 'curves'").fetchone()
         if legacy is None:
@@ -103,6 +113,7 @@ class ResultsStore:
                  None if metrics is None else strict_json.dumps(metrics), error, seconds,
                  time.time()),
             )
+            self._db.execute("INSERT OR IGNORE INTO run_sweeps VALUES (?, ?)", (key, sweep))
             if curves:
                 epochs = curves["epoch"]
                 self._db.executemany(
@@ -110,8 +121,17 @@ class ResultsStore:
                     ((key, e, metric, v) for metric, values in curves.items() if metric != "epoch"
                      for e, v in zip(epochs, values) if v is not None and math.isfinite(v)))
 
+    def add_to_sweep(self, keys, sweep: str) -> None:
+        """Record that sweep ``sweep`` asked for the runs ``keys`` (already
+        stored by another sweep): they then belong to both."""
+        with self._db:
+            self._db.executemany("INSERT OR IGNORE INTO run_sweeps VALUES (?, ?)",
+                                 ((k, sweep) for k in keys))
+
     def runs(self, sweep: str | None = None):
-        """DataFrame of runs: ``key``, ``sweep``, ``state``, ``error``,
+        """DataFrame of runs (of every sweep, or of the runs sweep ``sweep``
+        asked for, whichever sweep recorded them): ``key``, ``sweep`` (the
+        recording one), ``state``, ``error``,
         ``seconds``, one column per config key and one per metric (the
         ``status`` ratios flattened to ``unit_dead_ratio``, ...); list values
         (``constraints``, ``widths``, ``lr_milestones``) as tuples, dict values
@@ -120,8 +140,9 @@ class ResultsStore:
         import pandas as pd
 
         query = "SELECT key, sweep, config, state, metrics, error, seconds FROM runs"
-        rows = self._db.execute(query + (" WHERE sweep = ?" if sweep else ""),
-                                (sweep,) if sweep else ()).fetchall()
+        if sweep:
+            query += " WHERE key IN (SELECT key FROM run_sweeps WHERE sweep = ?)"
+        rows = self._db.execute(query, (sweep,) if sweep else ()).fetchall()
         records, config_keys = [], set()
         for key, name, config, state, metrics, error, seconds in rows:
             config = json.loads(config)

@@ -165,6 +165,7 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
     store = ResultsStore(db)
     states = ("done", "diverged") if retry_failed else ("done", "diverged", "failed")
     done = store.keys(states)
+    store.add_to_sweep([k for k in map(run_key, sweep.runs) if k in done], sweep.name)
     groups = plan(sweep, done)
     counts = {"total": len(sweep.runs), "skipped": len(sweep.runs) - sum(map(len, groups)),
               "done": 0, "diverged": 0, "failed": 0}
