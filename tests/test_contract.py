@@ -527,3 +527,47 @@ def test_a_run_belongs_to_every_sweep_that_asked_for_it(tmp_path):
     assert again["skipped"] == 2 and again["done"] == 0  # lam 1 and 1.0: the same runs
     assert len(load(db, sweep="b")) == 2 and len(load(db, sweep="a")) == 2
     assert len(load(db)) == 2
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_non_finite_lam_lr_margin_are_refused_before_training(bad, tmp_path):
+    with pytest.raises(ValueError, match="lam must be a number >= 0"):
+        make_technique("jumpstart", lam=bad)
+    with pytest.raises(ValueError, match="margin must be"):
+        Jumpstart(Rectangular(2, 2, 2, 1), margin=bad)
+    with pytest.raises(ValueError, match="lr must be finite"):
+        fit(Rectangular(2, 2, 2, 1), moons(), lr=bad, epochs=1)
+    path = tmp_path / "s.toml"
+    path.write_text(f'name = "s"\n[fixed]\ndataset = "moons"\ndepth = 2\nwidth = 2\n'
+                    f'technique = "jumpstart"\n[jumpstart]\nlam = {"inf" if bad > 0 else "nan"}\n')
+    with pytest.raises(ValueError, match="lam must be a number >= 0"):
+        load_sweep(path)
+
+
+def test_bad_stores_and_output_folders_fail_before_any_work(tmp_path, capsys):
+    import os
+    import sqlite3
+
+    from jumpstart.cli import main
+    from jumpstart.experiments import ResultsStore
+
+    db = tmp_path / "r.db"
+    with ResultsStore(db) as store:
+        for i in range(200):
+            store.record(f"k{i}", "s", {"i": i, "pad": "x" * 200}, "done", metrics={"a": i})
+    with sqlite3.connect(db) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = db.stat().st_size
+    with open(db, "r+b") as f:  # a garbage page in the middle
+        f.seek(size // 2)
+        f.write(os.urandom(4096))
+    with pytest.raises(ValueError, match="corrupt"):
+        ResultsStore(db)
+    with pytest.raises(ValueError, match="is a directory"):
+        ResultsStore(tmp_path)
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    assert main(["train", "--depth", "2", "--width", "2", "--out", str(a_file)]) == 2
+    assert f"--out {a_file} is a file, not a folder" in capsys.readouterr().err
+    assert main(["sweep", "moons-quick", "--db", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err

@@ -37,6 +37,18 @@ def _check(condition: bool, message: str) -> None:
         raise UsageError(message)
 
 
+def _check_folder(path: Path, flag: str) -> None:
+    """Before any work: ``path`` is a folder that exists or can be made, and is writable."""
+    import os
+
+    _check(not (path.exists() and not path.is_dir()), f"{flag} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path} cannot be created: {exc}") from None
+    _check(os.access(path, os.W_OK), f"{flag} {path} is not writable")
+
+
 @app.command()
 def train(
     dataset: str = typer.Option("moons", help="Data set name."),
@@ -87,6 +99,8 @@ def train(
     from .train import train_run
 
     width = int(width) if float(width).is_integer() else width
+    if out is not None:
+        _check_folder(out, "--out")
     options = {k: v for k, v in (("lam", lam), ("aggregation", aggregation), ("margin", margin))
                if v is not None}
     for item in option:
@@ -226,6 +240,7 @@ def report(
     tabular benchmark (UCI, IEEE Access 2025: results, key metrics, wins/draws/losses)."""
     from .experiments.report import write_report
 
+    _check_folder(out, "--out")
     try:
         paths = write_report(db, out, sweep=sweep, threshold=threshold)
     except (ValueError, FileNotFoundError) as exc:

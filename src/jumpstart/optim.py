@@ -90,6 +90,8 @@ def build_optimizer(params, lr: float, **options) -> torch.optim.Optimizer:
         ValueError: as :func:`check_optimizer`; ``lr <= 0``.
     """
     o = check_optimizer(**options)
+    if isinstance(lr, (int, float)) and not math.isfinite(lr):
+        raise ValueError(f"lr must be finite; got {lr!r}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0; got {lr!r}")
     if o["optimizer"] == "sgd":

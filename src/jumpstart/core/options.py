@@ -9,6 +9,7 @@ the command line and the Lightning callback.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,8 +36,10 @@ def int_at_least(lo: int) -> tuple[Callable[[object], bool], str]:
 
 
 def number(pred: Callable[[float], bool], text: str) -> tuple[Callable[[object], bool], str]:
-    """Check and text for a numeric option satisfying ``pred`` (booleans rejected)."""
-    return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and pred(v), text)
+    """Check and text for a finite numeric option satisfying ``pred`` (booleans,
+    NaN and infinities rejected)."""
+    return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v) and pred(v), text)
 
 
 def choice(values) -> tuple[Callable[[object], bool], str]:

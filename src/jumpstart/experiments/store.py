@@ -55,20 +55,40 @@ class ResultsStore:
     """A results database at ``path`` (created with its tables if missing).
 
     Raises:
-        ValueError: ``path`` exists but is not a jumpstart results database.
+        ValueError: ``path`` is a directory, cannot be created or written, is
+            not a jumpstart results database, or fails SQLite's
+            ``PRAGMA quick_check`` (a corrupt file is refused, never written to).
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60)
+        if self.path.is_dir():
+            raise ValueError(f"results database {self.path} is a directory; give a file path")
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60)
+        except (OSError, sqlite3.Error) as exc:
+            raise ValueError(f"cannot open the results database {self.path}: {exc}") from None
+        try:
+            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                first = check.splitlines()[-1] if check.strip() else check
+                raise ValueError(f"{self.path} is corrupt: it fails SQLite's integrity check "
+                                 f"({first}); restore it or start a new database")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
             self._migrate()
+        except sqlite3.OperationalError as exc:
+            self._db.close()
+            raise ValueError(f"cannot write the results database {self.path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"{self.path} is not a jumpstart results database: {exc}") from None
+            self._db.close()
+            raise ValueError(f"{self.path} is corrupt or not a jumpstart results database: "
+                             f"{exc}") from None
+        except ValueError:
+            self._db.close()
+            raise
 
     def _migrate(self) -> None:
         """Give every run its recording sweep as a member (stores written before

@@ -80,9 +80,11 @@ def check_schedule(lr: float, epochs: int, batch_size: int | None) -> None:
     """Validate the training schedule every trainer shares.
 
     Raises:
-        ValueError: ``lr <= 0``, ``epochs`` not an integer >= 1, or
+        ValueError: ``lr`` not a finite number > 0, ``epochs`` not an integer >= 1, or
             ``batch_size`` neither ``None`` nor an integer >= 1.
     """
+    if isinstance(lr, (int, float)) and not math.isfinite(lr):
+        raise ValueError(f"lr must be finite; got {lr!r}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0; got {lr!r}")
     if not (isinstance(epochs, int) and epochs >= 1):
