@@ -571,3 +571,44 @@ def test_bad_stores_and_output_folders_fail_before_any_work(tmp_path, capsys):
     assert f"--out {a_file} is a file, not a folder" in capsys.readouterr().err
     assert main(["sweep", "moons-quick", "--db", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, content, fragment", [
+    ("trunc.tsv.gz", "truncate", "truncated file"),
+    ("notgz.tsv.gz", b"not gzip at all", "is named .gz but is not a gzip file"),
+    ("empty.tsv", b"", "empty file (no header row)"),
+    ("header.tsv", b"a\tb\ttarget\n", "a header row and no data rows"),
+    ("text.tsv", b"a\ttarget\n1\tx\n2\ty\n", "target column 'target' must hold integer class "
+                                                 "ids; it holds text (e.g. 'x')"),
+])
+def test_broken_table_files_name_the_file(tmp_path, name, content, fragment, capsys):
+    import gzip
+
+    from jumpstart.cli import main
+    from jumpstart.data import tabular
+
+    path = tmp_path / name
+    if content == "truncate":
+        whole = gzip.compress(b"a\ttarget\n" + b"".join(b"%d\t%d\n" % (i, i % 2)
+                                                          for i in range(2000)))
+        path.write_bytes(whole[: len(whole) // 2])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError) as err:
+        tabular(path)
+    assert fragment in str(err.value) and str(path) in str(err.value)
+    assert main(["train", "--dataset", str(path), "--depth", "2", "--width", "2"]) == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_a_truncated_idx_file_names_the_file(tmp_path):
+    import gzip
+
+    from jumpstart.data.images import read_idx
+
+    whole = gzip.compress(b"\x00\x00\x08\x03" + (10).to_bytes(4, "big") + (28).to_bytes(4, "big")
+                          * 2 + bytes(range(256)) * 40)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=f"truncated file {path}"):
+        read_idx(path, "images")

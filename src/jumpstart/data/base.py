@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -76,3 +79,22 @@ class Dataset:
     def in_features(self) -> int:
         """Number of input features (product of the feature shape)."""
         return int(self.x_train[0].numel())
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The contents of a data file, gunzipped when its name ends in ``.gz``.
+
+    Raises:
+        ValueError: ``truncated file PATH`` (a gzip stream that ends early),
+            or ``PATH is named .gz but is not a gzip file``; both name the file.
+    """
+    path = Path(path)
+    if not path.name.endswith(".gz"):
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except EOFError:
+        raise ValueError(f"truncated file {path}: the gzip stream ends early") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise ValueError(f"{path} is named .gz but is not a gzip file ({exc})") from None

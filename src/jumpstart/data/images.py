@@ -3,20 +3,15 @@ IDX files and CIFAR-10 / CIFAR-100 python pickles (CPAIOR 2022 Sec. 4)."""
 
 from __future__ import annotations
 
-import gzip
 import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .base import Dataset
+from .base import Dataset, read_bytes
 
 IDX_MAGIC = {"images": 2051, "labels": 2049}
-
-
-def _open(path: Path):
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
 def _find(directory: Path, stem: str) -> Path:
@@ -31,11 +26,13 @@ def read_idx(path: str | Path, kind: str) -> np.ndarray:
     ``uint8 (N, rows, cols)``) or ``"labels"`` (magic 2049, ``uint8 (N,)``).
 
     Raises:
-        ValueError: wrong magic number or a file shorter than its header says.
+        ValueError: wrong magic number, a file shorter than its header says,
+            a truncated or not-gzip ``.gz`` file (:func:`~jumpstart.data.base.read_bytes`).
     """
     path = Path(path)
-    with _open(path) as f:
-        data = f.read()
+    data = read_bytes(path)
+    if len(data) < 8:
+        raise ValueError(f"truncated file {path}: {len(data)} bytes, shorter than an IDX header")
     magic = int.from_bytes(data[:4], "big")
     if magic != IDX_MAGIC[kind]:
         raise ValueError(f"{path}: magic number {magic}, expected {IDX_MAGIC[kind]} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Dataset
+from .base import Dataset, read_bytes
 
 SUFFIXES = (".tsv.gz", ".tsv", ".csv.gz", ".csv")
 
@@ -127,7 +128,14 @@ def tabular(name_or_path: str | Path, *, seed: int = 0, target: str = "target",
 
     path = _resolve(name_or_path, directory)
     sep = "\t" if ".tsv" in path.name else ","
-    frame = pd.read_csv(path, sep=sep)
+    try:
+        frame = pd.read_csv(io.BytesIO(read_bytes(path)), sep=sep)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: empty file (no header row)") from None
+    except pd.errors.ParserError as exc:
+        raise ValueError(f"{path}: not a {'TSV' if sep != ',' else 'CSV'} table: {exc}") from None
+    if frame.empty:
+        raise ValueError(f"{path}: a header row and no data rows")
     name = path.name.split(".")[0]
     if target not in frame.columns:
         raise ValueError(f"{path}: no target column {target!r}; columns: "
@@ -144,6 +152,9 @@ def tabular(name_or_path: str | Path, *, seed: int = 0, target: str = "target",
         rows = np.unique(np.nonzero(~np.isfinite(x))[0])[:5].tolist()
         raise ValueError(f"{path}: features hold NaN or inf (rows {rows} ...)")
     y_raw = frame[target].to_numpy()
+    if not pd.api.types.is_numeric_dtype(frame[target]) or frame[target].dtype == bool:
+        raise ValueError(f"{path}: target column {target!r} must hold integer class ids; "
+                         f"it holds text (e.g. {str(y_raw[0])!r})")
     if not (pd.api.types.is_integer_dtype(frame[target])
             or (np.isfinite(y_raw.astype(float)).all()
                 and np.equal(np.mod(y_raw.astype(float), 1), 0).all())):
