@@ -612,3 +612,16 @@ def test_a_truncated_idx_file_names_the_file(tmp_path):
     path.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(ValueError, match=f"truncated file {path}"):
         read_idx(path, "images")
+
+
+def test_a_diverged_single_run_in_a_group_stores_undefined_status():
+    (_, metrics, _), = train_group([_config("baseline", lr=1e30)], trainer="single")
+    assert metrics["diverged"]
+    assert all(math.isnan(v) for v in metrics["status"].values())
+
+
+def test_reserved_run_keys_cover_every_sweep_key():
+    from jumpstart.experiments.config import CHECKS
+    from jumpstart.techniques import RESERVED_KEYS
+
+    assert set(CHECKS) <= RESERVED_KEYS

@@ -71,10 +71,15 @@ def check_optimizer(**options) -> dict:
     return out
 
 
-def is_plain_adam(**options) -> bool:
-    """Whether the options are the default: Adam, no weight decay, no schedule
-    (what the population trainers run)."""
-    o = check_optimizer(**options)
+def is_plain_adam(config: dict) -> bool:
+    """Whether a run config's optimizer options (its keys in
+    :data:`OPTIMIZER_OPTIONS`; others ignored) are plain Adam: no weight decay,
+    no schedule (what the population trainers run).
+
+    Raises:
+        ValueError: as :func:`check_optimizer`.
+    """
+    o = check_optimizer(**{k: v for k, v in config.items() if k in OPTIMIZER_OPTIONS})
     return o["optimizer"] == "adam" and o["weight_decay"] == 0 and not o["lr_milestones"]
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+
 
 def _clean(obj):
-    if isinstance(obj, float) or type(obj).__module__ == "numpy" and hasattr(obj, "item"):
-        value = obj.item() if hasattr(obj, "item") else obj
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        return value
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -24,6 +24,7 @@ canonical JSON, so the same run always has the same key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -114,12 +115,18 @@ class Sweep:
 KEY_OMITTED_DEFAULTS = {"constraints": list(CONSTRAINTS)}
 
 
-def _float_keys() -> set[str]:
+def _float_keys() -> frozenset[str]:
     """Run keys whose values are real numbers: the learning rate and every
-    technique or optimizer option whose default is a float."""
-    options = {k: o for cls in TECHNIQUES.values() for k, o in cls.options.items()}
+    technique or optimizer option whose default is a float (computed once per
+    state of the registry)."""
+    return _float_keys_of(tuple(TECHNIQUES.values()))
+
+
+@functools.lru_cache(maxsize=8)
+def _float_keys_of(classes: tuple) -> frozenset[str]:
+    options = {k: o for cls in classes for k, o in cls.options.items()}
     options.update(OPTIMIZER_OPTIONS)
-    return {"lr"} | {k for k, o in options.items() if isinstance(o.default, float)}
+    return frozenset({"lr"} | {k for k, o in options.items() if isinstance(o.default, float)})
 
 
 def canonical(config: dict) -> dict:

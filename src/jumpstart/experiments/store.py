@@ -94,8 +94,9 @@ class ResultsStore:
         """Give every run its recording sweep as a member (stores written before
         ``run_sweeps``), and move a legacy ``curves`` table's rows into
         ``curve_values``."""
-        with self._db:
-            self._db.execute("INSERT OR IGNORE INTO run_sweeps SELECT key, sweep FROM runs")
+        if self._db.execute("SELECT NOT EXISTS (SELECT 1 FROM run_sweeps)").fetchone()[0]:
+            with self._db:  # once: every later record() adds its own membership
+                self._db.execute("INSERT OR IGNORE INTO run_sweeps SELECT key, sweep FROM runs")
         legacy = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
                                   "AND name = 'curves'").fetchone()
         if legacy is None:

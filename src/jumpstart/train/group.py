@@ -34,6 +34,13 @@ def _split(configs, key):
     return list(parts.values())
 
 
+def _data_key(config: dict) -> tuple:
+    """What identifies a run's loaded data: data set, seed, folder, class column
+    and rare-class option."""
+    return (config["dataset"], config["seed"], config.get("data_dir"),
+            config.get("target", "target"), config.get("min_class_rows"))
+
+
 def stack_spec(technique) -> tuple[float, dict]:
     """``(lam, Jumpstart options)`` of a technique that runs in the stacks: its
     whole effect is the Jumpstart penalty its config describes (``lam`` 0 and
@@ -97,24 +104,19 @@ def train_group(configs: list[dict], trainer: str | None = None) -> list[tuple[d
         if reason is not None:
             raise ValueError(f"trainer {trainer!r} refuses the run: {reason}")
         routes[trainer].append(c)
-    loaded: dict = {}  # (data set, seed, folder, target) -> data, loaded once
+    loaded: dict = {}  # _data_key -> data, loaded once
 
     def data_of(c):
-        key = (c["dataset"], c["seed"], c.get("data_dir"), c.get("target", "target"),
-               c.get("min_class_rows"))
+        key = _data_key(c)
         if key not in loaded:
             loaded[key] = load_dataset(c["dataset"], seed=c["seed"], directory=key[2],
                                        target=key[3], min_class_rows=key[4])
         return loaded[key]
 
     out = []
-    splits: dict[int, dict] = {}  # config id -> what the loader did beyond a plain split
     specs = {id(c): stack_spec(techs[id(c)]) for c in routes["stacks"]}
     for part in _stack_parts(routes["stacks"], specs):
-        options = dict(specs[id(part[0])][1])
-        options.pop("granularity", None)
-        if first["model"] == "moons_conv":
-            options["granularity"] = "position"
+        options = specs[id(part[0])][1]
         members = [Member(c["width"], c["seed"], specs[id(c)][0], c["depth"]) for c in part]
         results = train_stacked(
             members, dataset=first["dataset"], model=first["model"], epochs=first["epochs"],
@@ -124,10 +126,8 @@ def train_group(configs: list[dict], trainer: str | None = None) -> list[tuple[d
     for part in _split(routes["population"],
                        lambda c: {k: v for k, v in c.items() if k not in ("seed", "lr")}):
         c0 = part[0]
-        datas = [data_of(c) for c in part]
-        splits.update({id(c): d.split for c, d in zip(part, datas) if d.split})
         results = train_population(
-            datas, technique=techs[id(c0)], depth=c0["depth"],
+            [data_of(c) for c in part], technique=techs[id(c0)], depth=c0["depth"],
             width=c0["width"], seeds=[c["seed"] for c in part], lrs=[c["lr"] for c in part],
             epochs=c0["epochs"], batch_size=batch_size, init=c0.get("init", "glorot"),
             curve_every=c0["curve_every"])
@@ -140,11 +140,10 @@ def train_group(configs: list[dict], trainer: str | None = None) -> list[tuple[d
         h, every = run.fit.history, c["curve_every"]
         # the epochs History keeps for the population trainers
         keep = [i for i, e in enumerate(h["epoch"]) if e % every == 0 or e == c["epochs"]]
-        metrics = {**run.fit.metrics(), "status": run.status.ratios()}
-        if run.split:
-            splits[id(c)] = run.split
+        metrics = {**run.fit.metrics(), "status": run.metrics()["status"]}
         out.append((c, metrics, {k: [h[k][i] for i in keep] for k in h}, run.model))
+    splits = {k: d.split for k, d in loaded.items() if getattr(d, "split", None)}
     return [(c, {**m, "params": sum(p.numel() for p in model.parameters()),
                  "widths": layer_widths(model),
-                 **({"split": splits[id(c)]} if id(c) in splits else {})}, curves)
+                 **({"split": splits[_data_key(c)]} if _data_key(c) in splits else {})}, curves)
             for c, m, curves, model in out]

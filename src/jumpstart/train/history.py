@@ -120,9 +120,12 @@ class History:
                 if len(values) == at:  # not recorded this epoch
                     values.append(None)
 
-    def stop(self, finite: Tensor) -> None:
-        """Members whose ``finite`` (``(P,)`` bool) is False stop here (diverged)."""
-        self._alive &= finite.numpy()
+    def stop(self, finite: Tensor) -> list[int]:
+        """Members whose ``finite`` (``(P,)`` bool) is False stop here (diverged);
+        returns those that stopped just now (alive until this call)."""
+        now = self._alive & ~finite.numpy()
+        self._alive &= ~now
+        return np.flatnonzero(now).tolist()
 
     def metrics(self, p: int, seconds: float) -> dict:
         """Member ``p``'s metrics: ``train_acc``, ``best_train_acc``,

@@ -30,7 +30,6 @@ class FitResult:
             (:data:`~jumpstart.train.history.CURVE_METRICS`: ``loss``,
             ``penalty``, ``train_acc``, ``val_acc``, ``test_acc`` with a test
             part; and any the technique logged).
-        diverged: the loss became NaN or inf; training stopped there.
         seconds: wall time of the loop.
         summary: :meth:`~jumpstart.train.history.History.metrics` of the run.
         model: the trained model: the one given, or the last one a technique
@@ -38,10 +37,14 @@ class FitResult:
     """
 
     history: dict[str, list] = field(default_factory=dict)
-    diverged: bool = False
     seconds: float = 0.0
     summary: dict = field(default_factory=dict)
     model: nn.Module | None = None
+
+    @property
+    def diverged(self) -> bool:
+        """The loss became NaN or inf; training stopped there."""
+        return bool(self.summary.get("diverged", False))
 
     @property
     def epochs(self) -> int:
@@ -243,7 +246,7 @@ def fit(
             bar[0].stop()
         seconds = time.perf_counter() - start
         ctx.model.eval()
-    return FitResult(history=history.member_curves(0), diverged=not bool(history.alive[0]), seconds=seconds,
+    return FitResult(history=history.member_curves(0), seconds=seconds,
                      summary=history.metrics(0, seconds), model=ctx.model)
 
 

@@ -34,7 +34,8 @@ from ..core.hooks import ActivationRecorder
 from ..core.status import status_ratios
 from ..data.base import Dataset
 from ..models import Rectangular
-from ..optim import MemberAdam
+from ..data import FOLDER_SETS
+from ..optim import MemberAdam, is_plain_adam
 from ..techniques import Technique, TrainContext
 from .history import History, MemberResult
 from .loop import check_schedule, predict, task_loss
@@ -175,9 +176,6 @@ def refusal(technique: Technique, config: dict | None = None) -> str | None:
     ``"population"`` (and, when it has a ``granularity``, ``"channel"``); the
     run must be a dense net in float32 under plain Adam
     (no weight decay, no learning-rate schedule) on in-memory data."""
-    from ..data import FOLDER_SETS
-    from ..optim import OPTIMIZER_OPTIONS, is_plain_adam
-
     if "population" not in technique.supports:
         return (f"technique {technique.name!r} does not declare population support "
                 "(supports: " + (", ".join(sorted(technique.supports)) or "none") + "); "
@@ -192,7 +190,7 @@ def refusal(technique: Technique, config: dict | None = None) -> str | None:
         return "population training is float32 only"
     if config.get("dataset") in FOLDER_SETS:
         return "population training needs in-memory data"
-    if not is_plain_adam(**{k: v for k, v in config.items() if k in OPTIMIZER_OPTIONS}):
+    if not is_plain_adam(config):
         return "population training uses plain Adam only (no weight decay, no lr schedule)"
     return None
 
@@ -310,9 +308,7 @@ def train_population(
                 task = task_loss(logits, yb)
                 extra = technique.loss(ctx)
                 total = task if extra is None else task + extra
-                before = history.alive.clone()
-                history.stop(torch.isfinite(total.detach()))
-                for p in torch.nonzero(before & ~history.alive).flatten().tolist():
+                for p in history.stop(torch.isfinite(total.detach())):
                     frozen[p] = model.member(p)  # as fit leaves it: before this update
                 for p in params:
                     p.grad = None

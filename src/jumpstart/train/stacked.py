@@ -46,7 +46,7 @@ from ..core.regularizer import aggregate, check_options
 from ..core.status import status_ratios
 from ..data import DATASETS
 from ..models import MoonsConv, Rectangular
-from ..optim import MemberAdam
+from ..optim import MemberAdam, is_plain_adam
 from .history import History, MemberResult
 from .loop import check_schedule
 from .stacks import DenseStack, MoonsConvStack
@@ -71,8 +71,6 @@ def refusal(config: dict, technique) -> str | None:
     or MoonsConv net with Glorot init, float32, plain Adam (no weight decay,
     no schedule); for MoonsConv also per-position deficits and full batch.
     """
-    from ..optim import OPTIMIZER_OPTIONS, is_plain_adam
-
     if "stacks" not in technique.supports:
         return f"technique {technique.name!r} does not declare stacks support"
     if config["dataset"] not in DATASETS:
@@ -83,7 +81,7 @@ def refusal(config: dict, technique) -> str | None:
         return "the stacks build Glorot-initialized nets only"
     if config.get("precision", "32") != "32":
         return "the stacks train in float32 only"
-    if not is_plain_adam(**{k: v for k, v in config.items() if k in OPTIMIZER_OPTIONS}):
+    if not is_plain_adam(config):
         return "the stacks train with plain Adam only (no weight decay, no lr schedule)"
     if config["model"] == "moons_conv" and not (
             technique.config.get("granularity", "position") == "position"
@@ -252,9 +250,7 @@ def train_stacked(
                                margin=opts["margin"], **aggregation)
                 extra = torch.cat([lam * pen.detach(), task.new_zeros(pop - reg)])
                 total = task + extra
-            before = history.alive.clone()
-            history.stop(torch.isfinite(total))
-            for p in torch.nonzero(before & ~history.alive).flatten().tolist():
+            for p in history.stop(torch.isfinite(total)):
                 frozen[p] = copy.deepcopy(stack.member(p))  # before this update, as fit stops
             alive = history.alive
             live = alive.to(torch.float64)
