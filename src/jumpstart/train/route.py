@@ -25,7 +25,11 @@ TRAINERS = ("stacks", "population", "single")
 
 
 def technique_of(config: dict) -> Technique:
-    """The technique a run config asks for, built with its options."""
+    """The technique a run config asks for, built with its options.
+
+    Raises:
+        ValueError: an unknown technique, or an option value it refuses.
+    """
     options = {k: config[k] for k in technique_options(config["technique"]) if k in config}
     return make_technique(config["technique"], **options)
 
@@ -33,7 +37,11 @@ def technique_of(config: dict) -> Technique:
 def refusals(config: dict, technique: Technique | None = None) -> dict[str, str | None]:
     """Per trainer of :data:`TRAINERS`, why it cannot run ``config`` exactly
     (``None``: it can). ``technique`` is the run's built technique
-    (:func:`technique_of` when omitted)."""
+    (:func:`technique_of` when omitted).
+
+    Raises:
+        ValueError: as :func:`technique_of`, or a bad optimizer option.
+    """
     from .population import refusal as population_refusal
     from .stacked import refusal as stacked_refusal
 
@@ -45,6 +53,10 @@ def refusals(config: dict, technique: Technique | None = None) -> dict[str, str 
 
 def route(config: dict, technique: Technique | None = None) -> str:
     """The trainer (one of :data:`TRAINERS`) that runs ``config``: the first
-    whose refusal is ``None``."""
+    whose refusal is ``None``.
+
+    Raises:
+        ValueError: as :func:`refusals`.
+    """
     reasons = refusals(config, technique)
     return next(t for t in TRAINERS if reasons[t] is None)
