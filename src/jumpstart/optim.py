@@ -223,3 +223,53 @@ def zero_state(optimizer, param: Tensor, index) -> list[str]:
                 value[index] = 0
                 zeroed.append(name)
     return zeroed
+
+
+def move_state(optimizer, old: Tensor, new: Tensor, *, dim: int, src: Tensor, dst: Tensor) -> None:
+    """Put parameter ``new`` in the place of ``old`` in ``optimizer``,
+    carrying the state of the entries that survive a change of shape.
+
+    Along ``dim``, slice ``src[i]`` of ``old`` became slice ``dst[i]`` of
+    ``new`` (a widened or pruned layer); every per-element state tensor of
+    ``old`` (shaped as ``old``: Adam's moments, SGD's momentum buffer) is
+    rebuilt at ``new``'s shape with those slices copied and every other entry
+    0 (new entries start with fresh state); other state (a scalar step count)
+    is kept as it is. Before the optimizer's first step there is no state and
+    only the parameter is swapped.
+
+    Args:
+        optimizer: a ``torch.optim`` optimizer.
+        old: one of its parameters.
+        new: the replacement (same number of dims; may differ in size along ``dim``).
+        dim: the axis that changed.
+        src, dst: ``(K,)`` long indices into ``old`` and ``new`` along ``dim``.
+
+    Raises:
+        ValueError: ``old`` is not a parameter of ``optimizer``, or ``src``
+            and ``dst`` differ in length.
+    """
+    if len(src) != len(dst):
+        raise ValueError(f"src and dst must have one length; got {len(src)} and {len(dst)}")
+    for group in optimizer.param_groups:
+        for i, p in enumerate(group["params"]):
+            if p is old:
+                group["params"][i] = new
+                break
+        else:
+            continue
+        break
+    else:
+        raise ValueError(f"the parameter of shape {tuple(old.shape)} is not one of the "
+                         "optimizer's parameters")
+    state = optimizer.state.pop(old, None)
+    if not state:
+        return
+    moved = {}
+    for name, value in state.items():
+        if isinstance(value, Tensor) and value.dim() > 0 and value.shape == old.shape:
+            fresh = torch.zeros_like(new)
+            fresh.index_copy_(dim, dst.to(value.device), value.index_select(dim, src.to(value.device)))
+            moved[name] = fresh
+        else:
+            moved[name] = value
+    optimizer.state[new] = moved

@@ -27,7 +27,10 @@ STATUS_NAMES = ("dead", "linear", "nonlinear")
 RATIOS = ("unit_dead_ratio", "unit_linear_ratio", "unit_nonlinear_ratio",
           "point_dead_ratio", "point_linear_ratio", "point_nonlinear_ratio",
           "layer_point_dead_ratio", "layer_point_linear_ratio",
-          "layer_point_nonlinear_ratio", "point_efficiency")
+          "layer_point_nonlinear_ratio", "point_efficiency", "unit_dormant_ratio")
+#: ReDo's dormancy threshold of the performance runs (Sokar et al. 2023), used
+#: by :attr:`ActivationStatus.unit_dormant_ratio`
+DORMANT_TAU = 0.1
 STATUS_COLOURS = ("#d62728", "#1f77b4", "#2ca02c")  # red, blue, green
 
 
@@ -41,6 +44,32 @@ def status_codes(mx: Tensor, mn: Tensor) -> np.ndarray:
     return code.numpy()
 
 
+def dormant_scores(mean_abs: Tensor) -> Tensor:
+    """ReDo's score of every unit of one layer (Sokar et al., ICML 2023, eq. (1)):
+    ``s_i = m_i / ((1/H) sum_k m_k)`` from ``mean_abs`` ``(H,)``, each unit's
+    mean ``|h|`` (after the activation) over the samples (and positions).
+    Normalized by the layer *mean*, as the official code ran (the paper's text
+    says "sum"). A layer whose units all output 0 scores 0 everywhere (all
+    dormant at any ``tau >= 0``). A unit is tau-dormant if ``s_i <= tau``."""
+    layer = mean_abs.mean()
+    return mean_abs / layer if bool(layer > 0) else torch.zeros_like(mean_abs)
+
+
+def unit_abs_sum(h: Tensor) -> Tensor:
+    """``(C,)``: the sum of ``|h|`` over every dim of ``h`` ``(N, C, *spatial)``
+    but the unit dim 1 (samples and positions)."""
+    return h.abs().sum(dim=[d for d in range(h.dim()) if d != 1])
+
+
+def post_activation(module: nn.Module | None, g: Tensor) -> Tensor:
+    """``module(g)`` computed out of place (an in-place ``nn.ReLU`` would
+    overwrite ``g``); ReLU when ``module`` is ``None`` (pre-activations taken
+    from listed ``layers``, whose activation is not known)."""
+    if module is None or isinstance(module, nn.ReLU):
+        return torch.relu(g)
+    return module(g)
+
+
 @dataclass
 class ActivationStatus:
     """Status of every hidden unit and every (point, layer) cell.
@@ -52,11 +81,16 @@ class ActivationStatus:
             ``(C_l * S_l,)`` with granularity ``"position"``.
         point_status: ``int8`` array of shape ``(N, L)``, same codes
             (Definition 2), rows in the order the data was streamed.
+        unit_abs_mean: per layer a ``float`` array ``(C_l,)``: each unit's
+            (channel's) mean ``|h|`` after the activation over the samples and
+            positions, the input of ReDo's score (:meth:`dormant_scores`);
+            ``None`` when not measured (the dormant ratio is then NaN).
     """
 
     layer_names: list[str]
     unit_status: list[np.ndarray]
     point_status: np.ndarray
+    unit_abs_mean: list[np.ndarray] | None = None
     _units: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -133,8 +167,28 @@ class ActivationStatus:
         deepest = np.where(dead.any(axis=1), layers - np.argmax(dead[:, ::-1], axis=1), 0)
         return float(np.mean((layers - deepest) / layers))
 
+    def dormant_scores(self) -> list[np.ndarray]:
+        """Per layer, ReDo's score of every unit (channel), ``(C_l,)``
+        (:func:`dormant_scores`); NaN arrays when ``unit_abs_mean`` is ``None``."""
+        if self.unit_abs_mean is None:
+            return [np.full(1, np.nan) for _ in self.layer_names]
+        return [dormant_scores(torch.from_numpy(m)).numpy() for m in self.unit_abs_mean]
+
+    def dormant_ratio(self, tau: float = DORMANT_TAU) -> float:
+        """Share of all hidden units (channels) that are tau-dormant,
+        ``s_i <= tau`` (ReDo, Sokar et al. 2023, Definition 3.1): a relative
+        notion, per layer, beside the absolute one of :attr:`unit_dead_ratio`.
+        NaN when the scores were not measured."""
+        scores = np.concatenate(self.dormant_scores())
+        return float(np.mean(scores <= tau)) if not np.isnan(scores).any() else math.nan
+
+    @property
+    def unit_dormant_ratio(self) -> float:
+        """:meth:`dormant_ratio` at ReDo's ``tau =`` :data:`DORMANT_TAU`."""
+        return self.dormant_ratio()
+
     def ratios(self) -> dict[str, float]:
-        """All ten scalar ratios as a dict (the ``status`` of ``jumpstart train --json``)."""
+        """All eleven scalar ratios as a dict (the ``status`` of ``jumpstart train --json``)."""
         return {k: getattr(self, k) for k in RATIOS}
 
     def to_frame(self):
@@ -142,11 +196,13 @@ class ActivationStatus:
 
         Columns: ``layer`` (0-based), ``name``, ``units``, ``dead_units``,
         ``linear_units``, ``nonlinear_units``, and ``dead_points``,
-        ``linear_points``, ``nonlinear_points`` (shares of points at that layer).
+        ``linear_points``, ``nonlinear_points`` (shares of points at that layer),
+        ``dormant_units`` (ReDo tau-dormant units at :data:`DORMANT_TAU`).
         """
         import pandas as pd
 
         rows = []
+        scores = self.dormant_scores()
         for i, (name, units) in enumerate(zip(self.layer_names, self.unit_status)):
             col = self.point_status[:, i]
             rows.append({
@@ -157,6 +213,7 @@ class ActivationStatus:
                 "dead_points": float(np.mean(col == DEAD)),
                 "linear_points": float(np.mean(col == LINEAR)),
                 "nonlinear_points": float(np.mean(col == NONLINEAR)),
+                "dormant_units": int(np.sum(scores[i] <= DORMANT_TAU)),
             })
         return pd.DataFrame(rows)
 
@@ -317,6 +374,8 @@ def activation_status(
     check_granularity(granularity)
     unit_max: list[Tensor] = []
     unit_min: list[Tensor] = []
+    abs_sum: list[Tensor] = []
+    abs_count: list[int] = []
     point_codes: list[list[np.ndarray]] = []
     names: list[str] = []
     batch: list[tuple[str, Tensor]] = []
@@ -325,6 +384,7 @@ def activation_status(
         batch.append((name, g))
 
     hooks = PreActivationHooks(model, tap, activations=activations, layers=layers)
+    modules = dict(model.named_modules())
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     was_training = model.training
     model.eval()
@@ -346,9 +406,13 @@ def activation_status(
                             f"layer {name}: pre-activations hold NaN or inf, so the status "
                             "is undefined (non-finite inputs or weights: a diverged net?)")
                     bmax, bmin, point = layer_extremes(g, granularity)
+                    act = modules.get(name.split("#")[0]) if layers is None else None
+                    size = unit_abs_sum(post_activation(act, g.float()))
                     if len(unit_max) <= i:
                         unit_max.append(bmax)
                         unit_min.append(bmin)
+                        abs_sum.append(size.double())
+                        abs_count.append(0)
                     elif unit_max[i].shape != bmax.shape:
                         raise ValueError(
                             f"layer {name} has {unit_max[i].numel()} units in one batch and "
@@ -358,6 +422,8 @@ def activation_status(
                     else:
                         unit_max[i] = torch.maximum(unit_max[i], bmax)
                         unit_min[i] = torch.minimum(unit_min[i], bmin)
+                        abs_sum[i] += size.double()
+                    abs_count[i] += g.numel() // g.shape[1]
                     codes.append(point)
                 point_codes.append(codes)
     finally:
@@ -369,4 +435,5 @@ def activation_status(
         layer_names=names,
         unit_status=[status_codes(mx, mn) for mx, mn in zip(unit_max, unit_min)],
         point_status=np.concatenate([np.stack(c, axis=1) for c in point_codes], axis=0),
+        unit_abs_mean=[(a / count).cpu().numpy() for a, count in zip(abs_sum, abs_count)],
     )

@@ -12,7 +12,8 @@ from torchmetrics import Metric
 
 from ..core.deficits import check_granularity
 from ..core.hooks import HIDDEN_ACTIVATIONS, PreActivationHooks
-from ..core.status import ActivationStatus, layer_extremes, status_codes
+from ..core.status import (ActivationStatus, layer_extremes, post_activation, status_codes,
+                           unit_abs_sum)
 
 
 class ActivationStatusMetric(Metric):
@@ -56,9 +57,12 @@ class ActivationStatusMetric(Metric):
         self._activations, self._layers, self.granularity = tuple(activations), layers, granularity
         self.layer_names: list[str] = []
         self.units_per_layer: list[int] = []
+        self.channels_per_layer: list[int] = []
         self.add_state("unit_max", default=[], dist_reduce_fx="cat")
         self.add_state("unit_min", default=[], dist_reduce_fx="cat")
         self.add_state("point_codes", default=[], dist_reduce_fx="cat")
+        self.add_state("abs_sum", default=[], dist_reduce_fx="cat")
+        self.add_state("abs_count", default=[], dist_reduce_fx="cat")
 
     def update(self, x: Tensor) -> None:  # type: ignore[override]
         """Run the model on inputs ``x`` ``(N, ...)`` and record its pre-activations."""
@@ -76,15 +80,22 @@ class ActivationStatusMetric(Metric):
             model.train(was_training)
         if not seen:
             raise ValueError("the forward pass reached no hooked activation")
+        modules = dict(model.named_modules())
         names = [n for n, _ in seen]
         parts = [layer_extremes(g, self.granularity) for _, g in seen]
         sizes = [p[0].numel() for p in parts]
         if not self.layer_names:
             self.layer_names, self.units_per_layer = names, sizes
+            self.channels_per_layer = [g.shape[1] for _, g in seen]
         elif names != self.layer_names or sizes != self.units_per_layer:
             raise ValueError("batches took different paths through the model's layers")
         self.unit_max.append(torch.cat([p[0].flatten().float() for p in parts]))
         self.unit_min.append(torch.cat([p[1].flatten().float() for p in parts]))
+        self.abs_sum.append(torch.cat([
+            unit_abs_sum(post_activation(modules.get(n.split("#")[0]) if self._layers is None
+                                         else None, g.float())).double() for n, g in seen]))
+        self.abs_count.append(torch.tensor([g.numel() // g.shape[1] for _, g in seen],
+                                           dtype=torch.float64, device=self.device))
         codes = np.stack([p[2] for p in parts], axis=1)  # (N, L)
         self.point_codes.append(torch.as_tensor(codes, device=self.device))
 
@@ -99,12 +110,16 @@ class ActivationStatusMetric(Metric):
         mx = cat(self.unit_max).view(-1, units).amax(0)
         mn = cat(self.unit_min).view(-1, units).amin(0)
         bounds = np.cumsum([0, *self.units_per_layer])
+        sums = cat(self.abs_sum).view(-1, sum(self.channels_per_layer)).sum(0)
+        counts = cat(self.abs_count).view(-1, len(self.layer_names)).sum(0)
+        means = sums.split(self.channels_per_layer)
         return ActivationStatus(
             layer_names=list(self.layer_names),
             unit_status=[status_codes(mx[a:b], mn[a:b]) for a, b in zip(bounds[:-1], bounds[1:])],
             point_status=cat(self.point_codes).cpu().numpy().astype(np.int8),
+            unit_abs_mean=[(m / c).cpu().numpy() for m, c in zip(means, counts)],
         )
 
     def compute(self) -> dict[str, float]:
-        """The ten ratios of :meth:`jumpstart.ActivationStatus.ratios`."""
+        """The eleven ratios of :meth:`jumpstart.ActivationStatus.ratios`."""
         return self.status().ratios()

@@ -15,6 +15,8 @@ from torch import Tensor
 from ..optim import OPTIMIZER_OPTIONS
 from .base import CAPABILITIES, Option, Technique, TrainContext
 from .builtin import BatchNorm, Baseline, Gelu, JumpstartTechnique, Skip
+from .cbp import ContinualBackprop
+from .redo import ReDo
 
 TECHNIQUES: dict[str, type[Technique]] = {}
 #: run keys no technique option may take (a run config is one flat dict): the
@@ -49,7 +51,7 @@ def register(cls: type[Technique]) -> type[Technique]:
     return cls
 
 
-for _cls in (Baseline, JumpstartTechnique, BatchNorm, Skip, Gelu):
+for _cls in (Baseline, JumpstartTechnique, BatchNorm, Skip, Gelu, ReDo, ContinualBackprop):
     register(_cls)
 
 

@@ -105,10 +105,14 @@ class TrainContext:
 
     def log(self, name: str, value: float | Tensor) -> None:
         """Record a per-epoch metric (e.g. a dormant fraction) for the curves:
-        a number, or a ``(P,)`` tensor with one value per population member.
+        a number (or 0-dim tensor), or a ``(P,)`` tensor with one value per
+        population member.
         A name the trainer reports itself (``loss``, ``val_acc``, ``epochs``,
         ...) is refused by the trainer with a ``ValueError``."""
-        self.logged[name] = value.detach().clone() if isinstance(value, Tensor) else float(value)
+        if isinstance(value, Tensor) and value.dim() > 0:
+            self.logged[name] = value.detach().clone()
+        else:
+            self.logged[name] = float(value)
 
 
 class Technique:
