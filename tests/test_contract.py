@@ -61,6 +61,7 @@ def _config(technique, **extra):
 
 EXPECTED_ROUTES = {"baseline": "stacks", "jumpstart": "stacks", "batchnorm": "population",
                    "skip": "population", "gelu": "population",
+                   "redo": "single", "cbp": "single",
                    "counting-probe": "single", "sub-baseline-probe": "single"}
 
 
@@ -74,11 +75,11 @@ def test_every_technique_through_every_trainer(name):
     config = _config(name)
     if name in EXPECTED_ROUTES:
         assert route(config) == EXPECTED_ROUTES[name]
-    (_, single_metrics, single_curves), = train_group([config], trainer="single")
+    (_, single_metrics, single_curves, _), = train_group([config], trainer="single")
     ran = []
     for trainer in TRAINERS:
         try:
-            (_, metrics, curves), = train_group([config], trainer=trainer)
+            (_, metrics, curves, _), = train_group([config], trainer=trainer)
         except ValueError as exc:
             assert f"trainer '{trainer}' refuses the run" in str(exc)
             assert trainer not in TECHNIQUES[name].supports
@@ -295,12 +296,12 @@ def test_constraints_are_a_sweepable_technique_option(tmp_path):
     assert [r["constraints"] for r in runs] == [["unit+", "unit-"], ["point+"]]
     for config in runs:
         assert route(config) == "stacks"
-        (_, _, stacked), = train_group([config], trainer="stacks")
-        (_, _, single), = train_group([config], trainer="single")
+        (_, _, stacked, _), = train_group([config], trainer="stacks")
+        (_, _, single, _), = train_group([config], trainer="single")
         assert stacked["loss"] == pytest.approx(single["loss"], abs=1e-6)
         assert stacked["penalty"] == pytest.approx(single["penalty"], rel=1e-4)
-    (_, _, a), = train_group([runs[0]], trainer="single")
-    (_, _, b), = train_group([runs[1]], trainer="single")
+    (_, _, a, _), = train_group([runs[0]], trainer="single")
+    (_, _, b, _), = train_group([runs[1]], trainer="single")
     assert a["penalty"] != pytest.approx(b["penalty"])  # the subset matters
 
 
@@ -615,7 +616,7 @@ def test_a_truncated_idx_file_names_the_file(tmp_path):
 
 
 def test_a_diverged_single_run_in_a_group_stores_undefined_status():
-    (_, metrics, _), = train_group([_config("baseline", lr=1e30)], trainer="single")
+    (_, metrics, _, _), = train_group([_config("baseline", lr=1e30)], trainer="single")
     assert metrics["diverged"]
     assert all(math.isnan(v) for v in metrics["status"].values())
 

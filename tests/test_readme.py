@@ -24,3 +24,35 @@ def test_readme_technique_example_runs():
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     assert 0.0 <= namespace["result"].metrics()["best_val_test_acc"] <= 1.0
+
+
+def test_architecture_worked_example_runs():
+    """docs/architecture.md's technique example works as written (registered for the test)."""
+    from jumpstart.techniques import TECHNIQUES, register
+    from jumpstart.train import train_run
+
+    doc = (README.parent / "docs" / "architecture.md").read_text()
+    code = next(b for b in re.findall(r"```python\n(.*?)```", doc, flags=re.S) if "Revive" in b)
+    code = code.replace("from ..surgery", "from jumpstart.surgery").replace(
+        "from .base", "from jumpstart.techniques.base")
+    namespace: dict = {}
+    exec(compile(code, "architecture.md", "exec"), namespace)
+    register(namespace["Revive"])
+    try:
+        run = train_run(dataset="moons", depth=6, width=2, technique="revive", revive_every=1,
+                        epochs=20, lr=0.05, seed=0)
+    finally:
+        TECHNIQUES.pop("revive")
+    logged = [k for k in run.fit.history if k.startswith("revived/")]
+    assert logged == [f"revived/linears.{i}" for i in range(6)]
+    assert sum(sum(run.fit.history[k]) for k in logged) > 0  # dead units were revived
+
+
+def test_readme_compression_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    code = next(b for b in blocks if "prune_dead" in b).replace("epochs=300", "epochs=20")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    report = namespace["report"]
+    assert report.relative_diff <= 1e-5
+    assert len(namespace["result"].history["dormant"]) == 20

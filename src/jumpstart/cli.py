@@ -1,4 +1,5 @@
-"""The ``jumpstart`` command: ``train`` one run, ``demo`` the MOONS comparison."""
+"""The ``jumpstart`` command: ``train`` one run, ``demo`` the MOONS comparison, ``sweep``
+and ``report`` experiments, ``compress`` a trained net."""
 
 from __future__ import annotations
 
@@ -258,6 +259,76 @@ def report(
     for name, why in missing.items():
         typer.echo(f"left out: data set {name} ({why})", err=True)
     if strict and missing:
+        raise typer.Exit(1)
+
+
+@app.command()
+def compress(
+    run: str = typer.Argument(..., help="A run folder or model.pt (jumpstart train --out), or "
+                              "a run key or its prefix (with --db)."),
+    db: Optional[Path] = typer.Option(None, help="Results database of a sweep run with "
+                                      "save_weights = true; RUN is then a key."),
+    data: Optional[str] = typer.Option(None, help="Data set whose training part defines dead "
+                                       "(default: the run's), split with the run's seed."),
+    out: Optional[Path] = typer.Option(None, help="Write the pruned model here (torch.save of "
+                                       "the module; torch.load(FILE, weights_only=False))."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+) -> None:
+    """Remove every unit dead on a data set, exactly: parameters and multiply-adds
+    before and after per layer, and the largest change of the logits (at most 1e-5
+    relative, else exit 1)."""
+    from .data import load_dataset
+    from .experiments.store import ResultsStore
+    from .surgery import prune_dead
+    from .train import read_checkpoint, rebuild_model
+
+    if out is not None:
+        _check(not out.is_dir(), f"--out {out} is a folder; give a file name")
+        _check(out.parent.exists() or out.parent == Path(""), f"--out: no folder {out.parent}")
+    try:
+        if db is not None:
+            _check(db.is_file(), f"--db {db}: no such file")
+            with ResultsStore(db) as store:
+                _, _, blob = store.weights(run)
+            ckpt = read_checkpoint(blob)
+        else:
+            ckpt = read_checkpoint(run)
+        config = ckpt["config"]
+        dataset = None
+        if data is not None:
+            dataset = load_dataset(data, seed=config["seed"], directory=config.get("data_dir"),
+                                   target=config.get("target", "target"))
+        model, dataset = rebuild_model(ckpt, dataset)
+        _check(hasattr(dataset, "x_train"), "compress needs a data set held in memory")
+        pruned, report = prune_dead(model, dataset.x_train)
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from None
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    if out is not None:
+        import torch
+
+        torch.save(pruned, out)
+    totals = report.totals()
+    if as_json:
+        from . import strict_json
+
+        typer.echo(strict_json.dumps({"layers": report.layers, **totals,
+                                      "max_logit_diff": report.max_logit_diff,
+                                      "relative_diff": report.relative_diff,
+                                      "emptied": report.emptied}))
+    else:
+        typer.echo(report.to_frame().to_string(index=False))
+        typer.echo(f"parameters {totals['params_before']} -> {totals['params_after']} "
+                   f"({totals['params_removed']:.1%} removed); multiply-adds per sample "
+                   f"{totals['macs_before']} -> {totals['macs_after']}; largest logit "
+                   f"difference {report.max_logit_diff:.3g} ({report.relative_diff:.3g} relative)"
+                   + (f"; emptied {', '.join(report.emptied)}" if report.emptied else ""))
+        if out is not None:
+            typer.echo(f"wrote {out}")
+    if report.relative_diff > 1e-5:
+        typer.echo(f"the pruned logits differ by {report.relative_diff:.3g} relative (> 1e-5)",
+                   err=True)
         raise typer.Exit(1)
 
 

@@ -528,7 +528,7 @@ def _costs(model: nn.Module, x: Tensor) -> dict[str, tuple[int, int, int]]:
 
     def hook(module, inputs, output):
         per_sample = output[0].numel()
-        fan = module.weight[0].numel()
+        fan = module.weight[0].numel() if module.weight.shape[0] else 0
         out[names[id(module)]] = (int(module.weight.shape[0]),
                                   sum(p.numel() for p in module.parameters(recurse=False)),
                                   int(per_sample * fan))

@@ -62,12 +62,14 @@ def unit_abs_sum(h: Tensor) -> Tensor:
 
 
 def post_activation(module: nn.Module | None, g: Tensor) -> Tensor:
-    """``module(g)`` computed out of place (an in-place ``nn.ReLU`` would
-    overwrite ``g``); ReLU when ``module`` is ``None`` (pre-activations taken
-    from listed ``layers``, whose activation is not known)."""
+    """``module``'s output for ``g``, computed out of place (an in-place
+    ``nn.ReLU`` would overwrite ``g``) and without the module's hooks (a
+    hooked activation would report ``g`` again); ReLU when ``module`` is
+    ``None`` (pre-activations taken from listed ``layers``, whose activation
+    is not known)."""
     if module is None or isinstance(module, nn.ReLU):
         return torch.relu(g)
-    return module(g)
+    return module.forward(g)
 
 
 @dataclass

@@ -103,10 +103,14 @@ class Sweep:
     Attributes:
         name: the sweep's name.
         runs: run configs (flat dicts), unique, in grid order.
+        save_weights: store each run's trained weights (top-level key
+            ``save_weights = true``; not part of any run's key), for
+            ``jumpstart compress`` and :func:`jumpstart.train.rebuild_model`.
     """
 
     name: str
     runs: list[dict]
+    save_weights: bool = False
 
 
 #: options added after results stores existed, with the default they had
@@ -211,13 +215,17 @@ def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None,
     options_now = set(option_keys())
     sections = {"fixed": set(CHECKS), "grid": set(CHECKS) | options_now,
                 **{name: set(cls.options) for name, cls in TECHNIQUES.items()}}
-    unknown = set(doc) - {"name", "description", *sections}
+    unknown = set(doc) - {"name", "description", "save_weights", *sections}
     if unknown:
         raise SweepError(f"{source}: unknown top-level key(s) {sorted(unknown)}; allowed: "
-                         f"name, description, " + ", ".join(f"[{s}]" for s in sections))
+                         f"name, description, save_weights, "
+                         + ", ".join(f"[{s}]" for s in sections))
     name = doc.get("name")
     if not isinstance(name, str) or not name:
         raise SweepError(f"{source}: needs a non-empty string 'name'")
+    save_weights = doc.get("save_weights", False)
+    if not isinstance(save_weights, bool):
+        raise SweepError(f"{source}: save_weights must be true or false; got {save_weights!r}")
     tables = {}
     for section, allowed in sections.items():
         table = doc.get(section, {})
@@ -276,7 +284,7 @@ def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None,
         if key not in seen:
             seen.add(key)
             runs.append(config)
-    return Sweep(name, runs)
+    return Sweep(name, runs, save_weights)
 
 
 def _expand_datasets(source: str, base: dict, grid: dict) -> dict:

@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS run_sweeps (
     sweep TEXT NOT NULL,
     PRIMARY KEY (key, sweep)
 );
+CREATE TABLE IF NOT EXISTS run_weights (
+    key TEXT PRIMARY KEY,
+    weights BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS curve_values (
     key TEXT NOT NULL,
     epoch INTEGER NOT NULL,
@@ -115,11 +119,13 @@ class ResultsStore:
 
     def record(self, key: str, sweep: str, config: dict, state: str, *, metrics: dict | None,
                curves: dict | None = None, error: str | None = None,
-               seconds: float | None = None) -> None:
-        """Write one run and its curves atomically (replacing an earlier row).
+               seconds: float | None = None, weights: bytes | None = None) -> None:
+        """Write one run, its curves and (when given) its trained weights
+        atomically (replacing an earlier row).
 
         ``curves`` holds equal-length lists ``epoch`` and one per metric
-        (``None`` where a metric was not recorded at that epoch).
+        (``None`` where a metric was not recorded at that epoch); ``weights``
+        is a checkpoint's bytes (:func:`jumpstart.train.checkpoint_bytes`).
 
         Raises:
             ValueError: ``state`` not one of ``done``, ``diverged``, ``failed``.
@@ -128,6 +134,9 @@ class ResultsStore:
             raise ValueError(f"unknown run state {state!r}; allowed: {', '.join(STATES)}")
         with self._db:  # one transaction
             self._db.execute("DELETE FROM curve_values WHERE key = ?", (key,))
+            self._db.execute("DELETE FROM run_weights WHERE key = ?", (key,))
+            if weights is not None:
+                self._db.execute("INSERT INTO run_weights VALUES (?, ?)", (key, weights))
             self._db.execute(
                 "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, sweep, strict_json.dumps(config, sort_keys=True), state,
@@ -141,6 +150,25 @@ class ResultsStore:
                     "INSERT INTO curve_values VALUES (?, ?, ?, ?)",
                     ((key, e, metric, v) for metric, values in curves.items() if metric != "epoch"
                      for e, v in zip(epochs, values) if v is not None and math.isfinite(v)))
+
+    def weights(self, key: str) -> tuple[str, dict, bytes]:
+        """The run whose key is ``key`` or starts with it: ``(key, config, weights)``.
+
+        Raises:
+            KeyError: no run or several runs match, or the run was stored
+                without weights (the message says to set ``save_weights = true``).
+        """
+        rows = self._db.execute(
+            "SELECT runs.key, runs.config, run_weights.weights FROM runs LEFT JOIN run_weights "
+            "ON runs.key = run_weights.key WHERE substr(runs.key, 1, ?) = ?", (len(key), key)
+        ).fetchall()
+        if len(rows) != 1:
+            raise KeyError(f"{'no' if not rows else len(rows)} runs match key {key!r}")
+        full, config, blob = rows[0]
+        if blob is None:
+            raise KeyError(f"run {full} was stored without weights; run its sweep with "
+                           "save_weights = true")
+        return full, json.loads(config), blob
 
     def add_to_sweep(self, keys, sweep: str) -> None:
         """Record that sweep ``sweep`` asked for the runs ``keys`` (already

@@ -14,6 +14,7 @@ import sys
 import time
 import traceback
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 from ..data import dataset_size
@@ -23,17 +24,21 @@ from .store import ResultsStore
 BACKENDS = ("local", "ray")
 
 
-def _train_group(configs: list[dict]) -> list[dict]:
+def _train_group(configs: list[dict], save_weights: bool) -> list[dict]:
     """Train runs that share a group key; one result dict per config."""
+    from ..train import checkpoint_bytes
     from ..train.group import train_group
 
     return [{"key": run_key(c), "config": c, "state": "diverged" if m["diverged"] else "done",
-             "metrics": m, "curves": cv, "error": None, "seconds": m["seconds"]}
-            for c, m, cv in train_group(configs)]
+             "metrics": m, "curves": cv, "error": None, "seconds": m["seconds"],
+             "weights": checkpoint_bytes(c, model) if save_weights else None}
+            for c, m, cv, model in train_group(configs)]
 
 
-def run_group(configs: list[dict], threads: int | None = 1) -> list[dict]:
-    """Train one group of runs and return one result dict per run.
+def run_group(configs: list[dict], threads: int | None = 1, save_weights: bool = False
+              ) -> list[dict]:
+    """Train one group of runs and return one result dict per run (with the
+    trained weights' checkpoint bytes when ``save_weights``).
 
     Never raises: if the group fails, each run is retried alone, and a run
     that still raises is returned with state ``failed`` and its traceback.
@@ -49,13 +54,13 @@ def run_group(configs: list[dict], threads: int | None = 1) -> list[dict]:
     torch.set_flush_denormal(True)
     start = time.perf_counter()
     try:
-        return _train_group(configs)
+        return _train_group(configs, save_weights)
     except Exception:  # noqa: BLE001 - recorded, the sweep goes on
         if len(configs) > 1:
-            return [r for c in configs for r in run_group([c], threads)]
+            return [r for c in configs for r in run_group([c], threads, save_weights)]
         return [{"key": run_key(configs[0]), "config": configs[0], "state": "failed",
                  "metrics": None, "curves": None, "error": traceback.format_exc(),
-                 "seconds": time.perf_counter() - start}]
+                 "seconds": time.perf_counter() - start, "weights": None}]
 
 
 def plan(sweep: Sweep, done: set[str]) -> list[list[dict]]:
@@ -173,10 +178,11 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
                sys.stderr.isatty() if progress is None else progress)
     try:
         execute = _execute_ray if backend == "ray" else _execute_local
-        for result in execute(groups, workers, address):
+        for result in execute(groups, workers, address, sweep.save_weights):
             store.record(result["key"], sweep.name, result["config"], result["state"],
                          metrics=result["metrics"], curves=result["curves"],
-                         error=result["error"], seconds=result["seconds"])
+                         error=result["error"], seconds=result["seconds"],
+                         weights=result["weights"])
             counts[result["state"]] += 1
             bar.advance()
     finally:
@@ -195,14 +201,14 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
 
 
-def _execute_local(groups, workers, _address):
+def _execute_local(groups, workers, _address, save_weights):
     if workers == 1 or len(groups) <= 1:
         for g in groups:
-            yield from run_group(g, threads=None if workers == 1 else 1)
+            yield from run_group(g, None if workers == 1 else 1, save_weights)
         return
     pool = mp.get_context("spawn").Pool(workers, initializer=_die_with_parent)
     try:
-        for results in pool.imap_unordered(run_group, groups):
+        for results in pool.imap_unordered(partial(run_group, save_weights=save_weights), groups):
             yield from results
         pool.close()
     finally:
@@ -210,7 +216,7 @@ def _execute_local(groups, workers, _address):
         pool.join()
 
 
-def _execute_ray(groups, workers, address):
+def _execute_ray(groups, workers, address, save_weights):
     try:
         import ray
     except ImportError:
@@ -223,7 +229,7 @@ def _execute_ray(groups, workers, address):
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     try:
         remote = ray.remote(num_cpus=1)(run_group)
-        pending = [remote.remote(g) for g in groups]
+        pending = [remote.remote(g, 1, save_weights) for g in groups]
         while pending:
             finished, pending = ray.wait(pending, num_returns=1)
             for ref in finished:

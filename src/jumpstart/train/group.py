@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
+from torch import nn
+
 from ..core.regularizer import JUMPSTART_OPTIONS
 from ..data import load_dataset
 from ..models import layer_widths
@@ -65,7 +67,8 @@ def _stack_parts(configs, specs) -> list[list[dict]]:
     return parts
 
 
-def train_group(configs: list[dict], trainer: str | None = None) -> list[tuple[dict, dict, dict]]:
+def train_group(configs: list[dict], trainer: str | None = None
+                ) -> list[tuple[dict, dict, dict, nn.Module]]:
     """Train the runs ``configs``: they share data set, model, epochs, batch
     size, curve spacing, init and data folder, and either all go to the
     stacks (any depths) or all share one depth.
@@ -76,10 +79,11 @@ def train_group(configs: list[dict], trainer: str | None = None) -> list[tuple[d
             one of :data:`~jumpstart.train.route.TRAINERS` forces that trainer.
 
     Returns:
-        ``(config, metrics, curves)`` per run, in any order; metrics as
+        ``(config, metrics, curves, model)`` per run, in any order; metrics as
         ``jumpstart train --json`` plus ``params`` (the net's parameter
         count) and ``widths`` (:func:`~jumpstart.models.layer_widths`);
-        curves every ``curve_every`` epochs.
+        curves every ``curve_every`` epochs; the trained model (a standalone
+        net, also for population members).
 
     Raises:
         ValueError: a forced ``trainer`` that refuses a run (the message says
@@ -145,5 +149,6 @@ def train_group(configs: list[dict], trainer: str | None = None) -> list[tuple[d
     splits = {k: d.split for k, d in loaded.items() if getattr(d, "split", None)}
     return [(c, {**m, "params": sum(p.numel() for p in model.parameters()),
                  "widths": layer_widths(model),
-                 **({"split": splits[_data_key(c)]} if _data_key(c) in splits else {})}, curves)
+                 **({"split": splits[_data_key(c)]} if _data_key(c) in splits else {})},
+             curves, model)
             for c, m, curves, model in out]

@@ -41,11 +41,16 @@ class RunResult:
                 **({"split": self.split} if self.split else {})}
 
     def save(self, out: str | Path) -> Path:
-        """Write ``run.json``, ``curves.csv`` and ``status.png`` into ``out``."""
+        """Write ``run.json``, ``curves.csv``, ``model.pt`` (the trained
+        weights: :func:`~jumpstart.train.checkpoint.read_checkpoint`) and
+        ``status.png`` into ``out``."""
         import pandas as pd
+
+        from .checkpoint import checkpoint_bytes
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        (out / "model.pt").write_bytes(checkpoint_bytes(self.config, self.model))
         (out / "run.json").write_text(strict_json.dumps(self.metrics(), indent=2) + "\n")
         pd.DataFrame(self.fit.history).to_csv(out / "curves.csv", index=False)
         c = self.config
