@@ -18,7 +18,7 @@ def test_train_json_and_out(tmp_path, capsys):
     assert out["epochs"] == 20 and out["diverged"] is False
     assert 0 <= out["status"]["unit_dead_ratio"] <= 1
     assert set(p.name for p in (tmp_path / "run").iterdir()) == {"run.json", "curves.csv",
-                                                                 "status.png"}
+                                                                 "status.png", "model.pt"}
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert saved["best_train_acc"] == out["best_train_acc"]
     assert len((tmp_path / "run" / "curves.csv").read_text().splitlines()) == 21
