@@ -168,7 +168,11 @@ def test_uci_presets_expand_over_the_shared_tables():
     paper = load_sweep("uci-paper")
     assert len({r["dataset"] for r in paper.runs}) == 24
     per_dataset = len(paper.runs) / 24
-    assert per_dataset == 4 * 2 * 3 + 3 * 2 * 3  # 4 techniques x 2 lr x 3 seeds + lam axis
+    # 6 techniques without lam x 2 lr x 3 seeds, and Jumpstart's 3 lam x 2 lr x 3 seeds
+    assert per_dataset == 6 * 2 * 3 + 3 * 2 * 3
+    assert {r["redo_every"] for r in paper.runs if r["technique"] == "redo"} == {100}
+    assert {r["cbp_rho"] for r in paper.runs if r["technique"] == "cbp"} == {0.001}
+    assert paper.save_weights
     assert all(r["depth"] == 50 and r["width"] == 4 for r in paper.runs)
     quick = load_sweep("uci-quick")
     assert len(quick.runs) == 15

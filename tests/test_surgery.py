@@ -245,3 +245,28 @@ def test_prune_dead_conv_keeps_one_silenced_unit():
     with torch.no_grad():
         assert torch.allclose(pruned(x), net(x), atol=1e-6)
     assert report.totals()["params_after"] < report.totals()["params_before"]
+
+
+def test_resnet_block_convs_widen_and_prune_with_batchnorm():
+    torch.manual_seed(0)
+    net = resnet18(num_classes=3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = net(x)
+    layer = hidden_layers(net)[0]  # conv 1 of the first basic block, then BN and ReLU
+    widen(layer, 4)
+    assert layer.norm.num_features == 68 and layer.readers[0].module.in_channels == 68
+    with torch.no_grad():
+        assert torch.allclose(net(x), before, atol=1e-5)
+        layer.norm.weight[[1, 5]] = 0  # channels 1 and 5: BN outputs -1 everywhere, dead
+        layer.norm.bias[[1, 5]] = -1.0
+        planted = net(x)
+    status = activation_status(net, x)
+    codes = status.unit_status[status.layer_names.index(layer.activation_name)]
+    assert codes[1] == DEAD and codes[5] == DEAD  # and any dead by chance on 2 images
+    pruned, report = prune_dead(net, x)
+    first = hidden_layers(pruned)[0]
+    assert first.width == 68 - int((codes == DEAD).sum())
+    assert report.layers[1]["units_after"] == first.width
+    with torch.no_grad():
+        assert torch.allclose(pruned(x), planted, atol=1e-5)

@@ -151,7 +151,8 @@ def train(
         + (" [DIVERGED]" if metrics["diverged"] else "")
     )
     typer.echo(
-        f"units: {s['unit_dead_ratio']:.0%} dead, {s['unit_linear_ratio']:.0%} linear; "
+        f"units: {s['unit_dead_ratio']:.0%} dead, {s['unit_linear_ratio']:.0%} linear, "
+        f"{s['unit_dormant_ratio']:.0%} tau-dormant (ReDo, tau 0.1); "
         f"points dead at some layer: {s['point_dead_ratio']:.0%}; "
         f"point efficiency {s['point_efficiency']:.2f}"
     )
@@ -218,7 +219,9 @@ def sweep(
     typer.echo(
         f"{spec.name}: {counts['total']} runs, {counts['skipped']} already in {db}; "
         f"this call: {counts['done']} done, {counts['diverged']} diverged, "
-        f"{counts['failed']} failed in {time.perf_counter() - start:.0f} s"
+        f"{counts['failed']} failed"
+        + (f", {counts['elsewhere']} by other processes" if counts["elsewhere"] else "")
+        + f" in {time.perf_counter() - start:.0f} s"
     )
     if counts["failed"] or counts["skipped"]:
         from .experiments import load

@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS run_sweeps (
     sweep TEXT NOT NULL,
     PRIMARY KEY (key, sweep)
 );
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    heartbeat REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS run_weights (
     key TEXT PRIMARY KEY,
     weights BLOB NOT NULL
@@ -135,6 +140,7 @@ class ResultsStore:
         with self._db:  # one transaction
             self._db.execute("DELETE FROM curve_values WHERE key = ?", (key,))
             self._db.execute("DELETE FROM run_weights WHERE key = ?", (key,))
+            self._db.execute("DELETE FROM leases WHERE key = ?", (key,))
             if weights is not None:
                 self._db.execute("INSERT INTO run_weights VALUES (?, ?)", (key, weights))
             self._db.execute(
@@ -150,6 +156,54 @@ class ResultsStore:
                     "INSERT INTO curve_values VALUES (?, ?, ?, ?)",
                     ((key, e, metric, v) for metric, values in curves.items() if metric != "epoch"
                      for e, v in zip(epochs, values) if v is not None and math.isfinite(v)))
+
+    def claim(self, keys, owner: str, *, ttl: float, finished: tuple[str, ...] = STATES
+              ) -> list[str]:
+        """Lease the runs ``keys`` to ``owner`` before training them, atomically
+        across processes (one ``BEGIN IMMEDIATE`` transaction).
+
+        A key is claimed unless it is recorded in a state of ``finished`` or
+        leased by another owner whose heartbeat is younger than ``ttl``
+        seconds (a lease that stopped beating is taken over). Recording a run
+        (:meth:`record`) drops its lease.
+
+        Returns:
+            The keys now leased to ``owner``, in the given order.
+        """
+        keys = list(keys)
+        now = time.time()
+        marks = ",".join("?" * len(finished))
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            stored = {r[0] for r in self._db.execute(
+                f"SELECT key FROM runs WHERE state IN ({marks})", finished)}
+            held = {k for k, o, beat in self._db.execute("SELECT key, owner, heartbeat FROM leases")
+                    if o != owner and beat > now - ttl}
+            mine = [k for k in keys if k not in stored and k not in held]
+            self._db.executemany("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)",
+                                 ((k, owner, now) for k in mine))
+            self._db.commit()
+        except BaseException:
+            self._db.rollback()
+            raise
+        return mine
+
+    def beat(self, owner: str) -> None:
+        """Renew the heartbeat of every lease ``owner`` holds."""
+        with self._db:
+            self._db.execute("UPDATE leases SET heartbeat = ? WHERE owner = ?",
+                             (time.time(), owner))
+
+    def release(self, owner: str) -> None:
+        """Drop every lease ``owner`` holds (its unfinished runs become claimable)."""
+        with self._db:
+            self._db.execute("DELETE FROM leases WHERE owner = ?", (owner,))
+
+    def live_leases(self, owner: str, *, ttl: float) -> set[str]:
+        """Keys leased by owners other than ``owner`` with a heartbeat younger than ``ttl`` s."""
+        rows = self._db.execute("SELECT key FROM leases WHERE owner != ? AND heartbeat > ?",
+                                (owner, time.time() - ttl))
+        return {r[0] for r in rows}
 
     def weights(self, key: str) -> tuple[str, dict, bytes]:
         """The run whose key is ``key`` or starts with it: ``(key, config, weights)``.

@@ -4,17 +4,23 @@ results store as soon as its group finishes.
 
 Resuming is by construction: a run whose key is in the store is skipped, and
 a run is written (with its curves) in one transaction, so a sweep killed at
-any moment and started again loses no finished run and repeats none.
+any moment and started again loses no finished run and repeats none. Runs are
+leased in the store before they are trained, so several processes on one
+store split the work (:func:`run_sweep`).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import queue
+import socket
 import sys
+import threading
 import time
 import traceback
-from collections import defaultdict
-from functools import partial
+import uuid
+from collections import defaultdict, deque
 from pathlib import Path
 
 from ..data import dataset_size
@@ -141,10 +147,25 @@ def _cut(configs: list[dict]) -> list[list[dict]]:
     return cuts[::-1]
 
 
+#: seconds without a heartbeat after which another sweep process on the same
+#: store takes over a run's lease (the owner beats every quarter of it)
+LEASE_SECONDS = 120.0
+
+
 def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = "local",
               address: str | None = None, retry_failed: bool = False,
-              progress: bool | None = None) -> dict[str, int]:
+              progress: bool | None = None, lease_seconds: float = LEASE_SECONDS
+              ) -> dict[str, int]:
     """Execute the runs of ``sweep`` that ``db`` does not hold yet.
+
+    Several processes (on one machine, sharing the SQLite file) may run sweeps
+    on one store at once: each run is leased in the store before it is
+    trained (:meth:`ResultsStore.claim`), so the processes split the work and
+    none trains a run another holds; a process's leases carry a heartbeat,
+    and a lease whose heartbeat stops for ``lease_seconds`` (a killed
+    process) is taken over. A process that has nothing left to claim waits
+    for the runs others hold, so the sweep is complete when any process
+    returns. Across machines, use the Ray backend.
 
     Args:
         sweep: from :func:`load_sweep`.
@@ -155,68 +176,146 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
             Ray with ``workers`` CPUs.
         retry_failed: also re-run runs recorded as failed.
         progress: show a progress bar (default: when stderr is a terminal).
+        lease_seconds: see above (> 0).
 
     Returns:
-        Counts: ``total`` runs in the sweep, ``skipped`` (already stored),
-        ``done``, ``diverged``, ``failed`` (this call).
+        Counts: ``total`` runs in the sweep, ``skipped`` (already stored
+        when the call started), ``done``, ``diverged``, ``failed`` (trained
+        by this call), ``elsewhere`` (recorded meanwhile by other processes).
 
     Raises:
-        ValueError: unknown backend or ``workers < 1``.
+        ValueError: unknown backend, ``workers < 1``, ``lease_seconds <= 0``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     if not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"workers must be an integer >= 1; got {workers!r}")
+    if not (isinstance(lease_seconds, (int, float)) and lease_seconds > 0):
+        raise ValueError(f"lease_seconds must be > 0; got {lease_seconds!r}")
     store = ResultsStore(db)
     states = ("done", "diverged") if retry_failed else ("done", "diverged", "failed")
+    keys = [run_key(c) for c in sweep.runs]
     done = store.keys(states)
-    store.add_to_sweep([k for k in map(run_key, sweep.runs) if k in done], sweep.name)
-    groups = plan(sweep, done)
-    counts = {"total": len(sweep.runs), "skipped": len(sweep.runs) - sum(map(len, groups)),
-              "done": 0, "diverged": 0, "failed": 0}
-    bar = _Bar(sum(map(len, groups)), sweep.name,
+    store.add_to_sweep([k for k in keys if k in done], sweep.name)
+    counts = {"total": len(sweep.runs), "skipped": sum(k in done for k in keys),
+              "done": 0, "diverged": 0, "failed": 0, "elsewhere": 0}
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    bar = _Bar(counts["total"] - counts["skipped"], sweep.name,
                sys.stderr.isatty() if progress is None else progress)
+    heart = _Heartbeat(db, owner, lease_seconds / 4)
+
+    def claim(group: list[dict]) -> list[dict]:
+        mine = set(store.claim([run_key(c) for c in group], owner, ttl=lease_seconds,
+                               finished=states))
+        return [c for c in group if run_key(c) in mine]
+
+    attempted: set[str] = set()
     try:
         execute = _execute_ray if backend == "ray" else _execute_local
-        for result in execute(groups, workers, address, sweep.save_weights):
-            store.record(result["key"], sweep.name, result["config"], result["state"],
-                         metrics=result["metrics"], curves=result["curves"],
-                         error=result["error"], seconds=result["seconds"],
-                         weights=result["weights"])
-            counts[result["state"]] += 1
-            bar.advance()
+        while True:
+            finished = store.keys(states) | attempted
+            todo = [c for c, k in zip(sweep.runs, keys) if k not in finished]
+            if not todo:
+                break
+            trained = False
+            for result in execute(plan(Sweep(sweep.name, todo), set()), workers, address,
+                                  sweep.save_weights, claim):
+                store.record(result["key"], sweep.name, result["config"], result["state"],
+                             metrics=result["metrics"], curves=result["curves"],
+                             error=result["error"], seconds=result["seconds"],
+                             weights=result["weights"])
+                attempted.add(result["key"])
+                counts[result["state"]] += 1
+                bar.advance()
+                trained = True
+            if not trained:  # what is left is leased by live processes: wait for them
+                time.sleep(min(lease_seconds / 4, 2.0))
+        stored = store.keys()
+        store.add_to_sweep([k for k in keys if k in stored], sweep.name)
+        counts["elsewhere"] = (counts["total"] - counts["skipped"]
+                               - counts["done"] - counts["diverged"] - counts["failed"])
     finally:
+        heart.stop()
+        store.release(owner)
         bar.close()
         store.close()
     return counts
 
 
-def _die_with_parent() -> None:
+class _Heartbeat:
+    """Renews ``owner``'s leases every ``every`` seconds from a thread with its
+    own connection to the store, until :meth:`stop`."""
+
+    def __init__(self, db: str | Path, owner: str, every: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(db, owner, every), daemon=True)
+        self._thread.start()
+
+    def _run(self, db, owner: str, every: float) -> None:
+        store = ResultsStore(db)
+        try:
+            while not self._stop.wait(every):
+                store.beat(owner)
+        finally:
+            store.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _die_with_parent(parent: int) -> None:
     """Pool worker initializer: on Linux, be killed when the sweep process dies
-    (even by SIGKILL), so no orphan keeps training a group nobody will record."""
+    (even by SIGKILL), so no orphan keeps training a group nobody will record;
+    exit at once when it died before this ran."""
     if sys.platform.startswith("linux"):
         import ctypes
         import signal
 
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    if os.getppid() != parent:
+        os._exit(0)
 
 
-def _execute_local(groups, workers, _address, save_weights):
+def _claimed(groups, capacity: int, claim, submit, wait):
+    """Run ``groups`` with at most ``capacity`` in flight, each claimed
+    (:meth:`ResultsStore.claim`) just before it is submitted, so processes
+    sharing a store split the work; yield the results as they come."""
+    pending = deque(groups)
+    running = 0
+    while pending or running:
+        while pending and running < capacity:
+            group = claim(pending.popleft())
+            if group:
+                submit(group)
+                running += 1
+        if running:
+            yield from wait()
+            running -= 1
+
+
+def _execute_local(groups, workers, _address, save_weights, claim):
     if workers == 1 or len(groups) <= 1:
         for g in groups:
-            yield from run_group(g, None if workers == 1 else 1, save_weights)
+            g = claim(g)
+            if g:
+                yield from run_group(g, None if workers == 1 else 1, save_weights)
         return
-    pool = mp.get_context("spawn").Pool(workers, initializer=_die_with_parent)
+    pool = mp.get_context("spawn").Pool(workers, initializer=_die_with_parent,
+                                        initargs=(os.getpid(),))
+    results: queue.Queue = queue.Queue()
     try:
-        for results in pool.imap_unordered(partial(run_group, save_weights=save_weights), groups):
-            yield from results
+        yield from _claimed(
+            groups, workers, claim,
+            lambda g: pool.apply_async(run_group, (g, 1, save_weights), callback=results.put),
+            results.get)
         pool.close()
     finally:
         pool.terminate()  # Ctrl-C or an error: stop the workers now
         pool.join()
 
 
-def _execute_ray(groups, workers, address, save_weights):
+def _execute_ray(groups, workers, address, save_weights, claim):
     try:
         import ray
     except ImportError:
@@ -229,11 +328,16 @@ def _execute_ray(groups, workers, address, save_weights):
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     try:
         remote = ray.remote(num_cpus=1)(run_group)
-        pending = [remote.remote(g, 1, save_weights) for g in groups]
-        while pending:
-            finished, pending = ray.wait(pending, num_returns=1)
-            for ref in finished:
-                yield from ray.get(ref)
+        refs: list = []
+
+        def wait():
+            finished, rest = ray.wait(refs, num_returns=1)
+            refs[:] = rest
+            return ray.get(finished[0])
+
+        capacity = max(workers, int(ray.cluster_resources().get("CPU", workers)))
+        yield from _claimed(groups, capacity, claim,
+                            lambda g: refs.append(remote.remote(g, 1, save_weights)), wait)
     finally:
         if started:
             ray.shutdown()
