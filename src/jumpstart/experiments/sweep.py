@@ -11,10 +11,13 @@ store split the work (:func:`run_sweep`).
 
 from __future__ import annotations
 
+import base64
+import json
 import multiprocessing as mp
 import os
 import queue
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -23,6 +26,7 @@ import uuid
 from collections import defaultdict, deque
 from pathlib import Path
 
+from .. import strict_json
 from ..data import dataset_size
 from .config import Sweep, group_key, run_key
 from .store import ResultsStore
@@ -193,6 +197,7 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
     if not (isinstance(lease_seconds, (int, float)) and lease_seconds > 0):
         raise ValueError(f"lease_seconds must be > 0; got {lease_seconds!r}")
     store = ResultsStore(db)
+    import_sidecars(store, db)
     states = ("done", "diverged") if retry_failed else ("done", "diverged", "failed")
     keys = [run_key(c) for c in sweep.runs]
     done = store.keys(states)
@@ -220,10 +225,7 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
             trained = False
             for result in execute(plan(Sweep(sweep.name, todo), set()), workers, address,
                                   sweep.save_weights, claim):
-                store.record(result["key"], sweep.name, result["config"], result["state"],
-                             metrics=result["metrics"], curves=result["curves"],
-                             error=result["error"], seconds=result["seconds"],
-                             weights=result["weights"])
+                _save(store, sweep.name, result, db)
                 attempted.add(result["key"])
                 counts[result["state"]] += 1
                 bar.advance()
@@ -240,6 +242,65 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
         bar.close()
         store.close()
     return counts
+
+
+#: attempts at writing a result to the store before it goes to a sidecar file
+WRITE_ATTEMPTS = 3
+
+
+def sidecar_folder(db: str | Path) -> Path:
+    """Where results that could not be written to the store ``db`` are kept:
+    ``<db>.pending/`` beside it, one JSON file per run."""
+    db = Path(db)
+    return db.with_name(db.name + ".pending")
+
+
+def _save(store: ResultsStore, sweep: str, result: dict, db) -> None:
+    """Record ``result``; when the store refuses the write (disk full, file
+    made read-only) after :data:`WRITE_ATTEMPTS` tries, keep it in a sidecar
+    JSON file (:func:`sidecar_folder`) and say where on stderr."""
+    for attempt in range(WRITE_ATTEMPTS):
+        try:
+            store.record(result["key"], sweep, result["config"], result["state"],
+                         metrics=result["metrics"], curves=result["curves"],
+                         error=result["error"], seconds=result["seconds"],
+                         weights=result["weights"])
+            return
+        except sqlite3.Error as exc:
+            error = exc
+            time.sleep(0.2 * (attempt + 1))
+    folder = sidecar_folder(db)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{result['key']}.json"
+    weights = result["weights"]
+    path.write_text(strict_json.dumps({
+        **{k: v for k, v in result.items() if k != "weights"}, "sweep": sweep,
+        "weights": None if weights is None else base64.b64encode(weights).decode()}))
+    print(f"jumpstart: could not write run {result['key']} to {db} ({error}); kept it in "
+          f"{path}, the next sweep on this store imports it", file=sys.stderr)
+
+
+def import_sidecars(store: ResultsStore, db: str | Path) -> int:
+    """Record the results kept beside ``db`` by an earlier sweep whose writes
+    failed (:func:`sidecar_folder`), deleting each file once recorded.
+
+    Returns:
+        The number of runs imported.
+    """
+    folder = sidecar_folder(db)
+    if not folder.is_dir():
+        return 0
+    count = 0
+    for path in sorted(folder.glob("*.json")):
+        r = json.loads(path.read_text())
+        store.record(r["key"], r["sweep"], r["config"], r["state"], metrics=r["metrics"],
+                     curves=r["curves"], error=r["error"], seconds=r["seconds"],
+                     weights=None if r["weights"] is None else base64.b64decode(r["weights"]))
+        path.unlink()
+        count += 1
+    if not any(folder.iterdir()):
+        folder.rmdir()
+    return count
 
 
 class _Heartbeat:
