@@ -44,6 +44,9 @@ def _sweep(tmp_path, epochs):
 
 
 def _sweeper(path, db, out, ttl):
+    import torch
+
+    torch.set_num_threads(1)  # several processes share the cores
     counts = run_sweep(load_sweep(path), db, workers=1, progress=False, lease_seconds=ttl)
     with open(out, "w") as f:
         json.dump({"pid": os.getpid(), **counts}, f)
@@ -73,9 +76,9 @@ def _stored(db):
 def test_processes_split_the_work_and_train_every_run_once(tmp_path, monkeypatch, processes):
     monkeypatch.setenv("LEASE_LOG", str(tmp_path / "log"))
     db = tmp_path / "r.db"
-    procs = _start(processes, _sweep(tmp_path, epochs=60), db, tmp_path, ttl=30)
+    procs = _start(processes, _sweep(tmp_path, epochs=30), db, tmp_path, ttl=30)
     for p in procs:
-        p.join(120)
+        p.join(300)
         assert p.exitcode == 0
     trained = _log(tmp_path)
     runs = sorted((d, k) for _, d, k in trained)
@@ -90,7 +93,7 @@ def test_processes_split_the_work_and_train_every_run_once(tmp_path, monkeypatch
 def test_leases_of_a_killed_process_are_taken_over(tmp_path, monkeypatch):
     monkeypatch.setenv("LEASE_LOG", str(tmp_path / "log"))
     db = tmp_path / "r.db"
-    path = _sweep(tmp_path, epochs=120)
+    path = _sweep(tmp_path, epochs=60)
     victim, survivor = _start(2, path, db, tmp_path, ttl=2)
     deadline = time.time() + 60
     held: set = set()
@@ -105,7 +108,7 @@ def test_leases_of_a_killed_process_are_taken_over(tmp_path, monkeypatch):
         time.sleep(0.02)
     assert held, "the victim never held a lease"
     victim.join(10)
-    survivor.join(120)
+    survivor.join(300)
     assert survivor.exitcode == 0
     keys = {run_key(c): (c["depth"], c["probe_id"]) for c in load_sweep(path).runs}
     in_flight = {keys[k] for k in held}

@@ -89,3 +89,31 @@ def test_run_key_is_one_per_run_whatever_the_number_form(lr, lam, margin, depth,
     assert len(keys) == 1
     # and different runs differ
     assert run_key({**config, "seed": seed + 1}) not in keys
+
+
+def test_a_big_grid_streams_and_groups_are_capped(tmp_path, monkeypatch):
+    import jumpstart.experiments.config as config_module
+    from jumpstart.experiments.sweep import plan
+
+    path = tmp_path / "g.toml"
+    path.write_text('name = "g"\nmax_group = 7\n[fixed]\ndataset = "moons"\nepochs = 1\n'
+                    'depth = 2\ntechnique = "baseline"\n[grid]\nwidth = [1, 2, 3, 4, 5]\n'
+                    'seed = [0, 1, 2, 3]\nlr = [0.01, 0.02]\n')
+    monkeypatch.setattr(config_module, "STREAM_FROM", 10)  # 40 combinations > 10: streamed
+    sweep = load_sweep(path)
+    assert callable(sweep.source) and sweep.max_group == 7
+    first = next(sweep.iter_runs())
+    assert (first["width"], first["seed"], first["lr"]) == (1, 0, 0.01)
+    runs = sweep.runs
+    assert len(runs) == 40 == len({run_key(r) for r in runs})
+    groups = plan(sweep, set())
+    # one stack group of 40 runs split into 7 + 7 + 7 + 7 + 7 + 5
+    assert sorted(map(len, groups)) == [5, 7, 7, 7, 7, 7]
+    assert sorted(run_key(c) for g in groups for c in g) == sorted(map(run_key, runs))
+    counts = run_sweep(sweep, tmp_path / "r.db", workers=1, progress=False)
+    assert counts["total"] == 40 and counts["done"] == 40
+    path.write_text(path.read_text().replace("max_group = 7", "max_group = 0"))
+    import pytest
+
+    with pytest.raises(ValueError, match="max_group must be an integer >= 1; got 0"):
+        load_sweep(path)

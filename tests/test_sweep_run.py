@@ -151,7 +151,8 @@ def test_padded_units_stay_inert():
 def test_sweep_store_and_load_columns(tmp_path):
     db = tmp_path / "r.db"
     counts = run_sweep(load_sweep(tiny(tmp_path)), db, workers=1, progress=False)
-    assert counts == {"total": 8, "skipped": 0, "done": 8, "diverged": 0, "failed": 0}
+    assert counts == {"total": 8, "skipped": 0, "done": 8, "diverged": 0, "failed": 0,
+                      "elsewhere": 0}
     frame = load(db)
     assert len(frame) == 8
     for col in ("key", "state", "depth", "width", "technique", "lam", "lr", "seed", "epochs",

@@ -28,7 +28,9 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 import tomllib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -96,21 +98,41 @@ class SweepError(ValueError):
     """A sweep file or preset that cannot be used; the message says what and where."""
 
 
+#: the most runs one group (one worker's unit of work, trained as one or a
+#: few populations) holds: a crash loses at most this many runs' work; a
+#: sweep file may set ``max_group`` (top level)
+MAX_GROUP = 256
+
+
 @dataclass(frozen=True)
 class Sweep:
     """An expanded sweep.
 
     Attributes:
         name: the sweep's name.
-        runs: run configs (flat dicts), unique, in grid order.
+        source: its run configs (flat dicts, unique, in grid order): a list,
+            or a function returning a fresh iterator over them (a streamed
+            grid, expanded as it is consumed: :meth:`iter_runs`).
         save_weights: store each run's trained weights (top-level key
             ``save_weights = true``; not part of any run's key), for
             ``jumpstart compress`` and :func:`jumpstart.train.rebuild_model`.
+        max_group: the most runs a worker trains as one group
+            (:data:`MAX_GROUP` by default; top-level key ``max_group``).
     """
 
     name: str
-    runs: list[dict]
+    source: list[dict] | Callable[[], Iterator[dict]]
     save_weights: bool = False
+    max_group: int = MAX_GROUP
+
+    def iter_runs(self) -> Iterator[dict]:
+        """The run configs, one at a time (a streamed grid is never held whole)."""
+        return iter(self.source) if isinstance(self.source, list) else self.source()
+
+    @property
+    def runs(self) -> list[dict]:
+        """All run configs as one list (materializes a streamed grid)."""
+        return self.source if isinstance(self.source, list) else list(self.source())
 
 
 #: options added after results stores existed, with the default they had
@@ -135,10 +157,11 @@ def _float_keys_of(classes: tuple) -> frozenset[str]:
 
 def canonical(config: dict) -> dict:
     """``config`` with the integers of real-valued keys as floats (``lam = 1``
-    is ``lam = 1.0``), so one run has one config and one key."""
+    is ``lam = 1.0``) and their negative zeros as zeros (``-0.0`` is ``0.0``),
+    so one run has one config and one key."""
     floats = _float_keys()
-    return {k: float(v) if k in floats and isinstance(v, int) and not isinstance(v, bool)
-            else v for k, v in config.items()}
+    return {k: float(v) + 0.0 if k in floats and isinstance(v, (int, float))
+            and not isinstance(v, bool) else v for k, v in config.items()}
 
 
 def run_key(config: dict) -> str:
@@ -215,10 +238,10 @@ def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None,
     options_now = set(option_keys())
     sections = {"fixed": set(CHECKS), "grid": set(CHECKS) | options_now,
                 **{name: set(cls.options) for name, cls in TECHNIQUES.items()}}
-    unknown = set(doc) - {"name", "description", "save_weights", *sections}
+    unknown = set(doc) - {"name", "description", "save_weights", "max_group", *sections}
     if unknown:
         raise SweepError(f"{source}: unknown top-level key(s) {sorted(unknown)}; allowed: "
-                         f"name, description, save_weights, "
+                         f"name, description, save_weights, max_group, "
                          + ", ".join(f"[{s}]" for s in sections))
     name = doc.get("name")
     if not isinstance(name, str) or not name:
@@ -263,28 +286,52 @@ def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None,
     if missing:
         raise SweepError(f"{source}: missing {', '.join(missing)} (in [fixed] or [grid])")
     axes = list(grid)
-    runs, seen = [], set()
-    for combo in itertools.product(*(grid[k] for k in axes)):
-        values = dict(zip(axes, combo))
+
+    def build(values: dict) -> dict:
         config = {k: v for k, v in {**base, **values}.items() if k not in options_now}
-        takes = technique_options(config["technique"])
-        for key, option in takes.items():
+        for key, option in technique_options(config["technique"]).items():
             config[key] = values.get(key, options.get(key, option.default))
-        if config["model"] == "moons_conv" and config["dataset"] != "moons":
-            raise SweepError(f"{source}: model moons_conv takes the moons data set only")
-        if config["model"] != "resnet" and not isinstance(config["width"], int):
-            raise SweepError(f"{source}: width must be an integer >= 1 for model "
-                             f"{config['model']}; got {config['width']!r}")
-        try:
-            check_optimizer(**{k: v for k, v in config.items() if k in OPTIMIZER_OPTIONS})
-        except ValueError as exc:
-            raise SweepError(f"{source}: {exc}") from None
-        config = canonical(config)
-        key = run_key(config)
-        if key not in seen:
-            seen.add(key)
-            runs.append(config)
-    return Sweep(name, runs, save_weights)
+        return config
+
+    # the checks that combine keys, over the product of the axes they read
+    # only (small), so a big grid is validated without being expanded
+    checked = [k for k in axes if k in ("model", "dataset", "width", "technique",
+                                        *OPTIMIZER_OPTIONS)]
+    for combo in itertools.product(*(grid[k] for k in checked)):
+        _check_combination(source, build(dict(zip(checked, combo))))
+
+    def expand() -> Iterator[dict]:
+        seen: set[str] = set()
+        for combo in itertools.product(*(grid[k] for k in axes)):
+            config = canonical(build(dict(zip(axes, combo))))
+            key = run_key(config)
+            if key not in seen:
+                seen.add(key)
+                yield config
+
+    size = math.prod(len(grid[k]) for k in axes)
+    max_group = doc.get("max_group", MAX_GROUP)
+    if not (isinstance(max_group, int) and not isinstance(max_group, bool) and max_group >= 1):
+        raise SweepError(f"{source}: max_group must be an integer >= 1; got {max_group!r}")
+    return Sweep(name, list(expand()) if size <= STREAM_FROM else expand, save_weights,
+                 max_group)
+
+
+#: grids with more combinations than this are streamed (expanded as consumed)
+STREAM_FROM = 100_000
+
+
+def _check_combination(source: str, config: dict) -> None:
+    """The checks of a run config that combine keys; raises :class:`SweepError`."""
+    if config["model"] == "moons_conv" and config["dataset"] != "moons":
+        raise SweepError(f"{source}: model moons_conv takes the moons data set only")
+    if config["model"] != "resnet" and not isinstance(config["width"], int):
+        raise SweepError(f"{source}: width must be an integer >= 1 for model "
+                         f"{config['model']}; got {config['width']!r}")
+    try:
+        check_optimizer(**{k: v for k, v in config.items() if k in OPTIMIZER_OPTIONS})
+    except ValueError as exc:
+        raise SweepError(f"{source}: {exc}") from None
 
 
 def _expand_datasets(source: str, base: dict, grid: dict) -> dict:

@@ -12,6 +12,7 @@ store split the work (:func:`run_sweep`).
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from .. import strict_json
 from ..data import dataset_size
-from .config import Sweep, group_key, run_key
+from .config import MAX_GROUP, Sweep, group_key, run_key
 from .store import ResultsStore
 
 BACKENDS = ("local", "ray")
@@ -73,22 +74,26 @@ def run_group(configs: list[dict], threads: int | None = 1, save_weights: bool =
                  "seconds": time.perf_counter() - start, "weights": None}]
 
 
-def plan(sweep: Sweep, done: set[str]) -> list[list[dict]]:
+def plan(runs, done: set[str], max_group: int = MAX_GROUP) -> list[list[dict]]:
     """Pending runs (key not in ``done``) grouped for the workers, costliest first.
 
-    Runs sharing a :func:`~jumpstart.experiments.config.group_key` (same data
-    set, model, depth, training length) form one group; the worker splits it
-    into populations (:func:`jumpstart.train.group.train_group`). Runs that
-    train in the MOONS stacks (:func:`jumpstart.train.route.route`) and
-    differ only in depth and member keys may share a population whatever their
-    depth: :func:`_cut` merges neighbouring depths where that saves per-epoch
+    ``runs`` is a :class:`Sweep` or an iterable of run configs. Runs sharing a
+    :func:`~jumpstart.experiments.config.group_key` (same data set, model,
+    depth, training length) form one group; the worker splits it into
+    populations (:func:`jumpstart.train.group.train_group`). Runs that train in
+    the MOONS stacks (:func:`jumpstart.train.route.route`) and differ only in
+    depth and member keys may share a population whatever their depth:
+    :func:`_cut` merges neighbouring depths where that saves per-epoch
     overhead without making any group costlier than the costliest depth alone.
+    No group holds more than ``max_group`` runs (a bigger one is split in order).
     """
     from ..train.route import route
 
     groups: dict[str, list[dict]] = defaultdict(list)
     merged: set[str] = set()  # keys of groups of stackable runs (any depth)
-    for config in sweep.runs:
+    if isinstance(runs, Sweep):
+        runs, max_group = runs.iter_runs(), runs.max_group
+    for config in runs:
         if run_key(config) not in done:
             if route(config) == "stacks":
                 key = group_key({**config, "depth": None})
@@ -98,7 +103,8 @@ def plan(sweep: Sweep, done: set[str]) -> list[list[dict]]:
             groups[key].append(config)
     out = []
     for key, group in groups.items():
-        out += _cut(group) if key in merged else [group]
+        for part in _cut(group) if key in merged else [group]:
+            out += [part[i:i + max_group] for i in range(0, len(part), max_group)]
 
     def cost(g):
         size = dataset_size(g[0]["dataset"], g[0].get("data_dir"))
@@ -199,13 +205,9 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
     store = ResultsStore(db)
     import_sidecars(store, db)
     states = ("done", "diverged") if retry_failed else ("done", "diverged", "failed")
-    keys = [run_key(c) for c in sweep.runs]
-    done = store.keys(states)
-    store.add_to_sweep([k for k in keys if k in done], sweep.name)
-    counts = {"total": len(sweep.runs), "skipped": sum(k in done for k in keys),
-              "done": 0, "diverged": 0, "failed": 0, "elsewhere": 0}
+    counts = {"total": 0, "skipped": 0, "done": 0, "diverged": 0, "failed": 0, "elsewhere": 0}
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    bar = _Bar(counts["total"] - counts["skipped"], sweep.name,
+    bar = _Bar(len(sweep.source) if isinstance(sweep.source, list) else None, sweep.name,
                sys.stderr.isatty() if progress is None else progress)
     heart = _Heartbeat(db, owner, lease_seconds / 4)
 
@@ -215,25 +217,36 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
         return [c for c in group if run_key(c) in mine]
 
     attempted: set[str] = set()
+    first = True
     try:
         execute = _execute_ray if backend == "ray" else _execute_local
-        while True:
-            finished = store.keys(states) | attempted
-            todo = [c for c, k in zip(sweep.runs, keys) if k not in finished]
-            if not todo:
+        while True:  # a pass over the sweep; again while others hold what is left
+            finished = store.keys(states)
+            left = trained = 0
+            for chunk in _chunks(sweep.iter_runs(), CHUNK):
+                keys = [run_key(c) for c in chunk]
+                if first:
+                    counts["total"] += len(chunk)
+                    counts["skipped"] += sum(k in finished for k in keys)
+                    store.add_to_sweep([k for k in keys if k in finished], sweep.name)
+                todo = [c for c, k in zip(chunk, keys)
+                        if k not in finished and k not in attempted]
+                left += len(todo)
+                for result in execute(plan(todo, set(), sweep.max_group), workers, address,
+                                      sweep.save_weights, claim):
+                    _save(store, sweep.name, result, db)
+                    attempted.add(result["key"])
+                    counts[result["state"]] += 1
+                    bar.advance()
+                    trained += 1
+            first = False
+            if left == trained:
                 break
-            trained = False
-            for result in execute(plan(Sweep(sweep.name, todo), set()), workers, address,
-                                  sweep.save_weights, claim):
-                _save(store, sweep.name, result, db)
-                attempted.add(result["key"])
-                counts[result["state"]] += 1
-                bar.advance()
-                trained = True
             if not trained:  # what is left is leased by live processes: wait for them
                 time.sleep(min(lease_seconds / 4, 2.0))
         stored = store.keys()
-        store.add_to_sweep([k for k in keys if k in stored], sweep.name)
+        for chunk in _chunks(sweep.iter_runs(), CHUNK):
+            store.add_to_sweep([k for k in map(run_key, chunk) if k in stored], sweep.name)
         counts["elsewhere"] = (counts["total"] - counts["skipped"]
                                - counts["done"] - counts["diverged"] - counts["failed"])
     finally:
@@ -242,6 +255,17 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
         bar.close()
         store.close()
     return counts
+
+
+#: runs of a sweep taken at a time (keyed, checked against the store,
+#: planned, trained) while the grid streams
+CHUNK = 20_000
+
+
+def _chunks(iterable, size: int):
+    it = iter(iterable)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
 
 
 #: attempts at writing a result to the store before it goes to a sidecar file
@@ -407,9 +431,9 @@ def _execute_ray(groups, workers, address, save_weights, claim):
 class _Bar:
     """Runs done / total with an ETA (rich), or nothing when not interactive."""
 
-    def __init__(self, total: int, name: str, show: bool) -> None:
+    def __init__(self, total: int | None, name: str, show: bool) -> None:
         self._progress = None
-        if show and total:
+        if show and total != 0:  # None: a streamed grid of unknown size
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeElapsedColumn, TimeRemainingColumn)
 
