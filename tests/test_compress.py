@@ -72,3 +72,23 @@ def test_compress_errors(tmp_path, capsys):
     path = _sweep(tmp_path, '"yes"')
     with pytest.raises(SweepError, match="save_weights must be true or false"):
         load_sweep(path)
+
+
+def test_compress_a_sweeps_selected_runs(tmp_path, capsys):
+    from jumpstart.experiments.compression import compress_selected
+
+    path = tmp_path / "t.toml"
+    path.write_text('name = "tab"\nsave_weights = true\n[fixed]\ndataset = "iris"\n'
+                    'epochs = 20\ndepth = 3\nwidth = 4\n[grid]\n'
+                    'technique = ["baseline", "redo"]\nlr = [0.01, 0.001]\nseed = [0, 1]\n')
+    db = tmp_path / "r.db"
+    assert run_sweep(load_sweep(path), db, workers=1, progress=False)["done"] == 8
+    frame = compress_selected(db, techniques=["baseline"])
+    assert sorted(frame["seed"]) == [0, 1] and set(frame["technique"]) == {"baseline"}
+    # 3 x 4 net on iris (4 features, 3 classes): (4*4+4) + 2 * (4*4+4) + (4*3+3) = 75
+    assert set(frame["params_before"]) == {75}
+    assert (frame["relative_diff"] <= 1e-5).all()
+    assert main(["compress", "--db", str(db), "--out", str(tmp_path / "c")]) == 0
+    text = capsys.readouterr().out
+    assert "| technique | runs |" in text and (tmp_path / "c" / "compression.md").exists()
+    assert len(open(tmp_path / "c" / "compression.csv").readlines()) == 1 + 4

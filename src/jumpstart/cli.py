@@ -267,19 +267,30 @@ def report(
 
 @app.command()
 def compress(
-    run: str = typer.Argument(..., help="A run folder or model.pt (jumpstart train --out), or "
-                              "a run key or its prefix (with --db)."),
+    run: Optional[str] = typer.Argument(None, help="A run folder or model.pt (jumpstart train "
+                                        "--out), or a run key or its prefix (with --db); "
+                                        "omitted with --db: the selected runs of a sweep."),
     db: Optional[Path] = typer.Option(None, help="Results database of a sweep run with "
                                       "save_weights = true; RUN is then a key."),
     data: Optional[str] = typer.Option(None, help="Data set whose training part defines dead "
                                        "(default: the run's), split with the run's seed."),
     out: Optional[Path] = typer.Option(None, help="Write the pruned model here (torch.save of "
-                                       "the module; torch.load(FILE, weights_only=False))."),
+                                       "the module; torch.load(FILE, weights_only=False)); "
+                                       "for a sweep, a folder for compression.md/.csv."),
+    sweep: Optional[str] = typer.Option(None, help="Without RUN: only this sweep's runs."),
+    technique: list[str] = typer.Option([], help="Without RUN: only these techniques "
+                                        "(repeat the option)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
 ) -> None:
     """Remove every unit dead on a data set, exactly: parameters and multiply-adds
     before and after per layer, and the largest change of the logits (at most 1e-5
-    relative, else exit 1)."""
+    relative, else exit 1). Without RUN, every selected run of a tabular sweep in
+    --db (the configuration chosen per data set and technique, each seed)."""
+    if run is None:
+        _check(db is not None, "give a RUN (folder, model.pt or key with --db), or --db for "
+                               "a sweep's selected runs")
+        _compress_sweep(db, sweep, technique or None, out)
+        return
     from .data import load_dataset
     from .experiments.store import ResultsStore
     from .surgery import prune_dead
@@ -332,6 +343,34 @@ def compress(
     if report.relative_diff > 1e-5:
         typer.echo(f"the pruned logits differ by {report.relative_diff:.3g} relative (> 1e-5)",
                    err=True)
+        raise typer.Exit(1)
+
+
+def _compress_sweep(db: Path, sweep: str | None, techniques, out: Path | None) -> None:
+    """``jumpstart compress --db DB``: the selected runs of a tabular sweep."""
+    from .experiments.compression import compress_selected, summary
+    from .experiments.tabular_report import markdown_table
+
+    _check(db.is_file(), f"--db {db}: no such file")
+    if out is not None:
+        _check_folder(out, "--out")
+    try:
+        frame = compress_selected(db, sweep=sweep, techniques=techniques)
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from None
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    table = summary(frame)
+    text = markdown_table(table, floatfmt=".3g")
+    typer.echo(text)
+    if out is not None:
+        frame.to_csv(out / "compression.csv", index=False)
+        (out / "compression.md").write_text(
+            f"Exact compression of the selected runs of {db.name}: units dead on each run's "
+            "training part removed (jumpstart compress).\n\n" + text + "\n")
+        typer.echo(f"wrote {out}/compression.md, compression.csv")
+    if float(frame["relative_diff"].max()) > 1e-5:
+        typer.echo("some pruned logits differ by more than 1e-5 relative", err=True)
         raise typer.Exit(1)
 
 

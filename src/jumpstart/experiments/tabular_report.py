@@ -70,6 +70,30 @@ def _hyper_columns(runs, config_keys: list[str]) -> list[str]:
     return [c for c in config_keys if c in runs.columns and c not in NOT_HYPER]
 
 
+def _configured(runs) -> pd.DataFrame:
+    """The runs that did not fail, with a ``config`` column: the
+    hyper-parameters their technique varies in, as text."""
+    config_keys = runs.attrs.get("config_keys")
+    if config_keys is None:
+        raise ValueError("select() needs runs as jumpstart.experiments.load returns them "
+                         "(frame.attrs['config_keys'] lists the config columns)")
+    ok = runs[runs["state"] != "failed"].copy()
+    ok["config"] = ""
+    for _, part in ok.groupby("technique"):  # the keys this technique's runs vary in
+        hyper = [c for c in _hyper_columns(part, config_keys) if part[c].nunique() > 1]
+        ok.loc[part.index, "config"] = part.apply(
+            lambda r: " ".join(f"{c}={r[c]:g}" if isinstance(r[c], float) else f"{c}={r[c]}"
+                               for c in hyper), axis=1)
+    return ok
+
+
+def selected_runs(runs) -> pd.DataFrame:
+    """The runs (one per seed) of :func:`select`'s configuration of each
+    (dataset, technique): ``runs``' rows with a ``config`` column."""
+    chosen = select(runs)[["dataset", "technique", "config"]]
+    return _configured(runs).merge(chosen, on=["dataset", "technique", "config"])
+
+
 def select(runs) -> pd.DataFrame:
     """The selected configuration per (dataset, technique), with median metrics.
 
@@ -88,17 +112,7 @@ def select(runs) -> pd.DataFrame:
     Raises:
         ValueError: ``runs`` does not list its config keys (``attrs``).
     """
-    config_keys = runs.attrs.get("config_keys")
-    if config_keys is None:
-        raise ValueError("select() needs runs as jumpstart.experiments.load returns them "
-                         "(frame.attrs['config_keys'] lists the config columns)")
-    ok = runs[runs["state"] != "failed"].copy()
-    ok["config"] = ""
-    for _, part in ok.groupby("technique"):  # the keys this technique's runs vary in
-        hyper = [c for c in _hyper_columns(part, config_keys) if part[c].nunique() > 1]
-        ok.loc[part.index, "config"] = part.apply(
-            lambda r: " ".join(f"{c}={r[c]:g}" if isinstance(r[c], float) else f"{c}={r[c]}"
-                               for c in hyper), axis=1)
+    ok = _configured(runs)
     status = [s for s in STATUS if s in ok]
     med = ok.groupby(["dataset", "technique", "config"], as_index=False).agg(
         val_acc=("best_val_acc", "median"), val_mean=("best_val_acc", "mean"),
@@ -166,7 +180,8 @@ def wins_draws_losses(selected) -> pd.DataFrame:
     return table
 
 
-def _md(frame: pd.DataFrame, floatfmt: str = ".3f", index: bool = False) -> str:
+def markdown_table(frame: pd.DataFrame, floatfmt: str = ".3f", index: bool = False) -> str:
+    """``frame`` as a Markdown table, floats formatted with ``floatfmt``."""
     cols = ([frame.index.name or ""] if index else []) + [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for idx, row in frame.iterrows():
@@ -228,14 +243,14 @@ def write_tabular_report(runs, out: Path) -> list[Path]:
         head + "Per data set and technique: the configuration selected on median validation "
         "accuracy, its median (over seeds) test accuracy at the epoch of best validation "
         "accuracy, rank within the data set (1 = best), and status ratios on the training "
-        "set after training.\n\n" + _md(table))
+        "set after training.\n\n" + markdown_table(table))
     km.to_csv(paths[2], index=False)
     paths[3].write_text(
         head + "Global metrics per technique (IEEE Access 2025; definitions in "
         "jumpstart.experiments.tabular_report). Published for Jumpstart: dead 0.07, "
-        "linear 0.12, trainability 1.0, convergence -0.03.\n\n" + _md(km))
+        "linear 0.12, trainability 1.0, convergence -0.03.\n\n" + markdown_table(km))
     wdl.index.name = "row vs column"
     paths[4].write_text(head + "Wins/draws/losses of the row technique against the column "
-                        "technique, test accuracy per data set.\n\n" + _md(wdl, index=True))
+                        "technique, test accuracy per data set.\n\n" + markdown_table(wdl, index=True))
     _boxplots(paths[5], selected)
     return paths
