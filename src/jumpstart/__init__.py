@@ -7,7 +7,9 @@ Networks: Jumpstart Regularization", CPAIOR 2022; Riera, Puertas, Pujol,
 """
 
 from .core import ActivationStatus, Jumpstart, activation_status, margin_deficits
+from .diversification import Diversity, diversity
 
 __version__ = "0.1.0"
 
-__all__ = ["ActivationStatus", "Jumpstart", "activation_status", "margin_deficits"]
+__all__ = ["ActivationStatus", "Diversity", "Jumpstart", "activation_status", "diversity",
+           "margin_deficits"]

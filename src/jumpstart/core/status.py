@@ -292,7 +292,13 @@ def layer_extremes(g: Tensor, granularity: str = "channel") -> tuple[Tensor, Ten
     return bmax, bmin, status_codes(mx_nc.amax(dim=1), mn_nc.amin(dim=1))
 
 
-def _batches(data, batch_size: int) -> Iterable[Tensor]:
+def input_batches(data, batch_size: int) -> Iterable[Tensor]:
+    """The input batches of ``data``: a tensor ``(N, ...)`` split into
+    ``batch_size`` rows, or an iterable's ``x`` / ``(x, y, ...)`` items.
+
+    Raises:
+        ValueError: an empty tensor, or items that are not tensors.
+    """
     if isinstance(data, Tensor):
         if data.dim() < 1 or data.shape[0] == 0:
             raise ValueError(f"data must hold at least one sample; got shape {tuple(data.shape)}")
@@ -392,7 +398,7 @@ def activation_status(
     model.eval()
     try:
         with torch.no_grad():
-            for x in _batches(data, batch_size):
+            for x in input_batches(data, batch_size):
                 batch.clear()
                 model(x.to(device))
                 if not batch:

@@ -38,6 +38,7 @@ from pathlib import Path
 from ..core.options import choice, int_at_least, number
 from ..core.regularizer import CONSTRAINTS
 from ..data import check_dataset, table_names
+from ..models.rectangular import INITS
 from ..optim import OPTIMIZER_OPTIONS, check_optimizer
 from ..techniques import TECHNIQUES, option_keys, technique_options, technique_parts
 from ..train.loop import PRECISIONS
@@ -74,7 +75,9 @@ CHECKS = {
     "lr": number(lambda v: v > 0, "a number > 0"),
     "batch_size": ((lambda v: v == "full" or (isinstance(v, int) and not isinstance(v, bool)
                                               and v >= 1)), '"full" or an integer >= 1'),
-    "init": choice(("glorot", "kaiming")),
+    "init": choice(INITS),
+    "init_steps": int_at_least(0),
+    "init_lr": number(lambda v: v > 0, "a number > 0"),
     "head": choice(("flatten", "maxavg")),
     "data_dir": ((lambda v: isinstance(v, str) and bool(v)), "a folder path"),
     "target": ((lambda v: isinstance(v, str) and bool(v)), "a column name"),
@@ -152,7 +155,8 @@ def _float_keys() -> frozenset[str]:
 def _float_keys_of(classes: tuple) -> frozenset[str]:
     options = {k: o for cls in classes for k, o in cls.options.items()}
     options.update(OPTIMIZER_OPTIONS)
-    return frozenset({"lr"} | {k for k, o in options.items() if isinstance(o.default, float)})
+    return frozenset({"lr", "init_lr"} | {k for k, o in options.items()
+                                          if isinstance(o.default, float)})
 
 
 def canonical(config: dict) -> dict:

@@ -7,15 +7,48 @@ from torch import Tensor, nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 NORMS = (None, "batch")
-INITS = ("glorot", "kaiming", "zero")
+INITS = ("glorot", "kaiming", "zero", "orthogonal", "decorrelated")
 KINDS = ("dense", "conv")
 HEADS = ("flatten", "maxavg")
+#: defaults of the ``decorrelated`` init: data-free Adam steps and their rate
+DECORRELATE_STEPS = 300
+DECORRELATE_LR = 0.01
 
 
-def init_weights(layers, init: str) -> None:
+def decorrelate_(weight: Tensor, bias: Tensor | None = None, *, steps: int = DECORRELATE_STEPS,
+                 lr: float = DECORRELATE_LR) -> Tensor:
+    """Decorrelated initialization of one layer, in place (a reconstruction of
+    Kovalenko et al. 2021 and its ICANN 2023 follow-up, which pre-optimize
+    random weights by backpropagation to decorrelate them; see
+    ``../shared/papers/neural-diversification.md``): ``steps`` data-free
+    Adam steps at rate ``lr`` minimizing
+    :func:`~jumpstart.core.correlation.weight_corr` of the rows of
+    ``weight`` ``(H, ...)``, then a rescale back to the standard deviation
+    the weights had (over all entries). The randomness is the starting draw:
+    reproducible per seed, different across seeds. Returns ``weight``."""
+    from ..core.correlation import weight_corr
+
+    std = weight.detach().std()
+    w = weight.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=lr)
+    b = None if bias is None else bias.detach()
+    for _ in range(steps):
+        opt.zero_grad()
+        weight_corr(w, b).backward()
+        opt.step()
+    with torch.no_grad():
+        weight.copy_(w * (std / w.std()))
+    return weight
+
+
+def init_weights(layers, init: str, *, steps: int = DECORRELATE_STEPS,
+                 lr: float = DECORRELATE_LR) -> None:
     """Initialize weighted layers in place: ``"glorot"`` (Glorot uniform, the
     Keras default the CPAIOR code used), ``"kaiming"`` (Kaiming normal, fan-in,
-    ReLU gain) or ``"zero"`` weights; biases always zero.
+    ReLU gain), ``"zero"`` weights, ``"orthogonal"`` (orthogonal rows or
+    columns, gain 1; Saxe et al. 2014) or ``"decorrelated"`` (Glorot, then
+    :func:`decorrelate_` with ``steps`` and ``lr``: a reconstruction); biases
+    always zero.
 
     Raises:
         ValueError: unknown ``init``.
@@ -23,14 +56,18 @@ def init_weights(layers, init: str) -> None:
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; allowed: {', '.join(INITS)}")
     for layer in layers:
-        if init == "glorot":
+        if init in ("glorot", "decorrelated"):
             nn.init.xavier_uniform_(layer.weight)
         elif init == "kaiming":
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        elif init == "orthogonal":
+            nn.init.orthogonal_(layer.weight)
         else:
             nn.init.zeros_(layer.weight)
         if layer.bias is not None:
             nn.init.zeros_(layer.bias)
+        if init == "decorrelated":
+            decorrelate_(layer.weight, layer.bias, steps=steps, lr=lr)
 
 
 class Rectangular(nn.Module):
@@ -60,9 +97,10 @@ class Rectangular(nn.Module):
         norm: ``None`` or ``"batch"`` (BatchNorm before each activation;
             the hidden layers then have no bias, which BN would cancel).
         skip: ``None`` or ``k >= 1``, residual span in layers.
-        init: ``"glorot"`` (Glorot uniform weights, zero biases; the Keras
-            default the CPAIOR code used), ``"kaiming"`` (Kaiming normal,
-            fan-in, ReLU gain; zero biases) or ``"zero"`` (all zeros).
+        init: one of :data:`INITS`, see :func:`init_weights` (``"glorot"``:
+            Glorot uniform weights, zero biases, the Keras default the CPAIOR
+            code used).
+        init_steps, init_lr: the ``"decorrelated"`` init's Adam steps and rate.
         kind: ``"dense"`` or ``"conv"``.
         head: conv only, ``"flatten"`` or ``"maxavg"``.
         input_size: conv with ``head="flatten"``: the input's ``(H, W)``.
@@ -85,6 +123,8 @@ class Rectangular(nn.Module):
         kind: str = "dense",
         head: str = "flatten",
         input_size: tuple[int, int] | None = None,
+        init_steps: int = DECORRELATE_STEPS,
+        init_lr: float = DECORRELATE_LR,
     ) -> None:
         super().__init__()
         for name, value in (("depth", depth), ("width", width),
@@ -122,7 +162,7 @@ class Rectangular(nn.Module):
         self.norms = nn.ModuleList(norms)
         self.activations = nn.ModuleList(ACTIVATIONS[activation]() for _ in range(depth))
         self.output = nn.Linear(head_in, out_features)
-        init_weights([*self.linears, self.output], init)
+        init_weights([*self.linears, self.output], init, steps=init_steps, lr=init_lr)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(N, out_features)`` for ``x`` of shape ``(N, in_features)``

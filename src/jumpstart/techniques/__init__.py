@@ -16,6 +16,7 @@ from ..optim import OPTIMIZER_OPTIONS
 from .base import CAPABILITIES, Option, Technique, TrainContext
 from .builtin import BatchNorm, Baseline, Gelu, JumpstartTechnique, Skip
 from .cbp import ContinualBackprop
+from .diversify import Diversify
 from .redo import ReDo
 
 TECHNIQUES: dict[str, type[Technique]] = {}
@@ -24,7 +25,8 @@ TECHNIQUES: dict[str, type[Technique]] = {}
 #: optimizer's (:data:`jumpstart.optim.OPTIMIZER_OPTIONS`)
 RESERVED_KEYS = frozenset({
     "dataset", "model", "depth", "width", "technique", "epochs", "curve_every", "seed", "lr",
-    "batch_size", "init", "head", "data_dir", "target", "min_class_rows", "loader_workers",
+    "batch_size", "init", "init_steps", "init_lr", "head", "data_dir", "target",
+    "min_class_rows", "loader_workers",
     "precision", "device", "progress", "data", *OPTIMIZER_OPTIONS})
 
 
@@ -51,7 +53,8 @@ def register(cls: type[Technique]) -> type[Technique]:
     return cls
 
 
-for _cls in (Baseline, JumpstartTechnique, BatchNorm, Skip, Gelu, ReDo, ContinualBackprop):
+for _cls in (Baseline, JumpstartTechnique, BatchNorm, Skip, Gelu, ReDo, ContinualBackprop,
+             Diversify):
     register(_cls)
 
 

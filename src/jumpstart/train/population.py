@@ -192,6 +192,8 @@ def refusal(technique: Technique, config: dict | None = None) -> str | None:
         return "population training needs in-memory data"
     if not is_plain_adam(config):
         return "population training uses plain Adam only (no weight decay, no lr schedule)"
+    if "init_steps" in config or "init_lr" in config:
+        return "the decorrelated init's steps and rate are options of the single-run loop"
     return None
 
 

@@ -12,6 +12,7 @@ from .. import strict_json
 from ..core.status import ActivationStatus, NonFiniteError, activation_status, undefined_ratios
 from ..data import Dataset, FolderData, load_dataset
 from ..models import MoonsConv, Rectangular, ResNet
+from ..models.rectangular import DECORRELATE_LR, DECORRELATE_STEPS
 from ..optim import OPTIMIZER_OPTIONS
 from ..techniques import Technique
 from .loop import FitResult, fit
@@ -96,6 +97,8 @@ def train_run(
     batch_size: int | None = None,
     seed: int = 0,
     init: str = "glorot",
+    init_steps: int = DECORRELATE_STEPS,
+    init_lr: float = DECORRELATE_LR,
     head: str = "flatten",
     data_dir: str | None = None,
     target: str = "target",
@@ -139,6 +142,10 @@ def train_run(
         technique: registered name, ``"a+b"`` for combinations
             (:mod:`jumpstart.techniques`), or a technique already built (then
             ``options`` hold no technique option).
+        init: one of :data:`jumpstart.models.rectangular.INITS` (``"glorot"``,
+            ``"kaiming"``, ``"zero"``, ``"orthogonal"``, ``"decorrelated"``).
+        init_steps, init_lr: the ``"decorrelated"`` init's data-free Adam
+            steps and rate (:func:`~jumpstart.models.rectangular.decorrelate_`).
         target: the class column of a table.
         min_class_rows: drop a table's classes with fewer rows than this
             (:func:`jumpstart.data.tabular`; default: rare classes go to the
@@ -185,7 +192,7 @@ def train_run(
     shape = data.feature_shape if streamed else tuple(data.x_train.shape[1:])
     torch.manual_seed(seed)
     net = build_model(model, tech, data.num_classes, shape, dataset=dataset, depth=depth,
-                 width=width, init=init, head=head)
+                      width=width, init=init, head=head, init_steps=init_steps, init_lr=init_lr)
     net.to(dev)
     if dev.type == "cuda" and len(shape) == 3:
         net.to(memory_format=torch.channels_last)
@@ -193,7 +200,9 @@ def train_run(
                  technique=tech, precision=precision, loader_workers=loader_workers,
                  progress=progress, **optimizer)
     net = result.model
+    decorrelated = {"init_steps": init_steps, "init_lr": init_lr} if init == "decorrelated" else {}
     config = {"dataset": dataset, "model": model, "depth": depth, "width": width,
+              **({"init": init, **decorrelated} if init != "glorot" else {}),
               **({"min_class_rows": min_class_rows} if min_class_rows is not None else {}),
               **({"head": head} if model == "conv" else {}),
               "technique": tech.name, **tech.config, "lr": lr, **optimizer,
@@ -214,7 +223,8 @@ def train_run(
 
 
 def build_model(model: str, tech, num_classes: int, shape: tuple[int, ...], *, dataset: str,
-                depth: int, width, init: str, head: str) -> nn.Module:
+                depth: int, width, init: str, head: str, init_steps: int = DECORRELATE_STEPS,
+                init_lr: float = DECORRELATE_LR) -> nn.Module:
     """The net :func:`train_run` trains: family ``model`` (one of
     :data:`MODELS`) shaped by the technique ``tech``'s model options, for
     inputs of feature ``shape`` and ``num_classes`` classes (one logit when
@@ -235,13 +245,15 @@ def build_model(model: str, tech, num_classes: int, shape: tuple[int, ...], *, d
         if len(shape) != 1:
             raise ValueError(f"model rectangular needs flat features (N, F); use model "
                              f"conv for {dataset} (shape {shape})")
-        return Rectangular(depth, width, shape[0], out_features, init=init, **options)
+        return Rectangular(depth, width, shape[0], out_features, init=init,
+                           init_steps=init_steps, init_lr=init_lr, **options)
     if len(shape) != 3:
         raise ValueError(f"model {model} needs image data (N, C, H, W); {dataset} has "
                          f"features of shape {shape}")
     if model == "conv":
         return Rectangular(depth, width, shape[0], out_features, init=init, kind="conv",
-                           head=head, input_size=shape[1:], **options)
+                           head=head, input_size=shape[1:], init_steps=init_steps,
+                           init_lr=init_lr, **options)
     if options["activation"] != "relu":
         raise ValueError(f"model resnet has ReLU activations only; the technique asks for "
                          f"{options['activation']}")
