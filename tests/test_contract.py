@@ -61,7 +61,7 @@ def _config(technique, **extra):
 
 EXPECTED_ROUTES = {"baseline": "stacks", "jumpstart": "stacks", "batchnorm": "population",
                    "skip": "population", "gelu": "population",
-                   "redo": "single", "cbp": "single",
+                   "redo": "single", "cbp": "single", "diversify": "single",
                    "counting-probe": "single", "sub-baseline-probe": "single"}
 
 
