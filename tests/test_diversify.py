@@ -144,3 +144,34 @@ def test_logdet_needs_a_narrow_layer():
     tech = make_technique("diversify", div_kind="logdet")
     with pytest.raises(ValueError, match="H <= D - 1"):
         tech.attach(TrainContext(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))))
+
+
+def test_init_comparison_report(tmp_path):
+    from jumpstart.experiments import load, load_sweep, run_sweep
+    from jumpstart.experiments.report import write_report
+    from jumpstart.experiments.store import ResultsStore
+
+    path = tmp_path / "i.toml"
+    path.write_text('name = "inits"\n[fixed]\ndataset = "moons"\nmodel = "rectangular"\n'
+                    'depth = 1\ntechnique = "baseline"\nepochs = 6\nlr = 0.01\n'
+                    'curve_every = 1\n[grid]\nwidth = [4]\n'
+                    'init = ["glorot", "decorrelated"]\nseed = [0, 1]\n')
+    db = tmp_path / "r.db"
+    run_sweep(load_sweep(path), db, workers=1, progress=False)
+    paths = write_report(db, tmp_path / "out")
+    assert [p.name for p in paths] == ["init_comparison.csv", "init_comparison.md",
+                                       "init_curves.png"]
+    import pandas as pd
+
+    table = pd.read_csv(paths[0]).set_index("init")
+    runs = load(db)
+    with ResultsStore(db) as store:
+        curves = store.curves(runs["key"]).merge(runs[["key", "init"]], on="key")
+    at = {i: curves[(curves["init"] == i) & (curves["epoch"] == 3)]["val_acc"].median()
+          for i in ("glorot", "decorrelated")}
+    assert table.loc["decorrelated", "acc@3"] == pytest.approx(at["decorrelated"])
+    assert table.loc["decorrelated", "gain@3"] == pytest.approx(
+        (at["decorrelated"] - at["glorot"]) / at["glorot"])
+    assert table.loc["glorot", "gain@3"] == 0
+    # the nets at init: decorrelated rows are less correlated than Glorot's
+    assert table.loc["decorrelated", "weight_corr_mean"] < table.loc["glorot", "weight_corr_mean"]

@@ -109,7 +109,7 @@ def test_population_net_checks_architectures():
     with pytest.raises(ValueError, match="batch_size must be None or an integer >= 1; got -1"):
         train_batched([tabular("iris")], technique=make_technique("baseline"), depth=2,
                       width=2, seeds=[0], lrs=[0.1], epochs=1, batch_size=-1)
-    with pytest.raises(ValueError, match="model rectangular needs flat features"):
+    with pytest.raises(ValueError, match="population training takes flat features"):
         train_batched([load_dataset("mnist-5k")], technique=make_technique("baseline"),
                       depth=2, width=2, seeds=[0], lrs=[0.1], epochs=1)
 

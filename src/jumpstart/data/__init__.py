@@ -59,6 +59,8 @@ SOURCES: dict[str, Source] = {
        for name in ("mnist-5k", "mnist", "fashion-mnist")},
     **{name: Source(lambda seed, d, k=int(name[5:]): cifar(d, classes=k),
                     _named_folder(name), 1000.0, "images") for name in ("cifar10", "cifar100")},
+    "cifar10-10k": Source(lambda seed, d: cifar(d, classes=10), _named_folder(
+        "cifar10-10k", "cifar10-10k"), 1000.0, "images"),
     "imagenet": Source(lambda seed, d: image_folder(d, name="imagenet"),
                        _named_folder("imagenet"), 1e6, "streamed"),
 }

@@ -241,7 +241,9 @@ def _write_image_report(runs, out: Path) -> list[Path]:
 
 def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = None,
                  threshold: float = 0.9) -> list[Path]:
-    """Write the report of a sweep: a tabular benchmark (runs with a test part,
+    """Write the report of a sweep: an initialization comparison (runs that
+    differ in ``init``: :func:`~jumpstart.experiments.init_report.write_init_report`);
+    a tabular benchmark (runs with a test part,
     :func:`~jumpstart.experiments.tabular_report.write_tabular_report`: UCI
     results, key metrics, wins/draws/losses, box plots); an MNIST sweep
     (``table1_mnist.md/.csv`` as CPAIOR 2022 Table 1 and ``mnist_heatmaps.png``),
@@ -292,6 +294,11 @@ def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = Non
         raise ValueError(f"every run in {where} failed; nothing to report")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if "init" in runs and runs["init"].nunique() > 1:
+        from .init_report import write_init_report
+
+        with ResultsStore(db) as store:
+            return write_init_report(runs, store.curves(runs["key"]), out)
     if "best_val_test_acc" in runs and runs["best_val_test_acc"].notna().any():
         return write_tabular_report(runs, out)
     if set(runs["dataset"]) <= set(MNIST_SETS) or (

@@ -166,7 +166,10 @@ class Rectangular(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(N, out_features)`` for ``x`` of shape ``(N, in_features)``
-        (dense) or ``(N, C, H, W)`` (conv)."""
+        (dense; ``(N, ...)`` with ``in_features`` entries per sample is
+        flattened) or ``(N, C, H, W)`` (conv)."""
+        if self.kind == "dense" and x.dim() > 2:
+            x = x.flatten(1)  # images into a dense net: one feature per pixel
         k = self.skip
         residual = x
         for i, (lin, norm, act) in enumerate(zip(self.linears, self.norms, self.activations)):

@@ -34,7 +34,7 @@ from ..core.hooks import ActivationRecorder
 from ..core.status import status_ratios
 from ..data.base import Dataset
 from ..models import Rectangular
-from ..data import FOLDER_SETS
+from ..data import FOLDER_SETS, IMAGE_SETS
 from ..optim import MemberAdam, is_plain_adam
 from ..techniques import Technique, TrainContext
 from .history import History, MemberResult
@@ -190,6 +190,8 @@ def refusal(technique: Technique, config: dict | None = None) -> str | None:
         return "population training is float32 only"
     if config.get("dataset") in FOLDER_SETS:
         return "population training needs in-memory data"
+    if config.get("dataset") in IMAGE_SETS:
+        return "population training takes flat features, not images"
     if not is_plain_adam(config):
         return "population training uses plain Adam only (no weight decay, no lr schedule)"
     if "init_steps" in config or "init_lr" in config:
@@ -260,6 +262,9 @@ def train_population(
     for lr in lrs:
         check_schedule(lr, epochs, batch_size)
     first = datas[0]
+    if first.x_train.dim() != 2:
+        raise ValueError(f"population training takes flat features (N, F); {first.name} has "
+                         f"shape {tuple(first.x_train.shape[1:])}: train it with fit / train_run")
     nets = []
     for seed in seeds:  # each member as train_run builds it
         torch.manual_seed(seed)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,11 +243,8 @@ def build_model(model: str, tech, num_classes: int, shape: tuple[int, ...], *, d
         tech.model_options({})
         return MoonsConv(depth, width)
     options = tech.model_options({"activation": "relu", "norm": None, "skip": None})
-    if model == "rectangular":
-        if len(shape) != 1:
-            raise ValueError(f"model rectangular needs flat features (N, F); use model "
-                             f"conv for {dataset} (shape {shape})")
-        return Rectangular(depth, width, shape[0], out_features, init=init,
+    if model == "rectangular":  # images are flattened (an MLP on pixels)
+        return Rectangular(depth, width, math.prod(shape), out_features, init=init,
                            init_steps=init_steps, init_lr=init_lr, **options)
     if len(shape) != 3:
         raise ValueError(f"model {model} needs image data (N, C, H, W); {dataset} has "
