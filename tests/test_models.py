@@ -50,7 +50,7 @@ def test_gelu_and_errors():
     assert isinstance(Rectangular(2, 2, 2, 1, activation="gelu").activations[0], nn.GELU)
     for kwargs, frag in (({"depth": 0}, "depth"), ({"width": -1}, "width"),
                          ({"activation": "tanh"}, "tanh"), ({"norm": "layer"}, "layer"),
-                         ({"skip": 0}, "skip"), ({"init": "orthogonal"}, "orthogonal")):
+                         ({"skip": 0}, "skip"), ({"init": "he"}, "unknown init")):
         args = {"depth": 2, "width": 2, "in_features": 2, "out_features": 1, **kwargs}
         with pytest.raises(ValueError, match=frag):
             Rectangular(args.pop("depth"), args.pop("width"), args.pop("in_features"),

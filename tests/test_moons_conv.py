@@ -65,7 +65,7 @@ def test_jumpstart_deficit_shapes(granularity, units, points):
 
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"depth": 0}, "depth"), ({"width": 0}, "width"), ({"depth": 2.0}, "depth"),
-    ({"init": "orthogonal"}, "orthogonal"),
+    ({"init": "he"}, "unknown init"),
 ])
 def test_bad_arguments_raise(kwargs, fragment):
     args = {"depth": 2, "width": 2, **kwargs}

@@ -117,3 +117,39 @@ def test_a_big_grid_streams_and_groups_are_capped(tmp_path, monkeypatch):
 
     with pytest.raises(ValueError, match="max_group must be an integer >= 1; got 0"):
         load_sweep(path)
+
+
+def test_a_dead_worker_fails_its_groups_runs():
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from jumpstart.experiments.sweep import _Local
+
+    local = _Local(2, None, False)
+    future = Future()
+    future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+    group = [{"dataset": "moons", "depth": 2, "width": 3, "seed": s} for s in (0, 1)]
+    local.pending[future] = group
+    results = local._next()
+    assert [r["state"] for r in results] == ["failed", "failed"]
+    assert [r["key"] for r in results] == [run_key(c) for c in group]
+    assert "worker process died" in results[0]["error"] and local.pool is None
+
+
+def test_an_unreadable_sidecar_is_set_aside(tmp_path, monkeypatch, capsys):
+    db = tmp_path / "r.db"
+    real = ResultsStore.record
+    monkeypatch.setattr(ResultsStore, "record", lambda *a, **k: (_ for _ in ()).throw(
+        sqlite3.OperationalError("disk I/O error")))
+    monkeypatch.setattr(sweep_module, "WRITE_ATTEMPTS", 1)
+    run_sweep(_sweep(tmp_path), db, workers=1, progress=False)
+    monkeypatch.setattr(ResultsStore, "record", real)
+    folder = sweep_module.sidecar_folder(db)
+    first, second = sorted(folder.glob("*.json"))
+    first.write_text(first.read_text()[:40])  # a write cut short
+    capsys.readouterr()
+    with ResultsStore(db) as store:
+        assert sweep_module.import_sidecars(store, db) == 1
+    assert "cannot import" in capsys.readouterr().err
+    assert first.with_suffix(".bad").exists() and not second.exists()
+    assert len(load(db)) == 1

@@ -270,3 +270,36 @@ def test_resnet_block_convs_widen_and_prune_with_batchnorm():
     assert report.layers[1]["units_after"] == first.width
     with torch.no_grad():
         assert torch.allclose(pruned(x), planted, atol=1e-5)
+
+
+def test_absorb_into_a_batchnorm_reader_keeps_eval_logits():
+    torch.manual_seed(1)
+    net = Rectangular(2, 3, 2, 2, norm="batch").eval()
+    layer = hidden_layers(net)[0]
+    with torch.no_grad():  # unit 1 outputs ReLU(beta) = 0.7 whatever the input
+        net.linears[0].weight[1] = 0
+        layer.norm.bias[1] = 0.7
+        layer.norm.running_mean[1] = 0
+    x = torch.randn(16, 2)
+    with torch.no_grad():
+        before = net(x)
+        mean_before = layer.readers[0].norm.running_mean.clone()
+    assert net.linears[1].bias is None  # BN layers carry no bias: the BN's mean moves
+    w = net.linears[1].weight.detach().clone()
+    absorb(layer, [1], [0.7])
+    zero_outgoing(layer, [1])
+    assert torch.allclose(layer.readers[0].norm.running_mean, mean_before - 0.7 * w[:, 1])
+    with torch.no_grad():
+        assert torch.allclose(net(x), before, atol=1e-5)
+
+
+def test_one_activation_module_for_several_layers_is_refused():
+    act = nn.ReLU()
+    net = nn.Sequential(nn.Linear(2, 3), act, nn.Linear(3, 3), act, nn.Linear(3, 1))
+    with pytest.raises(ValueError, match="one activation module per hidden layer; 1 serve"):
+        hidden_layers(net)
+
+
+def test_decorrelated_init_of_width_one_stays_finite():
+    net = Rectangular(3, 1, 2, 1, init="decorrelated")
+    assert all(torch.isfinite(p).all() for p in net.parameters())

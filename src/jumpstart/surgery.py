@@ -24,7 +24,8 @@ the new parameters and give new entries fresh (zero) state
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -56,11 +57,13 @@ class Reader:
     of ``module.weight``) ``c * W * group + u * group + j`` for
     ``c < copies``, ``j < group``: ``group = H * W`` positions for a conv
     layer read through a flatten, ``copies = 2`` for the max+avg pooling head.
+    ``norm`` is the BatchNorm that normalizes the reader's output, if any.
     """
 
     module: nn.Module
     group: int = 1
     copies: int = 1
+    norm: nn.Module | None = None
 
     def columns(self, units: Tensor, width: int) -> Tensor:
         """The input columns ``(len(units) * group * copies,)`` reading ``units``."""
@@ -101,7 +104,9 @@ def hidden_layers(model: nn.Module) -> list[HiddenLayer]:
     """The hidden layers of ``model`` that surgery can operate on, input to output.
 
     Raises:
-        ValueError: a model family surgery does not know (the message lists those it does).
+        ValueError: a model family surgery does not know (the message lists
+            those it does), or one activation module serving several layers
+            (its calls cannot be told apart by module).
     """
     from .models import MoonsConv, Rectangular, ResNet
 
@@ -121,11 +126,18 @@ def hidden_layers(model: nn.Module) -> list[HiddenLayer]:
         raise ValueError(f"surgery knows Rectangular, MoonsConv, ResNet and nn.Sequential chains "
                          f"of Linear/Conv2d (+ BatchNorm) + activation; got {type(model).__name__}")
     tied = isinstance(model, Rectangular) and model.skip is not None
+    calls = Counter(id(f[2]) for f in found)
+    shared = sorted({names[id(f[2])] for f in found if calls[id(f[2])] > 1})
+    if shared:
+        raise ValueError(f"surgery needs one activation module per hidden layer; "
+                         f"{', '.join(shared)} serve(s) several layers (give each layer its own)")
+    norms = {id(f[0]): f[1] for f in found if isinstance(f[1], NORMS)}
     layers = []
     for module, norm, act, reader in found:
         width = module.weight.shape[0]
         if not isinstance(reader, Reader):
             reader = _reader(reader, width)
+        reader = replace(reader, norm=norms.get(id(reader.module)))
         layers.append(HiddenLayer(names[id(module)], module, act, (reader,),
                                   norm if isinstance(norm, NORMS) else None, not tied,
                                   names[id(act)]))
@@ -276,11 +288,15 @@ def zero_outgoing(layer: HiddenLayer, units, *, optimizer=None) -> Touched:
 
 @torch.no_grad()
 def absorb(layer: HiddenLayer, units, values: Tensor) -> Touched:
-    """Add the contribution of ``units`` at constant outputs ``values`` to the
-    readers' biases: ``b_next += sum over the units' columns of w_next * value``
-    (CBP's replacement; :func:`prune_units`). Exact for linear readers and
-    for conv readers away from zero padding (at the border a padded conv
-    reads zeros, not the constant).
+    """Keep the readers' outputs where they were when ``units``, at constant
+    outputs ``values``, stop being read: the contribution
+    ``c = sum over the units' columns of w_next * value`` is added to the
+    reader's bias, or, for a reader without a bias whose output a BatchNorm
+    normalizes, subtracted from that BatchNorm's running mean (in training
+    mode the batch statistics re-centre it anyway). CBP's replacement;
+    :func:`prune_units`. Exact for linear readers and for conv readers away
+    from zero padding (at the border a padded conv reads zeros, not the
+    constant).
 
     Args:
         layer: from :func:`hidden_layers`.
@@ -291,8 +307,9 @@ def absorb(layer: HiddenLayer, units, values: Tensor) -> Touched:
         The touched entries: ``(reader.bias, slice(None))`` per reader with a bias.
 
     Raises:
-        ValueError: a unit out of range or repeated; ``values`` not of shape ``(K,)``;
-            a reader without a bias while a value is not 0.
+        ValueError: a unit out of range or repeated; ``values`` not of shape
+            ``(K,)``; a reader with neither a bias nor a BatchNorm while a
+            value is not 0.
     """
     units = _check_units(layer, units)
     values = torch.as_tensor(values, dtype=torch.float32).flatten()
@@ -303,15 +320,18 @@ def absorb(layer: HiddenLayer, units, values: Tensor) -> Touched:
     if not bool((values != 0).any()):
         return touched
     for reader in layer.readers:
-        if reader.module.bias is None:
-            raise ValueError(f"layer {layer.name}: a reader has no bias to absorb the "
-                             "removed units' constant output")
+        if reader.module.bias is None and reader.norm is None:
+            raise ValueError(f"layer {layer.name}: a reader has no bias (and no BatchNorm) to "
+                             "absorb the removed units' constant output")
         w = reader.module.weight
         cols = reader.columns(units, layer.width)
         per_col = values.repeat_interleave(reader.group).repeat(reader.copies).to(w)
         read = w[:, cols].reshape(w.shape[0], len(cols), -1).sum(-1)  # sum a conv kernel
-        reader.module.bias += read @ per_col
-        touched.append((reader.module.bias, slice(None)))
+        if reader.module.bias is not None:
+            reader.module.bias += read @ per_col
+            touched.append((reader.module.bias, slice(None)))
+        else:
+            reader.norm.running_mean -= (read @ per_col).to(reader.norm.running_mean)
     return touched
 
 
@@ -538,7 +558,7 @@ def _costs(model: nn.Module, x: Tensor) -> dict[str, tuple[int, int, int]]:
             if isinstance(m, WEIGHTED):
                 handles.append(m.register_forward_hook(hook))
         with torch.no_grad():
-            model(x[:1])
+            model(x[:1].to(_device(model)))
     finally:
         for h in handles:
             h.remove()
@@ -566,9 +586,14 @@ def layer_outputs(model: nn.Module, layers: list[HiddenLayer], x: Tensor) -> lis
     return [seen[id(layer.activation)] for layer in layers]
 
 
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def _logits(model: nn.Module, data: Tensor, batch_size: int = 1024) -> Tensor:
+    device = _device(model)
     with torch.no_grad():
-        return torch.cat([model(x) for x in data.split(batch_size)])
+        return torch.cat([model(x.to(device)).cpu() for x in data.split(batch_size)])
 
 
 def prune_dead(model: nn.Module, data: Tensor, *, batch_size: int = 1024

@@ -25,6 +25,8 @@ import time
 import traceback
 import uuid
 from collections import defaultdict, deque
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from .. import strict_json
@@ -211,15 +213,19 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
                sys.stderr.isatty() if progress is None else progress)
     heart = _Heartbeat(db, owner, lease_seconds / 4)
 
+    kept = sidecar_folder(db)
+
     def claim(group: list[dict]) -> list[dict]:
-        mine = set(store.claim([run_key(c) for c in group], owner, ttl=lease_seconds,
-                               finished=states))
+        keys = [run_key(c) for c in group]
+        if kept.is_dir():  # a result kept beside the store is not trained again
+            keys = [k for k in keys if not (kept / f"{k}.json").exists()]
+        mine = set(store.claim(keys, owner, ttl=lease_seconds, finished=states))
         return [c for c in group if run_key(c) in mine]
 
     attempted: set[str] = set()
     first = True
+    executor = (_Ray if backend == "ray" else _Local)(workers, address, sweep.save_weights)
     try:
-        execute = _execute_ray if backend == "ray" else _execute_local
         while True:  # a pass over the sweep; again while others hold what is left
             finished = store.keys(states)
             left = trained = 0
@@ -232,8 +238,7 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
                 todo = [c for c, k in zip(chunk, keys)
                         if k not in finished and k not in attempted]
                 left += len(todo)
-                for result in execute(plan(todo, set(), sweep.max_group), workers, address,
-                                      sweep.save_weights, claim):
+                for result in executor.run(plan(todo, set(), sweep.max_group), claim):
                     _save(store, sweep.name, result, db)
                     attempted.add(result["key"])
                     counts[result["state"]] += 1
@@ -249,7 +254,9 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
             store.add_to_sweep([k for k in map(run_key, chunk) if k in stored], sweep.name)
         counts["elsewhere"] = (counts["total"] - counts["skipped"]
                                - counts["done"] - counts["diverged"] - counts["failed"])
+        executor.close(kill=False)
     finally:
+        executor.close(kill=True)  # an error or Ctrl-C: stop the workers now
         heart.stop()
         store.release(owner)
         bar.close()
@@ -297,16 +304,21 @@ def _save(store: ResultsStore, sweep: str, result: dict, db) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{result['key']}.json"
     weights = result["weights"]
-    path.write_text(strict_json.dumps({
+    tmp = folder / f".{result['key']}.{os.getpid()}.tmp"
+    tmp.write_text(strict_json.dumps({
         **{k: v for k, v in result.items() if k != "weights"}, "sweep": sweep,
         "weights": None if weights is None else base64.b64encode(weights).decode()}))
+    os.replace(tmp, path)  # whole or absent, never a truncated file
     print(f"jumpstart: could not write run {result['key']} to {db} ({error}); kept it in "
           f"{path}, the next sweep on this store imports it", file=sys.stderr)
 
 
 def import_sidecars(store: ResultsStore, db: str | Path) -> int:
     """Record the results kept beside ``db`` by an earlier sweep whose writes
-    failed (:func:`sidecar_folder`), deleting each file once recorded.
+    failed (:func:`sidecar_folder`), deleting each file once recorded. Each
+    file is first renamed to a name of this process, so two sweeps starting
+    at once import it once; a file that cannot be read is left, renamed
+    ``*.bad``, with a warning.
 
     Returns:
         The number of runs imported.
@@ -316,14 +328,27 @@ def import_sidecars(store: ResultsStore, db: str | Path) -> int:
         return 0
     count = 0
     for path in sorted(folder.glob("*.json")):
-        r = json.loads(path.read_text())
+        mine = path.with_name(f"{path.name}.{os.getpid()}.importing")
+        try:
+            os.rename(path, mine)
+        except OSError:  # another process took it
+            continue
+        try:
+            r = json.loads(mine.read_text())
+            weights = None if r["weights"] is None else base64.b64decode(r["weights"])
+        except (ValueError, KeyError) as exc:
+            mine.rename(path.with_suffix(".bad"))
+            print(f"jumpstart: cannot import {path} ({exc}); left as {path.with_suffix('.bad')}",
+                  file=sys.stderr)
+            continue
         store.record(r["key"], r["sweep"], r["config"], r["state"], metrics=r["metrics"],
-                     curves=r["curves"], error=r["error"], seconds=r["seconds"],
-                     weights=None if r["weights"] is None else base64.b64decode(r["weights"]))
-        path.unlink()
+                     curves=r["curves"], error=r["error"], seconds=r["seconds"], weights=weights)
+        mine.unlink()
         count += 1
-    if not any(folder.iterdir()):
+    try:
         folder.rmdir()
+    except OSError:  # not empty, or just taken by another process
+        pass
     return count
 
 
@@ -337,11 +362,14 @@ class _Heartbeat:
         self._thread.start()
 
     def _run(self, db, owner: str, every: float) -> None:
-        store = ResultsStore(db)
-        try:
-            while not self._stop.wait(every):
+        store = None
+        while not self._stop.wait(every):
+            try:  # a busy or briefly unwritable store: beat again next time
+                store = store or ResultsStore(db)
                 store.beat(owner)
-        finally:
+            except (sqlite3.Error, ValueError) as exc:
+                print(f"jumpstart: lease heartbeat failed ({exc}); retrying", file=sys.stderr)
+        if store is not None:
             store.close()
 
     def stop(self) -> None:
@@ -379,53 +407,101 @@ def _claimed(groups, capacity: int, claim, submit, wait):
             running -= 1
 
 
-def _execute_local(groups, workers, _address, save_weights, claim):
-    if workers == 1 or len(groups) <= 1:
-        for g in groups:
-            g = claim(g)
-            if g:
-                yield from run_group(g, None if workers == 1 else 1, save_weights)
-        return
-    pool = mp.get_context("spawn").Pool(workers, initializer=_die_with_parent,
-                                        initargs=(os.getpid(),))
-    results: queue.Queue = queue.Queue()
-    try:
-        yield from _claimed(
-            groups, workers, claim,
-            lambda g: pool.apply_async(run_group, (g, 1, save_weights), callback=results.put),
-            results.get)
-        pool.close()
-    finally:
-        pool.terminate()  # Ctrl-C or an error: stop the workers now
-        pool.join()
+def _lost(group: list[dict], why: str) -> list[dict]:
+    """Failed results for the runs of a group whose worker died."""
+    return [{"key": run_key(c), "config": c, "state": "failed", "metrics": None,
+             "curves": None, "error": why, "seconds": None, "weights": None} for c in group]
 
 
-def _execute_ray(groups, workers, address, save_weights, claim):
-    try:
-        import ray
-    except ImportError:
-        raise ValueError("--backend ray needs Ray: pip install 'jumpstart[ray]'") from None
-    started = not ray.is_initialized()
-    if started:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    try:
-        remote = ray.remote(num_cpus=1)(run_group)
-        refs: list = []
+class _Local:
+    """Runs groups in this process (``workers == 1``) or on a pool of
+    ``workers`` spawned processes, started on the first claimed group and
+    kept for the whole sweep. A worker that dies (killed, out of memory)
+    fails the runs of its group with a message; the pool is then restarted."""
 
-        def wait():
-            finished, rest = ray.wait(refs, num_returns=1)
-            refs[:] = rest
-            return ray.get(finished[0])
+    def __init__(self, workers: int, _address, save_weights: bool) -> None:
+        self.workers, self.save_weights = workers, save_weights
+        self.pool: ProcessPoolExecutor | None = None
+        self.pending: dict = {}
 
-        capacity = max(workers, int(ray.cluster_resources().get("CPU", workers)))
-        yield from _claimed(groups, capacity, claim,
-                            lambda g: refs.append(remote.remote(g, 1, save_weights)), wait)
-    finally:
-        if started:
-            ray.shutdown()
+    def run(self, groups, claim):
+        if self.workers == 1 or (len(groups) <= 1 and self.pool is None):
+            for g in groups:
+                g = claim(g)
+                if g:
+                    yield from run_group(g, None if self.workers == 1 else 1, self.save_weights)
+            return
+        yield from _claimed(groups, self.workers, claim, self._submit, self._next)
+
+    def _submit(self, group: list[dict]) -> None:
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                            initializer=_die_with_parent,
+                                            initargs=(os.getpid(),))
+        self.pending[self.pool.submit(run_group, group, 1, self.save_weights)] = group
+
+    def _next(self) -> list[dict]:
+        done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
+        future = done.pop()
+        group = self.pending.pop(future)
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            self.pool = None  # every pending group fails the same way; a new pool follows
+            return _lost(group, "a worker process died while training this group (killed or "
+                                "out of memory?)")
+
+    def close(self, kill: bool) -> None:
+        if self.pool is None:
+            return
+        if kill:
+            for process in list(getattr(self.pool, "_processes", {}).values()):
+                process.kill()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool = None
+
+
+class _Ray:
+    """Runs groups as Ray tasks; Ray is started (or joined, with an address)
+    on the first claimed group and left once at the end."""
+
+    def __init__(self, workers: int, address: str | None, save_weights: bool) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("--backend ray needs Ray: pip install 'jumpstart[ray]'") from None
+        self.ray, self.workers, self.address = ray, workers, address
+        self.save_weights, self.started, self.remote = save_weights, False, None
+        self.refs: list = []
+
+    def run(self, groups, claim):
+        yield from _claimed(groups, self._capacity(), claim, self._submit, self._next)
+
+    def _capacity(self) -> int:
+        if not self.ray.is_initialized():
+            return self.workers
+        return max(self.workers, int(self.ray.cluster_resources().get("CPU", self.workers)))
+
+    def _submit(self, group: list[dict]) -> None:
+        if self.remote is None:
+            if not self.ray.is_initialized():
+                self.started = True
+                if self.address:
+                    self.ray.init(address=self.address, log_to_driver=False)
+                else:
+                    self.ray.init(num_cpus=self.workers, include_dashboard=False,
+                                  log_to_driver=False)
+            self.remote = self.ray.remote(num_cpus=1)(run_group)
+        self.refs.append(self.remote.remote(group, 1, self.save_weights))
+
+    def _next(self) -> list[dict]:
+        finished, self.refs = self.ray.wait(self.refs, num_returns=1)
+        return self.ray.get(finished[0])
+
+    def close(self, kill: bool) -> None:
+        if self.started:
+            self.ray.shutdown()
+            self.started, self.remote = False, None
 
 
 class _Bar:

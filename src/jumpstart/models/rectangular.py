@@ -25,9 +25,13 @@ def decorrelate_(weight: Tensor, bias: Tensor | None = None, *, steps: int = DEC
     :func:`~jumpstart.core.correlation.weight_corr` of the rows of
     ``weight`` ``(H, ...)``, then a rescale back to the standard deviation
     the weights had (over all entries). The randomness is the starting draw:
-    reproducible per seed, different across seeds. Returns ``weight``."""
+    reproducible per seed, different across seeds. A layer of one unit, or of
+    one input, has nothing to decorrelate and is left as drawn. Returns
+    ``weight``."""
     from ..core.correlation import weight_corr
 
+    if weight.shape[0] < 2 or weight[0].numel() < 2:  # one row, or one weight per row
+        return weight
     std = weight.detach().std()
     w = weight.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([w], lr=lr)

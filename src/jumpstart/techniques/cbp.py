@@ -31,7 +31,9 @@ class ContinualBackprop(Technique):
       before maturity); while it is ``>= 1`` the mature unit of lowest
       bias-corrected utility is replaced and 1 is subtracted;
     - replacement (:mod:`jumpstart.surgery`): the readers' biases absorb the
-      unit's bias-corrected mean contribution (``b_next += w_next[:, i] f_i``),
+      unit's bias-corrected mean contribution (``b_next += w_next[:, i] f_i``;
+      for a reader without a bias, followed by BatchNorm, its running mean
+      moves instead: :func:`~jumpstart.surgery.absorb`),
       incoming weights re-drawn from ``cbp_init`` (uniform with the Kaiming
       bound, as the authors' code), bias 0, outgoing weights 0, utility, mean
       and age 0, and the optimizer state of the incoming rows, bias and
@@ -43,6 +45,9 @@ class ContinualBackprop(Technique):
     ``cbp_init`` (one of :data:`~jumpstart.surgery.INITS`, default
     ``kaiming_uniform``). Logged every epoch: ``replaced`` (units replaced in
     the epoch, all layers).
+
+    On a net with residual connections the residual path still carries a
+    replaced unit (only the next layer's weights read by it are zeroed).
 
     Raises:
         ValueError: at attach, a model :func:`~jumpstart.surgery.hidden_layers`

@@ -27,7 +27,10 @@ class ReDo(Technique):
     (Glorot uniform by default, as the official code) with bias 0, outgoing
     weights 0, and the optimizer state of those incoming rows and outgoing
     columns zeroed; as in the official code the bias state and the step
-    count are kept.
+    count are kept. With BatchNorm (not in the official code) the reset
+    scale and shift of those units get zeroed state too. On a net with
+    residual connections the residual path still carries a recycled unit
+    (only the next layer's weights read by it are zeroed).
 
     Statistics come from one batch of the last ``redo_batch`` training
     inputs seen (default 256, the paper's ``batch_size_statistics``), run
@@ -85,6 +88,9 @@ class ReDo(Technique):
             reinit_units(layer, units, init=self.config["redo_init"])
             zero_outgoing(layer, units)
             ctx.zero_state(layer.module.weight, units)
+            if layer.norm is not None:  # scale and shift were reset with the weights
+                ctx.zero_state(layer.norm.weight, units)
+                ctx.zero_state(layer.norm.bias, units)
             for reader in layer.readers:
                 ctx.zero_state(reader.module.weight,
                                (slice(None), reader.columns(units, layer.width)))
