@@ -78,6 +78,8 @@ def train(
     seed: int = typer.Option(0, help="Seed of the initialization and batch order."),
     init: str = typer.Option("glorot", help="Weight init: glorot, kaiming, zero, orthogonal "
                              "or decorrelated (-o init_steps=N -o init_lr=R)."),
+    augment: str = typer.Option("none", help="Training augmentation of in-memory images: none "
+                                "or crop_flip (4-pixel padded random crop, horizontal flip)."),
     model: str = typer.Option("rectangular", help="rectangular (dense), conv (3x3 convs, for "
                               "image data), moons_conv, or resnet (depth 18/34/50/101/152)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -125,7 +127,8 @@ def train(
     try:
         run = train_run(
             dataset=dataset, model=model, depth=depth, width=width, technique=technique,
-            epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, init=init, device=device,
+            epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, init=init, augment=augment,
+            device=device,
             precision=precision, data_dir=data_dir, target=target,
             loader_workers=loader_workers, progress=sys.stderr.isatty(), **options,
             **optimizer_options,

@@ -38,6 +38,7 @@ from pathlib import Path
 from ..core.options import choice, int_at_least, number
 from ..core.regularizer import CONSTRAINTS
 from ..data import check_dataset, table_names
+from ..data.augment import AUGMENTATIONS
 from ..models.rectangular import INITS
 from ..optim import OPTIMIZER_OPTIONS, check_optimizer
 from ..techniques import TECHNIQUES, option_keys, technique_options, technique_parts
@@ -84,6 +85,7 @@ CHECKS = {
     "min_class_rows": int_at_least(1),
     "loader_workers": int_at_least(0),
     "precision": choice(PRECISIONS),
+    "augment": choice(AUGMENTATIONS),
     **{k: (o.check, o.text) for k, o in OPTIMIZER_OPTIONS.items()},
 }
 

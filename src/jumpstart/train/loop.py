@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.hooks import ActivationRecorder
+from ..data.augment import check_augment, crop_flip
 from ..data.base import Dataset
 from ..data.folder import FolderData
 from ..models import layer_widths
@@ -108,6 +109,7 @@ def fit(
     precision: str = "32",
     loader_workers: int = 4,
     progress: bool = False,
+    augment: str = "none",
     **optimizer_options,
 ) -> FitResult:
     """Train ``model`` on ``data`` under a technique.
@@ -145,6 +147,11 @@ def fit(
             ``torch.autocast`` with bfloat16 on the model's device).
         loader_workers: DataLoader worker processes for on-disk data.
         progress: show a progress bar over the steps (stderr).
+        augment: ``"none"`` or ``"crop_flip"`` (random crop of the 4-pixel
+            zero-padded image and horizontal flip of each training image, drawn
+            from a generator seeded with ``seed + 1``;
+            :func:`jumpstart.data.augment.crop_flip`), for in-memory images;
+            on-disk data bring their own transforms.
         **optimizer_options: :data:`~jumpstart.optim.OPTIMIZER_OPTIONS`
             (``optimizer`` ``"adam"`` by default, ``"adamw"``, ``"sgd"``;
             ``momentum``, ``nesterov``, ``weight_decay``; the step schedule
@@ -156,8 +163,9 @@ def fit(
     Raises:
         ValueError: ``lr <= 0``, ``epochs < 1``, ``batch_size < 1`` (or
             ``None`` for on-disk data), ``loader_workers < 0``, an unknown
-            precision, a bad optimizer option, or a model whose output does
-            not fit the number of classes.
+            precision or augmentation (or one asked of data that are not
+            in-memory images), a bad optimizer option, or a model whose output
+            does not fit the number of classes.
     """
     check_schedule(lr, epochs, batch_size)
     opt_options = check_optimizer(**optimizer_options)
@@ -165,10 +173,15 @@ def fit(
         raise ValueError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
     if not (isinstance(loader_workers, int) and loader_workers >= 0):
         raise ValueError(f"loader_workers must be an integer >= 0; got {loader_workers!r}")
+    check_augment(augment)
+    if augment != "none" and (isinstance(data, FolderData) or data.x_train.dim() != 4):
+        raise ValueError(f"augment {augment!r} takes in-memory images (N, C, H, W); "
+                         f"{data.name} is not")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     generator = torch.Generator().manual_seed(seed)
-    batches = _Batches(data, batch_size, device, generator, loader_workers)
+    batches = _Batches(data, batch_size, device, generator, loader_workers,
+                       torch.Generator().manual_seed(seed + 1) if augment != "none" else None)
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -308,8 +321,8 @@ class _Batches:
     tensors held there (in-memory data, one eval batch per part) or loaded
     by DataLoaders (on-disk data)."""
 
-    def __init__(self, data, batch_size, device, generator, workers) -> None:
-        self.device, self.generator = device, generator
+    def __init__(self, data, batch_size, device, generator, workers, augment=None) -> None:
+        self.device, self.generator, self.augment = device, generator, augment
         self.channels_last = device.type == "cuda"
         if isinstance(data, FolderData):
             if batch_size is None:
@@ -355,12 +368,15 @@ class _Batches:
             return
         x_tr, y_tr = self._tensors
         if self.bs == self.n:
-            yield x_tr, y_tr
+            yield self._augmented(x_tr), y_tr
             return
         order = torch.randperm(self.n, generator=self.generator).to(self.device)
         for lo in range(0, self.n, self.bs):
             idx = order[lo: lo + self.bs]
-            yield x_tr[idx], y_tr[idx]
+            yield self._augmented(x_tr[idx]), y_tr[idx]
+
+    def _augmented(self, x: Tensor) -> Tensor:
+        return x if self.augment is None else crop_flip(x, self.augment)
 
     def evaluate(self, name: str):
         """Yield ``(x, y)`` batches of the part ``name``."""

@@ -190,6 +190,8 @@ def refusal(technique: Technique, config: dict | None = None) -> str | None:
         return "population training is float32 only"
     if config.get("dataset") in FOLDER_SETS:
         return "population training needs in-memory data"
+    if config.get("augment", "none") != "none":
+        return "population training takes no augmentation"
     if config.get("dataset") in IMAGE_SETS:
         return "population training takes flat features, not images"
     if not is_plain_adam(config):

@@ -109,6 +109,7 @@ def train_run(
     precision: str = "32",
     loader_workers: int = 4,
     progress: bool = False,
+    augment: str = "none",
     data: Dataset | FolderData | None = None,
     **options,
 ) -> RunResult:
@@ -155,6 +156,7 @@ def train_run(
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or
             ``"cuda"``; image nets on CUDA use the channels-last layout.
         precision: ``"32"`` or ``"bf16"`` (autocast), see :func:`fit`.
+        augment: ``"none"`` or ``"crop_flip"`` (in-memory images), see :func:`fit`.
         data: the data set already loaded (as ``load_dataset(dataset,
             seed=seed, directory=data_dir, target=target)`` returns it), to
             share one load between runs; ``None`` loads it.
@@ -171,8 +173,11 @@ def train_run(
             names the bad value.
         FileNotFoundError: an unknown data set name or missing files.
     """
+    from ..data.augment import check_augment
     from ..optim import check_optimizer
     from ..techniques import make_technique
+
+    check_augment(augment)
 
     optimizer = {k: v for k, v in options.items() if k in OPTIMIZER_OPTIONS}
     check_optimizer(**optimizer)
@@ -200,13 +205,14 @@ def train_run(
         net.to(memory_format=torch.channels_last)
     result = fit(net, data, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
                  technique=tech, precision=precision, loader_workers=loader_workers,
-                 progress=progress, **optimizer)
+                 progress=progress, augment=augment, **optimizer)
     net = result.model
     decorrelated = {"init_steps": init_steps, "init_lr": init_lr} if init == "decorrelated" else {}
     config = {"dataset": dataset, "model": model, "depth": depth, "width": width,
               **({"init": init, **decorrelated} if init != "glorot" else {}),
               **({"min_class_rows": min_class_rows} if min_class_rows is not None else {}),
               **({"head": head} if model == "conv" else {}),
+              **({"augment": augment} if augment != "none" else {}),
               "technique": tech.name, **tech.config, "lr": lr, **optimizer,
               "batch_size": batch_size, "seed": seed}
     granularity = tech.config.get("granularity", "channel")

@@ -81,6 +81,8 @@ def refusal(config: dict, technique) -> str | None:
         return "the stacks build Glorot-initialized nets only"
     if config.get("precision", "32") != "32":
         return "the stacks train in float32 only"
+    if config.get("augment", "none") != "none":
+        return "the stacks train on unaugmented data only"
     if not is_plain_adam(config):
         return "the stacks train with plain Adam only (no weight decay, no lr schedule)"
     if config["model"] == "moons_conv" and not (
