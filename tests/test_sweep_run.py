@@ -283,3 +283,13 @@ def test_population_needs_a_depth_for_every_member():
     results = train_population([Member(3, 0, 1e-3, depth=2), Member(2, 1, 0.0, depth=4)],
                                epochs=1)
     assert [r.model.depth for r in results] == [2, 4]
+
+
+def test_a_process_pool_trains_the_groups(tmp_path):
+    path = tmp_path / "pool.toml"
+    path.write_text('name = "pool"\n[fixed]\ndataset = "moons"\nepochs = 5\nwidth = 3\n'
+                    'technique = "redo"\nlr = 0.01\n[grid]\ndepth = [1, 2, 3]\n')
+    counts = run_sweep(load_sweep(path), tmp_path / "r.db", workers=2, progress=False)
+    assert counts["done"] == 3 and counts["failed"] == 0  # 3 groups on 2 spawned workers
+    frame = load(tmp_path / "r.db")
+    assert sorted(frame["depth"]) == [1, 2, 3] and (frame["state"] == "done").all()
