@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .core.correlation import constant_rows, correlation_stats, row_correlation
-from .core.status import input_batches
+from .core.status import evaluating, input_batches
 from .surgery import hidden_layers
 
 #: a unit whose standard deviation over the data is at most this share of its
@@ -180,11 +180,8 @@ def diversity(model: nn.Module, data, *, batch_size: int = 1024) -> Diversity:
     seen: dict[int, Tensor] = {}
     handles = [layer.activation.register_forward_hook(
         lambda m, i, out: seen.setdefault(id(m), out.detach())) for layer in layers]
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model) as device:
             for x in input_batches(data, batch_size):
                 seen.clear()
                 model(x.to(device))
@@ -196,7 +193,6 @@ def diversity(model: nn.Module, data, *, batch_size: int = 1024) -> Diversity:
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     if not moments or moments[0].n == 0:
         raise ValueError("data holds no batch")
     rows = [weight_diversity(layer) for layer in layers]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -311,6 +312,21 @@ def input_batches(data, batch_size: int) -> Iterable[Tensor]:
         yield x
 
 
+@contextmanager
+def evaluating(model: nn.Module):
+    """A measuring pass: ``model`` in eval mode under ``torch.no_grad()``,
+    its training flag restored afterwards (also after an error). Yields the
+    device of its parameters (CPU when it has none)."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield device
+    finally:
+        model.train(was_training)
+
+
 class NonFiniteError(ValueError):
     """A pre-activation holds NaN or inf: dead / linear status is undefined there."""
 
@@ -393,11 +409,8 @@ def activation_status(
 
     hooks = PreActivationHooks(model, tap, activations=activations, layers=layers)
     modules = dict(model.named_modules())
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model) as device:
             for x in input_batches(data, batch_size):
                 batch.clear()
                 model(x.to(device))
@@ -436,7 +449,6 @@ def activation_status(
                 point_codes.append(codes)
     finally:
         hooks.remove()
-        model.train(was_training)
     if not point_codes:
         raise ValueError("data holds no batch")
     return ActivationStatus(

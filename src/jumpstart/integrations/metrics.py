@@ -12,8 +12,8 @@ from torchmetrics import Metric
 
 from ..core.deficits import check_granularity
 from ..core.hooks import HIDDEN_ACTIVATIONS, PreActivationHooks
-from ..core.status import (ActivationStatus, layer_extremes, post_activation, status_codes,
-                           unit_abs_sum)
+from ..core.status import (ActivationStatus, evaluating, layer_extremes, post_activation,
+                           status_codes, unit_abs_sum)
 
 
 class ActivationStatusMetric(Metric):
@@ -70,14 +70,11 @@ class ActivationStatusMetric(Metric):
         seen: list[tuple[str, Tensor]] = []
         hooks = PreActivationHooks(model, lambda name, g: seen.append((name, g)),
                                    activations=self._activations, layers=self._layers)
-        was_training = model.training
-        model.eval()
         try:
-            with torch.no_grad():
+            with evaluating(model):
                 model(x)
         finally:
             hooks.remove()
-            model.train(was_training)
         if not seen:
             raise ValueError("the forward pass reached no hooked activation")
         modules = dict(model.named_modules())
