@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .core.correlation import constant_rows, correlation_stats, row_correlation
-from .core.status import evaluating, input_batches
+from .core.status import evaluating, input_batches, unit_observations
 from .surgery import hidden_layers
 
 #: a unit whose standard deviation over the data is at most this share of its
@@ -189,7 +189,7 @@ def diversity(model: nn.Module, data, *, batch_size: int = 1024) -> Diversity:
                     h = seen[id(layer.activation)]
                     if not bool(torch.isfinite(h).all()):
                         raise ValueError(f"layer {layer.name}: activations hold NaN or inf")
-                    mom.add(h.transpose(0, 1).reshape(h.shape[1], -1).T.cpu())
+                    mom.add(unit_observations(h).cpu())
     finally:
         for handle in handles:
             handle.remove()

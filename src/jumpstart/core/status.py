@@ -56,6 +56,12 @@ def dormant_scores(mean_abs: Tensor) -> Tensor:
     return mean_abs / layer if bool(layer > 0) else torch.zeros_like(mean_abs)
 
 
+def unit_observations(h: Tensor) -> Tensor:
+    """``(N * S, C)``: the values of ``h`` ``(N, C, *spatial)`` with each
+    sample and position an observation (row) of the ``C`` units (columns)."""
+    return h.transpose(0, 1).reshape(h.shape[1], -1).T
+
+
 def unit_abs_sum(h: Tensor) -> Tensor:
     """``(C,)``: the sum of ``|h|`` over every dim of ``h`` ``(N, C, *spatial)``
     but the unit dim 1 (samples and positions)."""

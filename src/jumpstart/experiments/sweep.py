@@ -216,11 +216,12 @@ def run_sweep(sweep: Sweep, db: str | Path, *, workers: int = 2, backend: str = 
     kept = sidecar_folder(db)
 
     def claim(group: list[dict]) -> list[dict]:
-        keys = [run_key(c) for c in group]
+        keyed = [(run_key(c), c) for c in group]
         if kept.is_dir():  # a result kept beside the store is not trained again
-            keys = [k for k in keys if not (kept / f"{k}.json").exists()]
-        mine = set(store.claim(keys, owner, ttl=lease_seconds, finished=states))
-        return [c for c in group if run_key(c) in mine]
+            keyed = [(k, c) for k, c in keyed if not (kept / f"{k}.json").exists()]
+        mine = set(store.claim([k for k, _ in keyed], owner, ttl=lease_seconds,
+                               finished=states))
+        return [c for k, c in keyed if k in mine]
 
     attempted: set[str] = set()
     first = True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core.status import post_activation
+from ..core.status import post_activation, unit_observations
 from ..surgery import (INITS, absorb, hidden_layers, outgoing_weight_sum, reinit_units,
                        zero_outgoing)
 from .base import Option, Technique, TrainContext, choice, int_at_least, number
@@ -77,7 +77,7 @@ class ContinualBackprop(Technique):
             g = acts.get(layer.activation_name)
             if g is None:
                 continue
-            h = post_activation(layer.activation, g.float()).transpose(0, 1).reshape(g.shape[1], -1).mean(1).cpu()
+            h = unit_observations(post_activation(layer.activation, g.float())).mean(0).cpu()
             out = outgoing_weight_sum(layer).cpu()
             st["age"] += 1
             st["util"].mul_(eta).add_((1 - eta) * h.abs() * out)

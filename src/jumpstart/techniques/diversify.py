@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..core import correlation
 from ..core.hooks import PreActivationHooks
-from ..core.status import post_activation
+from ..core.status import post_activation, unit_observations
 from ..surgery import hidden_layers
 from .base import Option, Technique, TrainContext, choice, int_at_least, number
 
@@ -108,7 +108,7 @@ class Diversify(Technique):
             return getattr(correlation, kind)(layer.module.weight, layer.module.bias)
         g = self.pre[layer.activation_name]
         h = post_activation(layer.activation, g)
-        return getattr(correlation, kind)(h.transpose(0, 1).reshape(h.shape[1], -1).T)
+        return getattr(correlation, kind)(unit_observations(h))
 
     def loss(self, ctx: TrainContext) -> Tensor | None:
         if not self.on or self.config["div_lam"] == 0:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core.status import dormant_scores
+from ..core.status import dormant_scores, unit_observations
 from ..surgery import INITS, hidden_layers, layer_outputs, reinit_units, zero_outgoing
 from .base import Option, Technique, TrainContext, choice, int_at_least, number
 
@@ -74,7 +74,7 @@ class ReDo(Technique):
         finally:
             model.train(was)
         tau = self.config["redo_tau"]
-        return [dormant_scores(h.abs().transpose(0, 1).reshape(h.shape[1], -1).mean(1)) <= tau
+        return [dormant_scores(unit_observations(h).abs().mean(0)) <= tau
                 for h in outs]
 
     def after_step(self, ctx: TrainContext) -> None:
