@@ -187,3 +187,15 @@ def test_imagenet_table_by_hand(tmp_path):
     assert "| jumpstart | 2 | 0.7200 | 0.7100 | -0.0413 | 1,000 | 2 | 0.200 | 0.000 | 2 |" in (
         out / "imagenet_results.md").read_text()
     assert (out / "imagenet_curves.png").stat().st_size > 0
+
+
+def test_by_splits_a_technique_into_variants(db, tmp_path, capsys):
+    """--by lam: the third jumpstart run of (3, 10) (lam 1e-3, acc 0.5) becomes its
+    own technique; the lam-1e-4 runs of that cell give median (1.0 + 0.9375) / 2."""
+    assert main(["report", str(db), "--out", str(tmp_path), "--by", "lam"]) == 0
+    lines = (tmp_path / "trainable_depth.csv").read_text().splitlines()
+    assert lines[1:] == ["2,baseline,,0,3", "2,jumpstart[lam=0.0001],5,2,3",
+                         "3,baseline,2,1,3", "3,jumpstart[lam=0.0001],10,2,3",
+                         "3,jumpstart[lam=0.001],,0,1"]
+    with pytest.raises(ValueError, match="no run has the config key"):
+        write_report(db, tmp_path / "out", by=["div_kind"])

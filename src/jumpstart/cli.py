@@ -244,6 +244,8 @@ def report(
     threshold: float = typer.Option(0.9, help="Best train accuracy from which a cell trains."),
     strict: bool = typer.Option(False, help="Exit 1 when a data set was left out (all its "
                                 "runs failed)."),
+    by: list[str] = typer.Option([], help="Config key that splits a technique into variants "
+                                 "reported apart, e.g. --by div_kind (repeat the option)."),
 ) -> None:
     """Figures and tables of a sweep: a depth x width grid (MOONS, CPAIOR Fig. 2) or a
     tabular benchmark (UCI, IEEE Access 2025: results, key metrics, wins/draws/losses)."""
@@ -251,7 +253,7 @@ def report(
 
     _check_folder(out, "--out")
     try:
-        paths = write_report(db, out, sweep=sweep, threshold=threshold)
+        paths = write_report(db, out, sweep=sweep, threshold=threshold, by=by)
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None
     for path in paths:

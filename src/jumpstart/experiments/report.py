@@ -239,8 +239,42 @@ def _write_image_report(runs, out: Path) -> list[Path]:
     return paths
 
 
+def split_techniques(runs, by: list[str]):
+    """Label each run's technique with its values of the config keys ``by``,
+    so a report shows each variant of a technique as its own technique.
+
+    A run whose ``by`` keys are all unset (a technique without those options)
+    keeps its label; others become e.g. ``diversify[div_kind=ncl,div_schedule=early]``
+    (the keys in the order given, unset ones left out).
+
+    Args:
+        runs: DataFrame of runs (:func:`~jumpstart.experiments.store.load`).
+        by: config keys, e.g. ``["div_kind", "div_schedule"]``.
+
+    Returns:
+        A copy of ``runs`` with the ``technique`` column relabelled.
+
+    Raises:
+        ValueError: a key of ``by`` is not a config key of any run.
+    """
+    missing = [k for k in by if k not in runs.attrs.get("config_keys", runs.columns)]
+    if missing:
+        raise ValueError(f"no run has the config key(s) {', '.join(missing)}")
+    out = runs.copy()
+    if not by:
+        return out
+
+    def label(row) -> str:
+        parts = [f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+                 for k in by if pd.notna(row[k])]
+        return f"{row['technique']}[{','.join(parts)}]" if parts else row["technique"]
+
+    out["technique"] = out.apply(label, axis=1)
+    return out
+
+
 def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = None,
-                 threshold: float = 0.9) -> list[Path]:
+                 threshold: float = 0.9, by: list[str] | None = None) -> list[Path]:
     """Write the report of a sweep: an initialization comparison (runs that
     differ in ``init``: :func:`~jumpstart.experiments.init_report.write_init_report`);
     a tabular benchmark (runs with a test part,
@@ -270,6 +304,10 @@ def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = Non
         out_dir: output folder.
         sweep: report only this sweep's runs; default every run in ``db``.
         threshold: best train accuracy from which a cell counts as trainable.
+        by: config keys that split a technique into variants reported apart
+            (:func:`split_techniques`), e.g. ``["div_kind", "div_schedule"]``;
+            default none (a technique's options are then chosen on validation
+            data, or pooled, as each report says).
 
     Returns:
         The paths written, in the order above.
@@ -278,11 +316,13 @@ def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = Non
         FileNotFoundError: ``db`` does not exist.
         ValueError: ``threshold`` not in (0, 1]; ``db`` not a results
             database, or holding no runs (for ``sweep``), or runs without
-            ``depth``/``width``/``technique``, or only failed runs.
+            ``depth``/``width``/``technique``, or only failed runs; a key of
+            ``by`` that no run has.
     """
     if not (isinstance(threshold, (int, float)) and 0 < threshold <= 1):
         raise ValueError(f"threshold must be a number in (0, 1]; got {threshold!r}")
     runs = load(db, sweep=sweep)
+    runs = split_techniques(runs, list(by or [])) if not runs.empty else runs
     where = f"sweep {sweep!r} of {db}" if sweep else str(db)
     if runs.empty:
         raise ValueError(f"no runs in {where}")
