@@ -1,3 +1,6 @@
+import pickle
+
+import numpy as np
 import pytest
 import torch
 
@@ -6,3 +9,12 @@ import torch
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+def cifar_batch(path, n, classes, rng):
+    """Write one CIFAR python-pickle batch of ``n`` random 32x32 RGB images."""
+    key = "labels" if classes == 10 else "fine_labels"
+    batch = {b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8),
+             key.encode(): list(rng.integers(0, classes, n))}
+    with open(path, "wb") as f:
+        pickle.dump(batch, f)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import cifar_batch
 from jumpstart import Jumpstart
 from jumpstart.data import load_dataset, mnist
 from jumpstart.data.images import cifar, read_idx
@@ -135,26 +136,18 @@ def test_shared_mnist_5k():
     assert torch.bincount(d.y_val).tolist() == [100] * 10
 
 
-def _cifar_batch(path, n, classes, rng):
-    key = "labels" if classes == 10 else "fine_labels"
-    batch = {b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8),
-             key.encode(): list(rng.integers(0, classes, n))}
-    with open(path, "wb") as f:
-        pickle.dump(batch, f)
-
-
 def test_cifar_pickles(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(1, 6):
-        _cifar_batch(tmp_path / f"data_batch_{i}", 4, 10, rng)
-    _cifar_batch(tmp_path / "test_batch", 3, 10, rng)
+        cifar_batch(tmp_path / f"data_batch_{i}", 4, 10, rng)
+    cifar_batch(tmp_path / "test_batch", 3, 10, rng)
     d = cifar(tmp_path)
     assert d.x_train.shape == (20, 3, 32, 32) and d.x_val.shape == (3, 3, 32, 32)
     assert torch.allclose(d.x_train.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
     c100 = tmp_path / "c100"
     c100.mkdir()
-    _cifar_batch(c100 / "train", 6, 100, rng)
-    _cifar_batch(c100 / "test", 2, 100, rng)
+    cifar_batch(c100 / "train", 6, 100, rng)
+    cifar_batch(c100 / "test", 2, 100, rng)
     assert cifar(c100, classes=100).num_classes == 100
     (tmp_path / "data_batch_3").unlink()
     with pytest.raises(FileNotFoundError, match="data_batch_3 not found"):

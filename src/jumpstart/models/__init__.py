@@ -4,20 +4,28 @@ the ResNet family with batch-norm and skip switches."""
 from .moons_conv import MoonsConv
 from .rectangular import Rectangular
 from .resnet import ResNet, resnet18, resnet34, resnet50, resnet101, resnet152
+from .vgg import VGG, SplitConv2d
 
-__all__ = ["MoonsConv", "Rectangular", "ResNet", "resnet18", "resnet34", "resnet50",
-           "resnet101", "resnet152"]
+__all__ = ["MoonsConv", "Rectangular", "ResNet", "SplitConv2d", "VGG", "resnet18", "resnet34",
+           "resnet50", "resnet101", "resnet152"]
 
 
 def layer_widths(model) -> list[int]:
     """The architecture of ``model`` as the output sizes of its ``nn.Linear``
     (``out_features``) and ``nn.Conv*`` (``out_channels``) layers, in module
     order (the output layer last for the families here). A run records it so
-    that a model a technique reshaped (widened, pruned) can be rebuilt."""
+    that a model a technique reshaped (widened, pruned) can be rebuilt. A
+    rejuvenated :class:`SplitConv2d` is listed as ``[old, new]`` channels
+    (Neural Rejuvenation)."""
     from torch import nn
 
-    return [m.out_features if isinstance(m, nn.Linear) else m.out_channels
-            for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    def width(m):
+        if getattr(m, "old_out", None) is not None:
+            return [m.old_out, m.out_channels - m.old_out]
+        return m.out_features if isinstance(m, nn.Linear) else m.out_channels
+
+    return [width(m) for m in model.modules()
+            if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
 
 
 __all__ += ["layer_widths"]

@@ -17,6 +17,7 @@ from .base import CAPABILITIES, Option, Technique, TrainContext
 from .builtin import BatchNorm, Baseline, Gelu, JumpstartTechnique, Skip
 from .cbp import ContinualBackprop
 from .diversify import Diversify
+from .nr import NeuralRejuvenation
 from .redo import ReDo
 
 TECHNIQUES: dict[str, type[Technique]] = {}
@@ -54,7 +55,7 @@ def register(cls: type[Technique]) -> type[Technique]:
 
 
 for _cls in (Baseline, JumpstartTechnique, BatchNorm, Skip, Gelu, ReDo, ContinualBackprop,
-             Diversify):
+             Diversify, NeuralRejuvenation):
     register(_cls)
 
 
@@ -127,6 +128,11 @@ class Combined(Technique):
     def loss(self, ctx: TrainContext) -> Tensor | None:
         terms = [t for t in (p.loss(ctx) for p in self.parts) if t is not None]
         return sum(terms[1:], terms[0]) if terms else None
+
+    def task_loss(self, ctx: TrainContext, logits: Tensor, y: Tensor) -> Tensor | None:
+        """The first part's replacement of the task loss, if any."""
+        return next((t for t in (p.task_loss(ctx, logits, y) for p in self.parts)
+                     if t is not None), None)
 
     def after_step(self, ctx: TrainContext) -> None:
         for part in self.parts:

@@ -10,7 +10,9 @@ methods at fixed points of a run, each hook with one :class:`TrainContext`:
 1. :meth:`Technique.model_options` before the model is built: shape it
    (e.g. insert batch normalization) by editing the constructor options;
 2. :meth:`Technique.attach` once the model and its optimizer exist: add hooks;
-3. :meth:`Technique.loss` after each training forward: an extra loss term;
+3. :meth:`Technique.loss` after each training forward: an extra loss term
+   (and :meth:`Technique.task_loss`: a replacement of the task loss, e.g.
+   Neural Rejuvenation's two-head loss; single-run loop only);
 4. :meth:`Technique.after_step` after each optimizer step: weight surgery,
    optimizer-state edits (:meth:`TrainContext.zero_state`), or a new model
    (:meth:`TrainContext.replace_model`);
@@ -68,6 +70,8 @@ class TrainContext:
             ``None`` otherwise.
         logged: metrics logged this epoch (name -> value), stored in the
             run's curves beside the trainer's own.
+        data: the run's data set (:class:`~jumpstart.data.Dataset`, e.g.
+            ``data.x_train``), or ``None`` (population trainers, on-disk data).
     """
 
     model: nn.Module
@@ -77,7 +81,8 @@ class TrainContext:
     batch: tuple[Tensor, Tensor] | None = None
     activations: list[tuple[str, Tensor]] | None = None
     logged: dict[str, float | Tensor] = field(default_factory=dict)
-    replacement: tuple[nn.Module, bool] | None = None
+    replacement: tuple[nn.Module, bool, bool] | None = None
+    data: object | None = None
 
     def zero_state(self, param: Tensor, index) -> list[str]:
         """Zero the optimizer state of ``param[index]``
@@ -90,18 +95,22 @@ class TrainContext:
             raise ValueError("no optimizer in this context (outside training)")
         return zero_state(self.optimizer, param, index)
 
-    def replace_model(self, model: nn.Module, *, shift_schedule: bool = False) -> None:
+    def replace_model(self, model: nn.Module, *, shift_schedule: bool = False,
+                      extend: bool = False) -> None:
         """Ask the trainer to continue with ``model`` after this hook.
 
         The trainer then detaches the technique, builds a fresh optimizer over
         ``model``'s parameters at the initial learning rate and a fresh
         schedule (milestones moved by the epochs done so far when
-        ``shift_schedule``; else positioned at the current epoch), attaches
-        the technique to ``model``, and records ``model``'s widths in the
-        run's result. Only :func:`jumpstart.train.fit` honours this; the
-        population trainers run no technique that could call it.
+        ``shift_schedule``; else positioned at the current epoch), with
+        ``extend`` adds the epochs done so far to the run's epoch budget (the
+        whole schedule then runs after the replacement, as Neural
+        Rejuvenation's CIFAR code does), attaches the technique to ``model``,
+        and records ``model``'s widths in the run's result. Only
+        :func:`jumpstart.train.fit` honours this; the population trainers run
+        no technique that could call it.
         """
-        self.replacement = (model, bool(shift_schedule))
+        self.replacement = (model, bool(shift_schedule), bool(extend))
 
     def log(self, name: str, value: float | Tensor) -> None:
         """Record a per-epoch metric (e.g. a dormant fraction) for the curves:
@@ -179,6 +188,13 @@ class Technique:
     def loss(self, ctx: TrainContext) -> Tensor | None:
         """Extra loss term of the last training forward: 0-dim, or ``(P,)`` for a
         population (one per member); ``None`` for none."""
+        return None
+
+    def task_loss(self, ctx: TrainContext, logits: Tensor, y: Tensor) -> Tensor | None:
+        """The task loss of the last training forward (``logits`` ``(N, K)``,
+        labels ``(N,)``; 0-dim) in place of the trainer's cross-entropy;
+        ``None`` keeps the trainer's. Only the single-run loop calls it: a
+        technique overriding it must not declare ``"population"``."""
         return None
 
     def after_step(self, ctx: TrainContext) -> None:

@@ -54,8 +54,9 @@ def rebuild_model(ckpt: dict, data=None) -> tuple[nn.Module, object]:
 
     Raises:
         ValueError: the checkpoint's widths differ from those its config
-            builds (a model a technique reshaped cannot be rebuilt from its
-            config yet); a config the toolkit cannot build.
+            builds (a model a technique reshaped can be rebuilt only for
+            ``model = "vgg"``, from the stored widths: Neural Rejuvenation);
+            a config the toolkit cannot build.
         FileNotFoundError: the run's data set is missing.
     """
     from .route import technique_of
@@ -69,7 +70,8 @@ def rebuild_model(ckpt: dict, data=None) -> tuple[nn.Module, object]:
     shape = data.feature_shape if hasattr(data, "feature_shape") else tuple(data.x_train.shape[1:])
     model = build_model(c["model"], technique_of(c), data.num_classes, shape,
                         dataset=c["dataset"], depth=c["depth"], width=c["width"],
-                        init=c.get("init", "glorot"), head=c.get("head", "flatten"))
+                        init=c.get("init", "glorot"), head=c.get("head", "flatten"),
+                        widths=ckpt["widths"] if c["model"] == "vgg" else None)
     if layer_widths(model) != list(ckpt["widths"]):
         raise ValueError(f"the checkpoint's layer widths {ckpt['widths']} differ from those "
                          f"its config builds ({layer_widths(model)}): a reshaped model")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -194,6 +195,7 @@ def fit(
             f"expected (N, {' or '.join(map(str, expected))})"
         )
     run = _Run(model, technique, lr, opt_options, device)
+    run.ctx.data = data
     n = batches.n
     history = History(1, epochs, keys=("loss", "penalty", "train_acc",
                                        *(f"{name}_acc" for name in batches.evals)))
@@ -202,7 +204,9 @@ def fit(
     start = time.perf_counter()
     try:
         run.attach()
-        for epoch in range(1, epochs + 1):
+        epoch = 0
+        while epoch < history.epochs:  # a replacement may extend the budget
+            epoch += 1
             ctx.epoch = epoch
             ctx.model.train()
             loss_sum = pen_sum = 0.0
@@ -213,7 +217,7 @@ def fit(
                 with autocast:
                     logits = ctx.model(xb)
                     run.observe()
-                    loss = task_loss(logits.float(), yb)
+                    loss = run.task_loss(logits.float(), yb)
                     extra = technique.loss(ctx) if technique is not None else None
                 total = loss
                 if extra is not None:
@@ -230,7 +234,8 @@ def fit(
                 task_value = loss.item()
                 loss_sum += task_value * xb.shape[0]
                 correct += int((predict(logits.detach()) == yb).sum())
-                run.after("after_step", epochs_done=epoch - 1, schedule_steps=epoch - 1)
+                run.after("after_step", history, epochs_done=epoch - 1,
+                          schedule_steps=epoch - 1)
                 if bar is not None:
                     bar[0].update(bar[1], advance=1, loss=task_value, epoch=epoch)
             ctx.batch = None
@@ -248,11 +253,16 @@ def fit(
                         hits += int((predict(logits) == y).sum())
                         total_n += len(y)
                     values[f"{name}_acc"] = hits / max(1, total_n)
-            run.after("after_epoch", epochs_done=epoch, schedule_steps=epoch - 1)
+            run.after("after_epoch", history, epochs_done=epoch, schedule_steps=epoch - 1)
+            if bar is not None and bar[0].tasks[0].total != history.epochs * batches.steps:
+                bar[0].update(bar[1], total=history.epochs * batches.steps)  # extended
             history.record(epoch, values, logged=ctx.logged)
             ctx.logged.clear()
             if run.schedule is not None:
-                run.schedule.step()
+                with warnings.catch_warnings():  # a model replaced this epoch: its new
+                    # optimizer has not stepped yet, which is expected here
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+                    run.schedule.step()
     finally:
         run.detach()
         if bar is not None:
@@ -294,17 +304,26 @@ class _Run:
         if self.recorder is not None:
             self.ctx.activations = self.recorder.last
 
-    def after(self, hook: str, *, epochs_done: int, schedule_steps: int) -> None:
+    def task_loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The technique's task loss of the last forward, else :func:`task_loss`."""
+        own = self.technique.task_loss(self.ctx, logits, y) if self.technique else None
+        return task_loss(logits, y) if own is None else own
+
+    def after(self, hook: str, history: History, *, epochs_done: int,
+              schedule_steps: int) -> None:
         """Call the technique's ``hook``; then swap in a replacement model if
         it asked for one: ``epochs_done`` complete epochs so far (the shift of
-        the milestones when the technique asks for it), ``schedule_steps``
-        schedule steps taken so far (the new schedule starts there)."""
+        the milestones, and of the epoch budget in ``history``, when the
+        technique asks for them), ``schedule_steps`` schedule steps taken so
+        far (the new schedule starts there)."""
         if self.technique is None:
             return
         getattr(self.technique, hook)(self.ctx)
         if self.ctx.replacement is None:
             return
-        new, shift = self.ctx.replacement
+        new, shift, extend = self.ctx.replacement
+        if extend:
+            history.epochs += epochs_done
         self.ctx.replacement = None
         self.detach()
         new.to(self.device)

@@ -69,7 +69,7 @@ class RunResult:
 
 DEVICES = ("auto", "cpu", "cuda")
 #: model families a run can build (see :func:`train_run`)
-MODELS = ("rectangular", "conv", "moons_conv", "resnet")
+MODELS = ("rectangular", "conv", "moons_conv", "resnet", "vgg")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -126,7 +126,11 @@ def train_run(
       skips unless the technique adds them (``batchnorm+skip`` is the
       standard net; the IEEE Access 2025 ImageNet model is ``depth=50,
       width=2`` under ``jumpstart``). Its blocks fix where skips go, so the
-      ``skip`` technique's ``skip_every`` does not apply there.
+      ``skip`` technique's ``skip_every`` does not apply there;
+    - ``"vgg"``: Neural Rejuvenation's CIFAR :class:`~jumpstart.models.VGG`
+      of ``depth`` 19 whose first conv has ``width`` channels (64 is the
+      paper's), plain unless the technique adds BatchNorm (``batchnorm``,
+      ``nr``).
 
     The technique's model options shape the net. ``dataset`` is any name
     :func:`jumpstart.data.load_dataset` takes (tables split by ``seed``;
@@ -232,11 +236,14 @@ def train_run(
 
 def build_model(model: str, tech, num_classes: int, shape: tuple[int, ...], *, dataset: str,
                 depth: int, width, init: str, head: str, init_steps: int = DECORRELATE_STEPS,
-                init_lr: float = DECORRELATE_LR) -> nn.Module:
+                init_lr: float = DECORRELATE_LR, widths: list | None = None) -> nn.Module:
     """The net :func:`train_run` trains: family ``model`` (one of
     :data:`MODELS`) shaped by the technique ``tech``'s model options, for
     inputs of feature ``shape`` and ``num_classes`` classes (one logit when
-    2). Initialized from torch's global RNG (seed it first).
+    2). Initialized from torch's global RNG (seed it first). ``widths``
+    (:func:`~jumpstart.models.layer_widths` of a trained model) rebuilds a
+    VGG a technique reshaped (Neural Rejuvenation); the run's ``nr_mode``
+    must then be in ``tech``'s config.
 
     Raises:
         ValueError: a model that does not fit the data (shape, channels,
@@ -259,6 +266,14 @@ def build_model(model: str, tech, num_classes: int, shape: tuple[int, ...], *, d
         return Rectangular(depth, width, shape[0], out_features, init=init, kind="conv",
                            head=head, input_size=shape[1:], init_steps=init_steps,
                            init_lr=init_lr, **options)
+    if model == "vgg":
+        if options["activation"] != "relu" or options["skip"] is not None:
+            raise ValueError("model vgg is a plain ReLU chain; the technique asks for "
+                             f"{options['activation']} activations or skips")
+        from ..models import VGG
+
+        return VGG(depth, width, out_features, in_channels=shape[0], norm=options["norm"],
+                   widths=widths, mode=tech.config.get("nr_mode", "split"))
     if options["activation"] != "relu":
         raise ValueError(f"model resnet has ReLU activations only; the technique asks for "
                          f"{options['activation']}")
