@@ -16,6 +16,7 @@ from jumpstart.models import VGG, SplitConv2d, layer_widths
 from jumpstart.techniques import TrainContext, make_technique
 from jumpstart.techniques.nr import live_channels, rejuvenate, utilization
 from jumpstart.train import read_checkpoint, rebuild_model
+from jumpstart.train.loop import task_loss
 
 # VGG-19 at width 1: convs of 1, 1, 2, 2, 4 x4, 8 x8 channels; one input channel
 # weights per conv (in * out * 9): 1, 1, 2, 4, 8, 16, 16, 16, 32, 64 x7 -> sum 544 * 9
@@ -125,7 +126,7 @@ def test_two_head_loss_and_prediction_by_hand():
     nr = make_technique("nr")
     nr.rejuvenated = True
     ce = [-(z.log_softmax(1)[torch.arange(6), y]).mean() for z in (z_old, z_new)]
-    loss = nr.task_loss(TrainContext(new), logits, y)
+    loss = nr.task_loss(TrainContext(new, criterion=task_loss), logits, y)
     assert loss.item() == pytest.approx((ce[0] + ce[1]).item(), rel=1e-5)
     # before rejuvenation (or in cross mode) the trainer's loss stays
     assert make_technique("nr").task_loss(TrainContext(model), model(x), y) is None

@@ -29,7 +29,7 @@ does not declare it (:func:`jumpstart.train.route`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 from torch import Tensor, nn
 
@@ -72,6 +72,9 @@ class TrainContext:
             run's curves beside the trainer's own.
         data: the run's data set (:class:`~jumpstart.data.Dataset`, e.g.
             ``data.x_train``), or ``None`` (population trainers, on-disk data).
+        criterion: the trainer's task loss, ``(logits (N, K), labels (N,)) ->``
+            0-dim (cross-entropy; binary cross-entropy when ``K = 1``), for a
+            :meth:`Technique.task_loss` built from it; ``None`` outside ``fit``.
     """
 
     model: nn.Module
@@ -83,6 +86,7 @@ class TrainContext:
     logged: dict[str, float | Tensor] = field(default_factory=dict)
     replacement: tuple[nn.Module, bool, bool] | None = None
     data: object | None = None
+    criterion: Callable[[Tensor, Tensor], Tensor] | None = None
 
     def zero_state(self, param: Tensor, index) -> list[str]:
         """Zero the optimizer state of ``param[index]``

@@ -268,9 +268,7 @@ class NeuralRejuvenation(Technique):
         halves = getattr(ctx.model, "halves", None)
         if not self.rejuvenated or ctx.model.head_split is None or halves is None:
             return None
-        from ..train.loop import task_loss
-
-        return task_loss(halves[0].float(), y) + task_loss(halves[1].float(), y)
+        return ctx.criterion(halves[0].float(), y) + ctx.criterion(halves[1].float(), y)
 
     def after_epoch(self, ctx: TrainContext) -> None:
         data = getattr(ctx.data, "x_train", None)

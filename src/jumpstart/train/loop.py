@@ -195,7 +195,7 @@ def fit(
             f"expected (N, {' or '.join(map(str, expected))})"
         )
     run = _Run(model, technique, lr, opt_options, device)
-    run.ctx.data = data
+    run.ctx.data, run.ctx.criterion = data, task_loss
     n = batches.n
     history = History(1, epochs, keys=("loss", "penalty", "train_acc",
                                        *(f"{name}_acc" for name in batches.evals)))
