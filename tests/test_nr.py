@@ -178,7 +178,7 @@ def test_needs_batchnorm_or_the_status_variant():
         plain.convs()[-1].bias[1:] = -1
     live = live_channels(plain, detect="status", data=torch.randn(16, 1, 8, 8))
     assert live[-1].tolist() == [True] + [False] * 7
-    with pytest.raises(ValueError, match="rejuvenates model vgg"):
+    with pytest.raises(ValueError, match="rejuvenates models vgg and cifar_resnet"):
         live_channels(nn.Sequential(nn.Linear(2, 2)))
 
 
@@ -234,3 +234,44 @@ def test_sweep_run_rejuvenates_stores_widths_and_rebuilds(tmp_path):
                 out = model(data.x_val)
             assert out.shape == (8, 10) and torch.isfinite(out).all()
     assert (runs["epochs_done"] == 3).all()  # one epoch before, two after
+
+
+def _planted_resnet() -> "CifarResNet":
+    """ResNet-11 at width 1/4 (one bottleneck block per stage): every
+    prunable conv (each block's first two) keeps its first 2 channels."""
+    from jumpstart.models import CifarResNet
+
+    torch.manual_seed(2)
+    model = CifarResNet(11, 0.25, 10).eval()
+    with torch.no_grad():
+        for layer in model.nr_layers():
+            layer.bn.bias.uniform_(-0.1, 0.1)
+            layer.bn.running_var.uniform_(0.5, 2.0)
+            if not layer.fixed:
+                layer.bn.weight[2:] = 1e-4
+    return model
+
+
+def test_resnet_utilization_rejuvenation_and_old_half_by_hand():
+    model = _planted_resnet()
+    live = live_channels(model)
+    # (in, out, k*k) per conv, fixed ones all live: stem 3-4 (9); block 1: 4-4 (1), 4-4 (9),
+    # 4-16 (1), shortcut 4-16 (1); block 2: 16-8, 8-8 (9), 8-32, shortcut 16-32; block 3:
+    # 32-16, 16-16 (9), 16-64, shortcut 32-64. All weights: 7756. Live: 108 + 8 + 36 + 32 + 64
+    # + 32 + 36 + 64 + 512 + 64 + 36 + 128 + 2048 = 3168
+    u = utilization(model, live)
+    assert u == pytest.approx(3168 / 7756)
+    new, r = rejuvenate(model, live, mode="split")
+    assert r == pytest.approx(math.sqrt(7756 / 3168))  # 1.5647
+    # fixed int(C r): 4 -> 6, 16 -> 25, 32 -> 50, 64 -> 100; prunable int(2 r) = 3
+    assert layer_widths(new) == [[4, 2], [2, 1], [2, 1], [16, 9], [16, 9], [2, 1], [2, 1],
+                                 [32, 18], [32, 18], [2, 1], [2, 1], [64, 36], [64, 36], 10]
+    pruned = _planted_resnet()
+    with torch.no_grad():
+        for layer in pruned.nr_layers():
+            if not layer.fixed:
+                layer.bn.weight[2:] = 0
+                layer.bn.bias[2:] = 0
+        x = torch.randn(3, 3, 16, 16)
+        new.eval()(x)
+        assert torch.allclose(new.halves[0], pruned(x), atol=1e-6)

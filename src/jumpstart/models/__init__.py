@@ -1,12 +1,15 @@
 """Model families: Rectangular dense and 3x3-conv nets, the MOONS conv net,
-the ResNet family with batch-norm and skip switches."""
+the ResNet family with batch-norm and skip switches, and Neural
+Rejuvenation's CIFAR VGG and bottleneck ResNet."""
 
 from .moons_conv import MoonsConv
 from .rectangular import Rectangular
 from .resnet import ResNet, resnet18, resnet34, resnet50, resnet101, resnet152
-from .vgg import VGG, SplitConv2d
+from .cifar_resnet import CifarResNet
+from .split import SplitConv2d
+from .vgg import VGG
 
-__all__ = ["MoonsConv", "Rectangular", "ResNet", "SplitConv2d", "VGG", "resnet18", "resnet34",
+__all__ = ["CifarResNet", "MoonsConv", "Rectangular", "ResNet", "SplitConv2d", "VGG", "resnet18", "resnet34",
            "resnet50", "resnet101", "resnet152"]
 
 

@@ -16,172 +16,183 @@ from .base import Technique, TrainContext
 DEAD_FRACTION = 0.01
 #: a whole layer is dead when ``max |gamma| < LAYER_DEAD`` (Sec. 1)
 LAYER_DEAD = 1e-3
+#: BatchNorm scale of a rejuvenated channel (Sec. 4)
+NEW_BN_SCALE = 0.5
 DETECTORS = ("bn", "status")
 
 
-def _vgg(model: nn.Module):
-    from ..models.vgg import VGG
+def nr_layers(model) -> list:
+    """The convs of a model Neural Rejuvenation can rebuild, as a list of
+    :class:`~jumpstart.models.split.NRLayer` (``model.nr_layers()``:
+    :class:`~jumpstart.models.VGG`, :class:`~jumpstart.models.CifarResNet`).
 
-    if not isinstance(model, VGG):
-        raise ValueError(f"technique 'nr' rejuvenates model vgg (NR's CIFAR VGG, "
-                         f"jumpstart.models.VGG); got {type(model).__name__}")
-    return model
+    Raises:
+        ValueError: any other model.
+    """
+    if not callable(getattr(model, "nr_layers", None)):
+        raise ValueError(f"technique 'nr' rejuvenates models vgg and cifar_resnet (NR's CIFAR "
+                         f"VGG and ResNet); got {type(model).__name__}")
+    return model.nr_layers()
 
 
 def batch_norms(model) -> list[nn.BatchNorm2d]:
-    """The BatchNorm after each hidden conv of a :class:`~jumpstart.models.VGG`,
-    input to output (empty for a plain net)."""
-    return [m for m in _vgg(model).features if isinstance(m, nn.BatchNorm2d)]
+    """The BatchNorms the sparsity penalty shrinks: those after the prunable
+    (not fixed) convs (empty for a plain net)."""
+    return [layer.bn for layer in nr_layers(model) if not layer.fixed and layer.bn is not None]
 
 
 def live_channels(model, *, detect: str = "bn", data=None) -> list[Tensor]:
-    """Live output channels of each hidden conv of a VGG (NR Sec. 1).
+    """Live output channels of each conv of ``model`` (NR Sec. 1), in
+    :func:`nr_layers` order.
 
-    ``detect="bn"`` (the paper): channel ``j`` of a layer is dead when
+    ``detect="bn"`` (the paper): channel ``j`` of a prunable conv is dead when
     ``|gamma_j| < 0.01 max_k |gamma_k|``, the whole layer when
     ``max |gamma| < 1e-3``. ``detect="status"`` (our variant, for nets with or
     without BatchNorm): dead when its ReLU input is ``<= 0`` on every sample
     and position of ``data`` (:func:`~jumpstart.activation_status`, CPAIOR
-    Definition 1). Either way a layer with no live input is dead (in a chain,
-    what follows a dead layer reads a constant).
+    Definition 1). Either way a conv reading a layer with no live channel is
+    dead, and a fixed conv's channels are all live (the authors' fixed
+    layers are never penalized; a whole fixed layer dying is not modelled).
 
     Args:
-        model: a :class:`~jumpstart.models.VGG`.
+        model: a model with ``nr_layers()``.
         detect: ``"bn"`` or ``"status"``.
         data: inputs ``(N, C, H, W)`` or batches, for ``"status"``.
 
     Returns:
-        One bool tensor ``(C_l,)`` per hidden conv.
+        One bool tensor ``(C_l,)`` per conv.
 
     Raises:
-        ValueError: not a VGG; ``"bn"`` on a model without BatchNorm;
-            ``"status"`` without data; unknown ``detect``.
+        ValueError: a model without ``nr_layers``; ``"bn"`` on a model without
+            BatchNorm; ``"status"`` without data; unknown ``detect``.
     """
-    convs = _vgg(model).convs()
+    layers = nr_layers(model)
     if detect == "bn":
-        bns = batch_norms(model)
-        if len(bns) != len(convs):
+        if any(layer.bn is None for layer in layers):
             raise ValueError("nr detects dead channels by their BatchNorm scales, and this "
                              "model has no BatchNorm (norm=None); use nr_detect='status' to "
                              "detect them from the activations")
-        gammas = [bn.weight.detach().abs() for bn in bns]
-        masks = [torch.zeros_like(g, dtype=torch.bool) if g.max() < LAYER_DEAD
-                 else g >= DEAD_FRACTION * g.max() for g in gammas]
+
+        def mask(layer):
+            g = layer.bn.weight.detach().abs()
+            return (torch.zeros_like(g, dtype=torch.bool) if g.max() < LAYER_DEAD
+                    else g >= DEAD_FRACTION * g.max())
     elif detect == "status":
         if data is None:
             raise ValueError("nr_detect='status' needs the training inputs")
         from ..core.status import DEAD, activation_status
 
         status = activation_status(model, data)
-        masks = [torch.as_tensor(s != DEAD) for s in status.unit_status]
+        modules = dict(model.named_modules())
+        dead = {id(modules[name.split("#")[0]]): s == DEAD
+                for name, s in zip(status.layer_names, status.unit_status)}
+
+        def mask(layer):
+            return torch.as_tensor(~dead[id(layer.act)])
     else:
         raise ValueError(f"unknown detect {detect!r}; allowed: {', '.join(DETECTORS)}")
-    for i in range(1, len(masks)):
-        if not masks[i - 1].any():
-            masks[i] = torch.zeros_like(masks[i])
+    masks = []
+    for layer in layers:
+        m = (torch.ones(layer.conv.out_channels, dtype=torch.bool) if layer.fixed
+             else mask(layer).cpu())
+        if layer.source is not None and not masks[layer.source].any():
+            m = torch.zeros_like(m)
+        masks.append(m)
     return masks
 
 
 def utilization(model, live: list[Tensor]) -> float:
-    """``u = sum_l |live_in_l| |live_out_l| kh kw / sum_l numel(W_l)`` over the
-    hidden convs (NR Sec. 2; the classifier and BatchNorm not counted; the
-    network input's channels all live).
+    """``u = sum_l |live_in_l| |live_out_l| kh kw / sum_l numel(W_l)`` over
+    every conv, fixed ones included (NR Sec. 2; the classifier and BatchNorm
+    not counted; the network input's channels all live).
 
     Args:
-        model: a :class:`~jumpstart.models.VGG`.
+        model: a model with ``nr_layers()``.
         live: :func:`live_channels` of ``model``.
     """
-    convs = _vgg(model).convs()
     used = total = 0
-    live_in = convs[0].in_channels
-    for conv, mask in zip(convs, live, strict=True):
-        k = conv.kernel_size[0] * conv.kernel_size[1]
-        used += live_in * int(mask.sum()) * k
+    for layer, mask in zip(nr_layers(model), live, strict=True):
+        conv = layer.conv
+        live_in = conv.in_channels if layer.source is None else int(live[layer.source].sum())
+        used += live_in * int(mask.sum()) * conv.kernel_size[0] * conv.kernel_size[1]
         total += conv.weight.numel()
-        live_in = int(mask.sum())
     return used / total
 
 
 def rejuvenate(model, live: list[Tensor], *, mode: str = "split"):
-    """The rejuvenated copy of a VGG (NR Sec. 4): ``r = sqrt(1 / u)``; each
-    hidden conv gets ``max(1, int(live_l * r))`` channels, its ``live_l``
-    survivors first (the last layers' ``live`` rows and the previous layer's
-    live columns copied into the top-left block), the rest drawn from
-    ``N(0, 2 / (k k C_out_new))``; in a layer whose inputs and outputs both
+    """The rejuvenated copy of a model (NR Sec. 4): ``r = sqrt(1 / u)``; each
+    prunable conv gets ``max(1, int(live_l * r))`` channels, each fixed one
+    ``int(C_l * r)``, survivors first (their live rows over the source's live
+    columns copied into the top-left block), the rest drawn from
+    ``N(0, 2 / (k k C_out_new))``; in a conv whose inputs and outputs both
     grew the cross blocks are 0. BatchNorm: survivors keep scale, shift and
     running statistics, new channels get scale 0.5, shift 0, mean 0,
     variance 1. Classifier: survivor columns and the bias copied, new columns
     from ``N(0, 0.01^2)``. Dead channels' BatchNorm shifts are not folded
     into the next layer (as the authors): in ``"split"`` mode the old half
-    computes the pruned network (dead channels' outputs removed). A layer
-    with no live channel keeps one fresh channel (PyTorch has no empty conv;
-    the spec's chain case the authors leave unhandled).
+    computes the pruned network (dead channels' outputs removed). A conv with
+    no live channel keeps one fresh channel (PyTorch has no empty conv; the
+    authors delete such a layer, which a plain chain cannot survive).
 
     Args:
-        model: a :class:`~jumpstart.models.VGG`, unsplit.
+        model: a model with ``nr_layers()`` and ``rejuvenated(widths, mode)``, unsplit.
         live: :func:`live_channels` of ``model``.
         mode: ``"split"`` or ``"cross"`` (:class:`~jumpstart.models.SplitConv2d`).
 
     Returns:
-        ``(new_model, r)``: a new VGG on ``model``'s device with widths
-        ``[[live_l, new_l], ...]``, and the expansion factor.
+        ``(new_model, r)``: a new model of the same family on ``model``'s
+        device with widths ``[[old_l, new_l], ...]``, and the expansion factor.
 
     Raises:
-        ValueError: not a VGG, already rejuvenated, or no live channel at all.
+        ValueError: a model without ``nr_layers``, already rejuvenated, or
+            with no live channel in its first convs.
     """
-    from ..models.vgg import VGG
-
-    model = _vgg(model)
-    convs = model.convs()
-    if any(c.old_out is not None for c in convs):
-        raise ValueError("this VGG was rejuvenated already (NR rejuvenates once)")
+    layers = nr_layers(model)
+    if any(getattr(layer.conv, "old_out", None) is not None for layer in layers):
+        raise ValueError("this model was rejuvenated already (NR rejuvenates once)")
     u = utilization(model, live)
     if u == 0:
-        raise ValueError("no live channel in the first layers: nothing to rejuvenate")
+        raise ValueError("no live channel in the first convs: nothing to rejuvenate")
     r = math.sqrt(1.0 / u)
-    counts = [int(m.sum()) for m in live]
-    widths = [[c, max(1, int(c * r)) - c] for c in counts]
-    device = model.classifier.weight.device
-    new = VGG(model.depth, 1, model.classifier.out_channels, in_channels=convs[0].in_channels,
-              norm=model.norm, widths=widths, mode=mode).to(device)
-    new_convs = new.convs()
-    old_bns = {id(c): bn for c, bn in _following_bn(model)}
-    new_bns = {id(c): bn for c, bn in _following_bn(new)}
-    prev = torch.arange(convs[0].in_channels, device=device)
+    widths = []
+    for layer, mask in zip(layers, live):
+        c = int(mask.sum())
+        grown = int(c * r) if layer.fixed else max(1, int(c * r))
+        widths.append([c, grown - c])
+    new = model.rejuvenated(widths, mode)
+    device = layer.conv.weight.device
+    rows = [m.nonzero().flatten().to(device) for m in live]
     with torch.no_grad():
-        for old, nc, mask in zip(convs, new_convs, live, strict=True):
-            rows = mask.nonzero().flatten().to(device)
-            c, p = len(rows), len(prev)
-            nc.weight[:c, :p] = old.weight[rows][:, prev]
-            if nc.is_split:
-                nc.weight[:c, p:] = 0
-                nc.weight[c:, :p] = 0
-            if old.bias is not None:
-                nc.bias[:c] = old.bias[rows]
-            if id(old) in old_bns:
-                ob, nb = old_bns[id(old)], new_bns[id(nc)]
+        for layer, fresh, out in zip(layers, nr_layers(new), rows):
+            cols = (torch.arange(layer.conv.in_channels, device=device) if layer.source is None
+                    else rows[layer.source])
+            c, p = len(out), len(cols)
+            fresh.conv.weight[:c, :p] = layer.conv.weight[out][:, cols]
+            if fresh.conv.is_split:
+                fresh.conv.weight[:c, p:] = 0
+                fresh.conv.weight[c:, :p] = 0
+            if layer.conv.bias is not None:
+                fresh.conv.bias[:c] = layer.conv.bias[out]
+            if layer.bn is not None:
                 for name in ("weight", "bias", "running_mean", "running_var"):
-                    getattr(nb, name)[:c] = getattr(ob, name)[rows]
-                nb.num_batches_tracked.copy_(ob.num_batches_tracked)
-            prev = rows
-        new.classifier.weight[:, :len(prev)] = model.classifier.weight[:, prev]
+                    getattr(fresh.bn, name)[:c] = getattr(layer.bn, name)[out]
+                fresh.bn.weight[c:] = NEW_BN_SCALE
+                fresh.bn.num_batches_tracked.copy_(layer.bn.num_batches_tracked)
+        head = rows[next(i for i, layer in enumerate(layers) if layer.head)]
+        w_new, w_old = new.classifier.weight, model.classifier.weight
+        w_new.view(w_new.shape[0], -1)[:, :len(head)] = w_old.view(w_old.shape[0], -1)[:, head]
         new.classifier.bias.copy_(model.classifier.bias)
     new.train(model.training)
     return new, r
 
 
-def _following_bn(model) -> list[tuple[nn.Module, nn.BatchNorm2d]]:
-    layers = list(model.features)
-    return [(m, layers[i + 1]) for i, m in enumerate(layers[:-1])
-            if isinstance(m, nn.Conv2d) and isinstance(layers[i + 1], nn.BatchNorm2d)]
-
-
 class NeuralRejuvenation(Technique):
     """Neural Rejuvenation (CVPR 2019; the spec's Secs. 1-5), on
-    :class:`~jumpstart.models.VGG` (``model = "vgg"``).
+    :class:`~jumpstart.models.VGG` (``model = "vgg"``) and
+    :class:`~jumpstart.models.CifarResNet` (``model = "cifar_resnet"``).
 
     Before rejuvenation, an L1 penalty ``nr_lam * sum |gamma|`` on every
-    hidden BatchNorm scale (Sec. 1): under SGD as a loss term, whose gradient
+    prunable conv's BatchNorm scale (Sec. 1): under SGD as a loss term, whose gradient
     ``nr_lam * sign(gamma)`` is what the authors add to ``gamma.grad`` (weight
     decay and momentum act on the sum either way); under Adam or AdamW
     applied decoupled after each step, ``gamma -= lr * nr_lam * sign(gamma)``
@@ -190,7 +201,7 @@ class NeuralRejuvenation(Technique):
     (:func:`utilization` of :func:`live_channels`) is logged
     (``utilization``); the first time ``u <= nr_target``, or at epoch
     ``nr_max_epochs`` (a cap the authors' code lacks; Sec. 3), the model is
-    :func:`rejuvenate`\\ d once and handed to the trainer
+    :func:`rejuvenate`-d once and handed to the trainer
     (:meth:`~jumpstart.techniques.TrainContext.replace_model`): fresh
     optimizer at the initial learning rate, milestones shifted by the epochs
     done, and with ``nr_extend`` the epoch budget too (the authors' CIFAR
@@ -216,7 +227,8 @@ class NeuralRejuvenation(Technique):
     ``nr_detect`` (bn), ``nr_extend`` (True). Single-run loop only.
 
     Raises (at attach):
-        ValueError: the model is not a VGG, or has no BatchNorm with ``"bn"``.
+        ValueError: a model without ``nr_layers`` (not vgg or cifar_resnet),
+            or one without BatchNorm with ``"bn"``.
     """
 
     name = "nr"

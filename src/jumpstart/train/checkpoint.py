@@ -55,7 +55,8 @@ def rebuild_model(ckpt: dict, data=None) -> tuple[nn.Module, object]:
     Raises:
         ValueError: the checkpoint's widths differ from those its config
             builds (a model a technique reshaped can be rebuilt only for
-            ``model = "vgg"``, from the stored widths: Neural Rejuvenation);
+            ``model = "vgg"`` or ``"cifar_resnet"``, from the stored widths:
+            Neural Rejuvenation);
             a config the toolkit cannot build.
         FileNotFoundError: the run's data set is missing.
     """
@@ -71,7 +72,7 @@ def rebuild_model(ckpt: dict, data=None) -> tuple[nn.Module, object]:
     model = build_model(c["model"], technique_of(c), data.num_classes, shape,
                         dataset=c["dataset"], depth=c["depth"], width=c["width"],
                         init=c.get("init", "glorot"), head=c.get("head", "flatten"),
-                        widths=ckpt["widths"] if c["model"] == "vgg" else None)
+                        widths=ckpt["widths"] if c["model"] in ("vgg", "cifar_resnet") else None)
     if layer_widths(model) != list(ckpt["widths"]):
         raise ValueError(f"the checkpoint's layer widths {ckpt['widths']} differ from those "
                          f"its config builds ({layer_widths(model)}): a reshaped model")

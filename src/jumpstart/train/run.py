@@ -69,7 +69,7 @@ class RunResult:
 
 DEVICES = ("auto", "cpu", "cuda")
 #: model families a run can build (see :func:`train_run`)
-MODELS = ("rectangular", "conv", "moons_conv", "resnet", "vgg")
+MODELS = ("rectangular", "conv", "moons_conv", "resnet", "vgg", "cifar_resnet")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -130,7 +130,11 @@ def train_run(
     - ``"vgg"``: Neural Rejuvenation's CIFAR :class:`~jumpstart.models.VGG`
       of ``depth`` 19 whose first conv has ``width`` channels (64 is the
       paper's), plain unless the technique adds BatchNorm (``batchnorm``,
-      ``nr``).
+      ``nr``);
+    - ``"cifar_resnet"``: Neural Rejuvenation's CIFAR bottleneck
+      :class:`~jumpstart.models.CifarResNet` of ``depth`` ``9 n + 2`` (164:
+      the paper's) with ``width`` as its width multiplier; always with
+      BatchNorm and shortcuts.
 
     The technique's model options shape the net. ``dataset`` is any name
     :func:`jumpstart.data.load_dataset` takes (tables split by ``seed``;
@@ -242,7 +246,7 @@ def build_model(model: str, tech, num_classes: int, shape: tuple[int, ...], *, d
     inputs of feature ``shape`` and ``num_classes`` classes (one logit when
     2). Initialized from torch's global RNG (seed it first). ``widths``
     (:func:`~jumpstart.models.layer_widths` of a trained model) rebuilds a
-    VGG a technique reshaped (Neural Rejuvenation); the run's ``nr_mode``
+    VGG or CIFAR ResNet a technique reshaped (Neural Rejuvenation); the run's ``nr_mode``
     must then be in ``tech``'s config.
 
     Raises:
@@ -266,6 +270,14 @@ def build_model(model: str, tech, num_classes: int, shape: tuple[int, ...], *, d
         return Rectangular(depth, width, shape[0], out_features, init=init, kind="conv",
                            head=head, input_size=shape[1:], init_steps=init_steps,
                            init_lr=init_lr, **options)
+    if model == "cifar_resnet":
+        if options["activation"] != "relu" or options["skip"] is not None:
+            raise ValueError("model cifar_resnet has ReLU, BatchNorm and shortcuts built in; "
+                             "the technique asks for other activations or skips")
+        from ..models import CifarResNet
+
+        return CifarResNet(depth, float(width), out_features, in_channels=shape[0],
+                           widths=widths, mode=tech.config.get("nr_mode", "split"))
     if model == "vgg":
         if options["activation"] != "relu" or options["skip"] is not None:
             raise ValueError("model vgg is a plain ReLU chain; the technique asks for "

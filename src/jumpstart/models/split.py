@@ -1,0 +1,133 @@
+"""The pieces Neural Rejuvenation's models share (Qiao et al., CVPR 2019;
+``../shared/papers/neural-rejuvenation.md`` Secs. 4-5): convolutions split
+into an old and a new half, the two-head classifier, and the description of
+a model's convs that rejuvenation reads (:class:`NRLayer`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+SPLIT_MODES = ("split", "cross")
+#: standard deviation of a classifier's initial (and rejuvenated) columns
+CLASSIFIER_STD = 0.01
+
+
+def he_fan_out_(weight: Tensor) -> Tensor:
+    """``N(0, 2 / (kh * kw * C_out))`` in place (the authors' conv init, and
+    NR's draw for rejuvenated kernels); ``weight`` ``(C_out, C_in, kh, kw)``."""
+    n = weight.shape[0] * weight[0, 0].numel()
+    with torch.no_grad():
+        return weight.normal_(0.0, (2.0 / n) ** 0.5)
+
+
+class SplitConv2d(nn.Conv2d):
+    """A conv whose output channels may be split into ``old_out`` old and
+    ``out_channels - old_out`` new ones, reading inputs split the same way
+    at ``old_in`` (NR Sec. 5; the authors' ``_AttConv2d``).
+
+    Split (:attr:`is_split`: ``old_in`` and ``old_out`` both cut their side
+    in two non-empty parts): with ``x_o = x[:, :old_in]``,
+    ``x_n = x[:, old_in:]`` and the weight's blocks ``W_oo, W_on, W_no, W_nn``
+    (rows old/new outputs, columns old/new inputs):
+
+    - ``mode="split"`` (the CIFAR scheme): ``cat[W_oo * x_o, W_nn * x_n]``, two
+      disjoint networks; the cross blocks are never used;
+    - ``mode="cross"`` (the ImageNet cross-attention): ``A = W_oo * x_o``,
+      ``B = W_on * x_n``, ``y_o = A + B * 2 sigmoid(A)``, and symmetrically
+      ``y_n = D + C * 2 sigmoid(D)`` with ``D = W_nn * x_n``, ``C = W_no * x_o``.
+
+    Otherwise (a conv reading the network input, or one whose inputs or
+    outputs did not grow) a plain conv over every input. Shapes
+    ``(N, C_in, H, W) -> (N, C_out, H', W')``.
+
+    Raises:
+        ValueError: unknown ``mode``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *,
+                 stride: int = 1, old_in: int | None = None, old_out: int | None = None,
+                 mode: str = "split", bias: bool = False) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
+                         padding=kernel_size // 2, bias=bias)
+        if mode not in SPLIT_MODES:
+            raise ValueError(f"unknown split mode {mode!r}; allowed: {', '.join(SPLIT_MODES)}")
+        self.old_out, self.mode = old_out, mode
+        self.old_in = old_in if old_out is not None else None
+
+    @property
+    def is_split(self) -> bool:
+        """Both the inputs and the outputs have an old and a new part."""
+        return (self.old_in is not None and 0 < self.old_in < self.in_channels
+                and 0 < self.old_out < self.out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.is_split:
+            return super().forward(x)
+        i, o, w, b = self.old_in, self.old_out, self.weight, self.bias
+        xo, xn = x[:, :i], x[:, i:]
+        bo, bn = (None, None) if b is None else (b[:o], b[o:])
+        a = self._conv_forward(xo, w[:o, :i], bo)
+        d = self._conv_forward(xn, w[o:, i:], bn)
+        if self.mode == "cross":
+            a = a + self._conv_forward(xn, w[:o, i:], None) * 2 * torch.sigmoid(a)
+            d = d + self._conv_forward(xo, w[o:, :i], None) * 2 * torch.sigmoid(d)
+        return torch.cat([a, d], 1)
+
+
+def split_of(width) -> tuple[int, int | None]:
+    """``(total, old)`` of a :func:`~jumpstart.models.layer_widths` entry:
+    ``c -> (c, None)``, ``[old, new] -> (old + new, old)``."""
+    if isinstance(width, (list, tuple)):
+        return int(width[0]) + int(width[1]), int(width[0])
+    return int(width), None
+
+
+class TwoHeads:
+    """The classifier of a rejuvenated net in ``"split"`` mode (NR Sec. 5):
+    the same weights and one shared bias applied to each half of the pooled
+    features ``h`` ``(N, C)``, ``z_old = W_o h_o + b``, ``z_new = W_n h_n + b``;
+    the logits are ``z_old + z_new`` (the authors' prediction is its argmax)
+    and the halves are kept for the two-head loss. A mixin for the models:
+    they set ``head_split`` (old channels, or ``None``: one classifier) and
+    call :meth:`_head`."""
+
+    head_split: int | None = None
+    halves: tuple[Tensor, Tensor] | None = None
+
+    def _head(self, h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        weight = weight.flatten(1)
+        if self.head_split is None:
+            return F.linear(h, weight, bias)
+        i = self.head_split
+        z_old, z_new = F.linear(h[:, :i], weight[:, :i], bias), F.linear(h[:, i:], weight[:, i:], bias)
+        self.halves = (z_old, z_new)
+        return z_old + z_new
+
+
+@dataclass
+class NRLayer:
+    """One conv as rejuvenation reads it.
+
+    Attributes:
+        conv: the conv (rows are its channels).
+        bn: the BatchNorm after it, or ``None`` (a plain net).
+        act: the ReLU module that reads it (``None``: its output is added to
+            a residual stream first, or it has none).
+        source: index (in the model's list) of the conv whose output it reads,
+            ``None`` for the network input.
+        fixed: the authors' fixed layers (a ResNet's stem, last conv of each
+            block and shortcuts): never penalized, every channel live, width
+            ``int(C r)`` after rejuvenation.
+        head: the classifier reads its output (one conv per model).
+    """
+
+    conv: nn.Conv2d
+    bn: nn.BatchNorm2d | None
+    act: nn.Module | None
+    source: int | None
+    fixed: bool = False
+    head: bool = False
