@@ -4,13 +4,14 @@ halves, the two-head loss, the sparsity step, the schedule, a sweep run."""
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from conftest import cifar_batch
-from jumpstart.experiments import load_sweep, run_sweep
+from jumpstart.experiments import load_sweep, run_sweep, write_report
 from jumpstart.experiments.store import ResultsStore
 from jumpstart.models import VGG, SplitConv2d, layer_widths
 from jumpstart.techniques import TrainContext, make_technique
@@ -206,7 +207,8 @@ def test_rejuvenation_restarts_and_shifts_the_schedule(extend, lrs):
     result = fit(model, data, lr=0.1, epochs=4, batch_size=20, technique=nr,
                  optimizer="sgd", lr_milestones=[2], lr_gamma=0.1)
     assert result.history["lr"] == pytest.approx(lrs)
-    assert result.history["rejuvenated"][0] == 1 and result.history["nr_capped"][0] == 1
+    assert result.history["rejuvenation_epoch"] == [1.0] * len(lrs)  # from epoch 1 on
+    assert result.history["nr_capped"][0] == 1 and result.history["rejuvenation_u"][0] == 1
     assert result.model is not model and isinstance(result.model.convs()[0], SplitConv2d)
 
 
@@ -234,6 +236,15 @@ def test_sweep_run_rejuvenates_stores_widths_and_rebuilds(tmp_path):
                 out = model(data.x_val)
             assert out.shape == (8, 10) and torch.isfinite(out).all()
     assert (runs["epochs_done"] == 3).all()  # one epoch before, two after
+    paths = write_report(db, tmp_path / "rep")
+    assert [p.name for p in paths] == ["nr_comparison.csv", "nr_comparison.md", "nr_curves.png"]
+    table = pd.read_csv(paths[0]).set_index("technique")
+    assert sorted(table.index) == ["nr[cross]", "nr[split]"]
+    params = sum(p.numel() for p in VGG(19, 1, 10).parameters())
+    # nr_lam 1.5e-4 for one epoch leaves every channel live: u = 1, r = 1, same widths
+    assert (table["rejuvenation_epoch"] == 1).all() and (table["capped"] == 1).all()
+    assert (table["utilization_at_rejuvenation"] == 1).all()
+    assert (table["params_before"] == params).all() and (table["params_after"] == params).all()
 
 
 def _planted_resnet() -> "CifarResNet":

@@ -277,6 +277,8 @@ def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = Non
                  threshold: float = 0.9, by: list[str] | None = None) -> list[Path]:
     """Write the report of a sweep: an initialization comparison (runs that
     differ in ``init``: :func:`~jumpstart.experiments.init_report.write_init_report`);
+    a Neural Rejuvenation comparison (any run with technique ``nr``:
+    :func:`~jumpstart.experiments.nr_report.write_nr_report`);
     a tabular benchmark (runs with a test part,
     :func:`~jumpstart.experiments.tabular_report.write_tabular_report`: UCI
     results, key metrics, wins/draws/losses, box plots); an MNIST sweep
@@ -339,6 +341,11 @@ def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = Non
 
         with ResultsStore(db) as store:
             return write_init_report(runs, store.curves(runs["key"]), out)
+    if runs["technique"].astype(str).str.split("+").map(lambda t: "nr" in t).any():
+        from .nr_report import write_nr_report
+
+        with ResultsStore(db) as store:
+            return write_nr_report(runs, store.curves(runs["key"]), out)
     if "best_val_test_acc" in runs and runs["best_val_test_acc"].notna().any():
         return write_tabular_report(runs, out)
     if set(runs["dataset"]) <= set(MNIST_SETS) or (

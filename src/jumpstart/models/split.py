@@ -131,3 +131,18 @@ class NRLayer:
     source: int | None
     fixed: bool = False
     head: bool = False
+
+
+def effective_params(model: nn.Module) -> int:
+    """Parameters a forward uses: every parameter, except that a split conv
+    in ``"split"`` mode counts only its two diagonal blocks (old x old and
+    new x new; the cross blocks stay 0 and unused). The authors' README
+    counts NR's CIFAR nets this way (spec Sec. 6: about half the baseline's
+    conv weights at ``r = 2``)."""
+    total = sum(p.numel() for p in model.parameters())
+    for m in model.modules():
+        if isinstance(m, SplitConv2d) and m.is_split and m.mode == "split":
+            k = m.kernel_size[0] * m.kernel_size[1]
+            new_out, new_in = m.out_channels - m.old_out, m.in_channels - m.old_in
+            total -= (m.old_out * new_in + new_out * m.old_in) * k
+    return total

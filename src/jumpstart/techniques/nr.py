@@ -205,9 +205,10 @@ class NeuralRejuvenation(Technique):
     (:meth:`~jumpstart.techniques.TrainContext.replace_model`): fresh
     optimizer at the initial learning rate, milestones shifted by the epochs
     done, and with ``nr_extend`` the epoch budget too (the authors' CIFAR
-    schedule runs in full after rejuvenation). Logged at that epoch:
-    ``rejuvenated`` 1 and ``nr_capped`` (1 when the cap fired, 0 when the
-    target did). The penalty is off afterwards.
+    schedule runs in full after rejuvenation). Logged every epoch from then
+    on: ``rejuvenation_epoch``, ``rejuvenation_u`` (the utilization that
+    fired it) and ``nr_capped`` (1 when the cap fired, 0 when the target
+    did). The penalty is off afterwards.
 
     After rejuvenation, ``nr_mode = "split"`` (CIFAR): old and new channels
     are two networks sharing the input; the loss is
@@ -244,6 +245,7 @@ class NeuralRejuvenation(Technique):
     def __init__(self, **options) -> None:
         super().__init__(**options)
         self.rejuvenated = False
+        self.fired: dict[str, float] = {}
 
     def model_options(self, options: dict) -> dict:
         if self.config["nr_detect"] == "bn":
@@ -287,12 +289,13 @@ class NeuralRejuvenation(Technique):
         live = live_channels(ctx.model, detect=self.config["nr_detect"], data=data)
         u = utilization(ctx.model, live)
         ctx.log("utilization", u)
-        if self.rejuvenated:
-            return
-        capped = ctx.epoch >= self.config["nr_max_epochs"] and u > self.config["nr_target"]
-        if u <= self.config["nr_target"] or capped:
-            new, _ = rejuvenate(ctx.model, live, mode=self.config["nr_mode"])
-            self.rejuvenated = True
-            ctx.log("rejuvenated", 1.0)
-            ctx.log("nr_capped", float(capped))
-            ctx.replace_model(new, shift_schedule=True, extend=self.config["nr_extend"])
+        if not self.rejuvenated:
+            capped = ctx.epoch >= self.config["nr_max_epochs"] and u > self.config["nr_target"]
+            if u <= self.config["nr_target"] or capped:
+                new, _ = rejuvenate(ctx.model, live, mode=self.config["nr_mode"])
+                self.rejuvenated = True
+                self.fired = {"rejuvenation_epoch": float(ctx.epoch), "nr_capped": float(capped),
+                              "rejuvenation_u": u}
+                ctx.replace_model(new, shift_schedule=True, extend=self.config["nr_extend"])
+        for name, value in self.fired.items():  # every epoch from then on,
+            ctx.log(name, value)  # so the curves' last point has them whatever curve_every

@@ -1,0 +1,122 @@
+"""The report of a Neural Rejuvenation comparison (runs with technique
+``nr`` beside others on the same model family): accuracy, parameters before
+and after rejuvenation, when it fired, utilization curves, unit status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .tabular_report import markdown_table
+
+#: the per-run columns the comparison takes the median of over seeds
+MEDIANS = ("best_acc", "final_acc", "params_before", "params_after", "effective_after",
+           "rejuvenation_epoch", "utilization_at_rejuvenation", "unit_dead_ratio",
+           "unit_linear_ratio")
+
+
+def _label(row) -> str:
+    mode = row.get("nr_mode")
+    return f"{row['technique']}[{mode}]" if "nr" in row["technique"].split("+") else row["technique"]
+
+
+def _params(row, widths, data) -> tuple[int, int]:
+    """(all parameters, parameters a forward uses) of the run's net built
+    from its config on ``data``, with ``widths`` when given (a rejuvenated net)."""
+    import torch
+
+    from ..models.split import effective_params
+    from ..train.route import technique_of
+    from ..train.run import build_model
+
+    config = {k: v for k, v in row.items() if not (isinstance(v, float) and np.isnan(v))}
+    with torch.device("meta"):
+        model = build_model(row["model"], technique_of(config), data.num_classes,
+                            tuple(data.x_train.shape[1:]), dataset=row["dataset"],
+                            depth=int(row["depth"]), width=row["width"], init="glorot",
+                            head="flatten", widths=widths)
+    return sum(p.numel() for p in model.parameters()), effective_params(model)
+
+
+def nr_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """One row per technique (``nr`` split by ``nr_mode``): medians over
+    seeds of the best and final held-out accuracy (``val_acc``), parameters
+    before and after rejuvenation (all, and those a forward uses:
+    :func:`~jumpstart.models.split.effective_params`), the epoch rejuvenation
+    fired, the utilization then, the dead and linear unit ratios of the final
+    net; ``capped`` (runs whose rejuvenation the epoch cap fired) and
+    ``seeds``. Columns a technique lacks are NaN (undefined), never 0."""
+    from ..data import load_dataset
+
+    rows, data = [], {}
+    for _, run in runs[runs["state"] != "failed"].iterrows():
+        row = run.to_dict()
+        if row["dataset"] not in data:
+            folder = row.get("data_dir")
+            data[row["dataset"]] = load_dataset(row["dataset"], directory=folder
+                                                if isinstance(folder, str) else None)
+        d = data[row["dataset"]]
+        curve = curves[curves["key"] == row["key"]].sort_values("epoch")
+        before, _ = _params(row, None, d)
+        widths = row.get("widths")
+        after, effective = _params(row, widths, d) if isinstance(widths, list) else (before, before)
+        last = curve.iloc[-1] if len(curve) else pd.Series(dtype=float)
+        fired = pd.notna(last.get("rejuvenation_epoch", np.nan))
+        rows.append({
+            "technique": _label(row), "best_acc": row["best_val_acc"],
+            "final_acc": row["val_acc"], "params_before": before,
+            "params_after": after if fired else np.nan,
+            "effective_after": effective if fired else np.nan,
+            "rejuvenation_epoch": last.get("rejuvenation_epoch", np.nan),
+            "utilization_at_rejuvenation": last.get("rejuvenation_u", np.nan),
+            "capped": bool(fired and last["nr_capped"] == 1),
+            "unit_dead_ratio": row.get("unit_dead_ratio", np.nan),
+            "unit_linear_ratio": row.get("unit_linear_ratio", np.nan)})
+    table = pd.DataFrame(rows)
+    med = table.groupby("technique", sort=False)[list(MEDIANS)].median()
+    med["capped"] = table.groupby("technique", sort=False)["capped"].sum()
+    med["seeds"] = table.groupby("technique", sort=False).size()
+    return med.reset_index()
+
+
+def write_nr_report(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]:
+    """``nr_comparison.csv/.md`` (:func:`nr_table`) and ``nr_curves.png``
+    (held-out accuracy per epoch, median over seeds per technique; the
+    utilization of every ``nr`` run per epoch, a dot where it rejuvenated).
+    Returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = nr_table(runs, curves)
+    paths = [out / "nr_comparison.csv", out / "nr_comparison.md", out / "nr_curves.png"]
+    table.to_csv(paths[0], index=False)
+    paths[1].write_text(
+        "Neural Rejuvenation beside the other techniques, median over seeds: best and final "
+        "held-out accuracy (val_acc), parameters of the net before and after rejuvenation "
+        "(all; and those a forward uses, the split halves' cross blocks left out), the epoch "
+        "rejuvenation fired and the utilization then (capped: runs where the epoch cap fired "
+        "it, not the target), dead and linear unit ratios of the final net on the training "
+        "set.\n\n" + markdown_table(table, floatfmt=".3g"))
+    labelled = runs.assign(label=[_label(r) for r in runs.to_dict("records")])
+    per_run = curves.merge(labelled[["key", "label"]], on="key")
+    fig, (acc, util) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    for label, part in per_run.groupby("label", sort=False):
+        med = part.groupby("epoch")["val_acc"].median()
+        acc.plot(med.index, med.values, label=label, marker=".")
+        if "utilization" in part and part["utilization"].notna().any():
+            for _, one in part.groupby("key"):
+                line, = util.plot(one["epoch"], one["utilization"], alpha=0.7)
+                epoch = one["rejuvenation_epoch"].dropna() if "rejuvenation_epoch" in one else []
+                if len(epoch):
+                    util.plot([epoch.iloc[-1]], [one["rejuvenation_u"].dropna().iloc[-1]], "o",
+                              color=line.get_color())
+    acc.set(xlabel="epoch", ylabel="held-out accuracy (median over seeds)")
+    acc.legend(fontsize=8)
+    util.set(xlabel="epoch", ylabel="utilization u", title="nr runs (dot: rejuvenation)")
+    fig.savefig(paths[2], dpi=110)
+    plt.close(fig)
+    return paths
