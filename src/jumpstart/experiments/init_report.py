@@ -96,8 +96,8 @@ def init_diversity(runs: pd.DataFrame) -> pd.DataFrame:
 def write_init_report(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]:
     """``init_comparison.md/.csv`` (:func:`init_table` joined with
     :func:`init_diversity`) and ``init_curves.png`` (held-out accuracy per
-    epoch, one panel per data set and width, one line per init; median over
-    seeds). Returns the paths written."""
+    epoch, a row of panels per data set, one panel per depth x width, one
+    line per init; median over seeds). Returns the paths written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,18 +118,21 @@ def write_init_report(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> li
         f"the relative gain over {REFERENCE} init; diversity of the nets at init (mean "
         "|correlation| between weight rows and between unit activations, constant units).\n\n"
         + markdown_table(table[shown]))
-    panels = table[["dataset", "width"]].drop_duplicates().values.tolist()
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False,
-                             layout="constrained")
-    per_run = curves.merge(runs[["key", "dataset", "width", "init"]], on="key")
-    for ax, (dataset, width) in zip(axes[0], panels):
-        part = per_run[(per_run["dataset"] == dataset) & (per_run["width"] == width)]
-        for init, sub in part.groupby("init"):
-            med = sub.groupby("epoch")[metric].median()
-            ax.plot(med.index, med.values, label=init, marker=".")
-        ax.set_title(f"{dataset}, width {width}", fontsize=9)
-        ax.set_xlabel("epoch")
-    axes[0][0].set_ylabel(f"{metric} (median over seeds)")
+    datasets = list(dict.fromkeys(table["dataset"]))
+    shapes = list(dict.fromkeys(zip(table["depth"], table["width"])))
+    fig, axes = plt.subplots(len(datasets), len(shapes), figsize=(3.2 * len(shapes),
+                             2.8 * len(datasets)), squeeze=False, layout="constrained")
+    per_run = curves.merge(runs[["key", "dataset", "depth", "width", "init"]], on="key")
+    for row, dataset in zip(axes, datasets):  # one row per data set, one panel per net
+        for ax, (depth, width) in zip(row, shapes):
+            part = per_run[(per_run["dataset"] == dataset) & (per_run["depth"] == depth)
+                           & (per_run["width"] == width)]
+            for init, sub in part.groupby("init"):
+                med = sub.groupby("epoch")[metric].median()
+                ax.plot(med.index, med.values, label=init, marker=".")
+            ax.set_title(f"{dataset}, {depth} x {width}", fontsize=9)
+            ax.set_xlabel("epoch")
+        row[0].set_ylabel(f"{metric} (median)")
     axes[0][0].legend(fontsize=8)
     fig.savefig(paths[2], dpi=110)
     plt.close(fig)
