@@ -194,8 +194,8 @@ def test_by_splits_a_technique_into_variants(db, tmp_path, capsys):
     own technique; the lam-1e-4 runs of that cell give median (1.0 + 0.9375) / 2."""
     assert main(["report", str(db), "--out", str(tmp_path), "--by", "lam"]) == 0
     lines = (tmp_path / "trainable_depth.csv").read_text().splitlines()
-    assert lines[1:] == ["2,baseline,,0,3", "2,jumpstart[lam=0.0001],5,2,3",
-                         "3,baseline,2,1,3", "3,jumpstart[lam=0.0001],10,2,3",
-                         "3,jumpstart[lam=0.001],,0,1"]
+    assert lines[1:] == ["2,baseline,,0,3", "2,jumpstart[0.0001],5,2,3",
+                         "3,baseline,2,1,3", "3,jumpstart[0.0001],10,2,3",
+                         "3,jumpstart[0.001],,0,1"]
     with pytest.raises(ValueError, match="no run has the config key"):
         write_report(db, tmp_path / "out", by=["div_kind"])

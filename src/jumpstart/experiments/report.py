@@ -104,7 +104,8 @@ def _heatmaps(path: Path, runs, rows: list[tuple[str, str]], vmin: float, vmax: 
             ax.set_yticks(range(len(widths)), [str(w) for w in widths], fontsize=7)
             ax.set_xlabel("depth")
             ax.set_ylabel("width")
-            ax.set_title(f"{name}, {technique}")
+            ax.set_title(f"{name},\n{technique}" if len(technique) > 12 else f"{name}, {technique}",
+                         fontsize=9)
     fig.colorbar(image, ax=axes, shrink=0.9)
     fig.suptitle(title)
     fig.savefig(path, dpi=120)
@@ -244,8 +245,8 @@ def split_techniques(runs, by: list[str]):
     so a report shows each variant of a technique as its own technique.
 
     A run whose ``by`` keys are all unset (a technique without those options)
-    keeps its label; others become e.g. ``diversify[div_kind=ncl,div_schedule=early]``
-    (the keys in the order given, unset ones left out).
+    keeps its label; others become e.g. ``diversify[ncl,early]`` (the values
+    of the keys in the order given, unset ones left out).
 
     Args:
         runs: DataFrame of runs (:func:`~jumpstart.experiments.store.load`).
@@ -265,7 +266,7 @@ def split_techniques(runs, by: list[str]):
         return out
 
     def label(row) -> str:
-        parts = [f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+        parts = [f"{row[k]:g}" if isinstance(row[k], float) else str(row[k])
                  for k in by if pd.notna(row[k])]
         return f"{row['technique']}[{','.join(parts)}]" if parts else row["technique"]
 
