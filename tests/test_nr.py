@@ -193,7 +193,7 @@ class _LoggingNR(type(make_technique("nr"))):
 
 @pytest.mark.parametrize("extend, lrs", [
     (True, [0.1, 0.1, 0.1, 0.01, 0.01]),  # the whole schedule after epoch 1: milestone 2 + 1
-    (False, [0.1, 0.1, 0.1, 0.01]),
+    (False, [0.1, 0.1, 0.01, 0.01]),  # the schedule goes on unshifted
 ])
 def test_rejuvenation_restarts_and_shifts_the_schedule(extend, lrs):
     from jumpstart.data import Dataset
@@ -286,3 +286,21 @@ def test_resnet_utilization_rejuvenation_and_old_half_by_hand():
         x = torch.randn(3, 3, 16, 16)
         new.eval()(x)
         assert torch.allclose(new.halves[0], pruned(x), atol=1e-6)
+
+
+def test_a_dead_resnet_branch_keeps_the_stream_live():
+    """A block whose first conv died: its second conv reads nothing live and
+    is dead too; the block's fixed last conv and every later block stay live
+    (a residual add keeps the stream live), and rejuvenation runs."""
+    model = _planted_resnet()
+    with torch.no_grad():
+        model.nr_layers()[5].bn.weight[:] = 1e-4  # block 2's conv1: max |gamma| < 1e-3
+    live = live_channels(model)
+    assert [int(m.sum()) for m in live] == [4, 2, 2, 16, 16, 0, 0, 32, 32, 2, 2, 64, 64]
+    # as the by-hand sum of the planted net, minus block 2's conv1 (32), conv2 (36) and conv3 (64)
+    assert utilization(model, live) == pytest.approx((3168 - 32 - 36 - 64) / 7756)
+    new, r = rejuvenate(model, live)
+    widths = layer_widths(new)
+    assert widths[5] == widths[6] == [0, 1] and widths[7][0] == 32
+    with torch.no_grad():
+        assert torch.isfinite(new.eval()(torch.randn(2, 3, 16, 16))).all()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .split import (CLASSIFIER_STD, SPLIT_MODES, NRLayer, SplitConv2d, TwoHeads, he_fan_out_,
+from .split import (SPLIT_MODES, NRLayer, SplitConv2d, TwoHeads, he_fan_out_,
                     split_of)
 
 #: stage widths before the bottleneck expansion (x4)
@@ -55,7 +55,9 @@ class CifarResNet(TwoHeads, nn.Module):
     paper's ResNet-164, 1.68M conv weights at ``width_multiplier=1``).
     Fixed layers (Sec. 6): the stem, the last conv of each block and the
     shortcuts; prunable: each block's first two convs. BatchNorm scales start
-    at 1; convs He fan-out, the classifier ``N(0, 0.01^2)`` with bias 0.
+    at 1; convs and the classifier He fan-out (``N(0, 2 / C_out)``, as the
+    authors' init loop draws their 1x1-conv classifier), the classifier's
+    bias PyTorch's default.
 
     Args:
         depth: ``9 n + 2`` with ``n >= 1``.
@@ -115,8 +117,9 @@ class CifarResNet(TwoHeads, nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 he_fan_out_(m.weight)
-        nn.init.normal_(self.classifier.weight, 0.0, CLASSIFIER_STD)
-        nn.init.zeros_(self.classifier.bias)
+        # the authors' classifier is a 1x1 conv caught by their conv init (He fan-out,
+        # std sqrt(2 / K)) with PyTorch's default bias
+        he_fan_out_(self.classifier.weight.view(*self.classifier.weight.shape, 1, 1))
         self.head_split = (old_in if mode == "split" and old_in is not None
                            and 0 < old_in < c_in else None)
 

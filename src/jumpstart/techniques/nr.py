@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.options import Option, choice, int_at_least, number
+from ..models.split import CLASSIFIER_STD
 from .base import Technique, TrainContext
 
 #: a channel is dead when ``|gamma_j| < DEAD_FRACTION * max_k |gamma_k|`` in its layer (Sec. 1)
@@ -50,9 +51,12 @@ def live_channels(model, *, detect: str = "bn", data=None) -> list[Tensor]:
     ``max |gamma| < 1e-3``. ``detect="status"`` (our variant, for nets with or
     without BatchNorm): dead when its ReLU input is ``<= 0`` on every sample
     and position of ``data`` (:func:`~jumpstart.activation_status`, CPAIOR
-    Definition 1). Either way a conv reading a layer with no live channel is
-    dead, and a fixed conv's channels are all live (the authors' fixed
-    layers are never penalized; a whole fixed layer dying is not modelled).
+    Definition 1). Either way a prunable conv reading a layer with no live
+    channel is dead, and a fixed conv's channels are all live: the authors'
+    fixed layers are never penalized, and a residual add keeps every stream
+    channel live (Sec. 1); a residual branch whose prunable convs all died
+    stays as one fresh channel each after rejuvenation (the authors delete
+    it), its fixed last conv reading nothing live.
 
     Args:
         model: a model with ``nr_layers()``.
@@ -95,8 +99,8 @@ def live_channels(model, *, detect: str = "bn", data=None) -> list[Tensor]:
     for layer in layers:
         m = (torch.ones(layer.conv.out_channels, dtype=torch.bool) if layer.fixed
              else mask(layer).cpu())
-        if layer.source is not None and not masks[layer.source].any():
-            m = torch.zeros_like(m)
+        if not layer.fixed and layer.source is not None and not masks[layer.source].any():
+            m = torch.zeros_like(m)  # reads a constant; a fixed conv writes a residual stream
         masks.append(m)
     return masks
 
@@ -180,6 +184,7 @@ def rejuvenate(model, live: list[Tensor], *, mode: str = "split"):
                 fresh.bn.num_batches_tracked.copy_(layer.bn.num_batches_tracked)
         head = rows[next(i for i, layer in enumerate(layers) if layer.head)]
         w_new, w_old = new.classifier.weight, model.classifier.weight
+        w_new.view(w_new.shape[0], -1)[:, len(head):].normal_(0.0, CLASSIFIER_STD)
         w_new.view(w_new.shape[0], -1)[:, :len(head)] = w_old.view(w_old.shape[0], -1)[:, head]
         new.classifier.bias.copy_(model.classifier.bias)
     new.train(model.training)
@@ -203,9 +208,14 @@ class NeuralRejuvenation(Technique):
     ``nr_max_epochs`` (a cap the authors' code lacks; Sec. 3), the model is
     :func:`rejuvenate`-d once and handed to the trainer
     (:meth:`~jumpstart.techniques.TrainContext.replace_model`): fresh
-    optimizer at the initial learning rate, milestones shifted by the epochs
-    done, and with ``nr_extend`` the epoch budget too (the authors' CIFAR
-    schedule runs in full after rejuvenation). Logged every epoch from then
+    optimizer at the initial learning rate; with ``nr_extend`` the epoch
+    budget and the milestones are shifted by the epochs done (the authors'
+    CIFAR schedule runs in full after rejuvenation), without it the schedule
+    goes on where it was (same epochs and milestones as a run without
+    rejuvenation). Before rejuvenation the run's own milestones apply (the
+    authors shift them every pre-rejuvenation epoch, so their rate never
+    decays before it: keep ``nr_max_epochs`` below the first milestone to
+    match), and a cap beyond ``epochs`` never fires. Logged every epoch from then
     on: ``rejuvenation_epoch``, ``rejuvenation_u`` (the utilization that
     fired it) and ``nr_capped`` (1 when the cap fired, 0 when the target
     did). The penalty is off afterwards.
@@ -215,7 +225,9 @@ class NeuralRejuvenation(Technique):
     ``CE(z_old) + CE(z_new)`` with the classifier applied to each half and
     one shared bias (:meth:`task_loss`), the prediction the argmax of the
     sum. ``"cross"`` (ImageNet): the halves exchange cross-attention in every
-    conv, one classifier, the plain task loss.
+    conv, one classifier, the plain task loss. (In split mode the logged
+    training ``loss`` is then the two-head sum, about twice a single
+    cross-entropy.)
 
     ``nr_detect = "status"`` is **our variant** (not the paper's): dead
     channels from :func:`~jumpstart.activation_status` on the training inputs,
@@ -255,6 +267,9 @@ class NeuralRejuvenation(Technique):
     def attach(self, ctx: TrainContext) -> None:
         if not self.rejuvenated and self.config["nr_detect"] == "bn":
             live_channels(ctx.model)  # refuses a model without BatchNorm, before any step
+        if self.config["nr_detect"] == "status" and getattr(ctx.data, "x_train", None) is None:
+            raise ValueError("nr_detect='status' measures the training inputs in memory; this "
+                             "run's data are not (on-disk data: use nr_detect='bn')")
         self._sgd = isinstance(ctx.optimizer, torch.optim.SGD)
 
     def _scales(self, ctx: TrainContext) -> list[Tensor]:
@@ -296,6 +311,7 @@ class NeuralRejuvenation(Technique):
                 self.rejuvenated = True
                 self.fired = {"rejuvenation_epoch": float(ctx.epoch), "nr_capped": float(capped),
                               "rejuvenation_u": u}
-                ctx.replace_model(new, shift_schedule=True, extend=self.config["nr_extend"])
+                extend = self.config["nr_extend"]
+                ctx.replace_model(new, shift_schedule=extend, extend=extend)
         for name, value in self.fired.items():  # every epoch from then on,
             ctx.log(name, value)  # so the curves' last point has them whatever curve_every
