@@ -179,7 +179,7 @@ def test_needs_batchnorm_or_the_status_variant():
         plain.convs()[-1].bias[1:] = -1
     live = live_channels(plain, detect="status", data=torch.randn(16, 1, 8, 8))
     assert live[-1].tolist() == [True] + [False] * 7
-    with pytest.raises(ValueError, match="rejuvenates models vgg and cifar_resnet"):
+    with pytest.raises(ValueError, match="rejuvenates models vgg, cifar_resnet, rectangular"):
         live_channels(nn.Sequential(nn.Linear(2, 2)))
 
 
@@ -304,3 +304,57 @@ def test_a_dead_resnet_branch_keeps_the_stream_live():
     assert widths[5] == widths[6] == [0, 1] and widths[7][0] == 32
     with torch.no_grad():
         assert torch.isfinite(new.eval()(torch.randn(2, 3, 16, 16))).all()
+
+
+@pytest.mark.parametrize("kind, total", [("dense", 40), ("conv", 180)])
+def test_rectangular_nets_rejuvenate_by_hand(kind, total):
+    """Our extension to the toolkit's nets. Dense 2-4-4-4 (weights 8 + 16 + 16)
+    or conv 1-4-4 on 3x3 images with the flatten head (9 * (4 + 16)), each
+    hidden layer keeping its first 2 units: u = live weights / all, r =
+    sqrt(1/u), int(2 r) = 3 units per layer; the old half computes the
+    pruned net (the flatten head's 9 columns per channel copied with it)."""
+    from jumpstart.models import Rectangular
+
+    def planted():
+        torch.manual_seed(3)
+        if kind == "dense":
+            net = Rectangular(3, 4, 2, 3, norm="batch")
+        else:
+            net = Rectangular(2, 4, 1, 3, norm="batch", kind="conv", input_size=(3, 3))
+        with torch.no_grad():
+            for bn in net.norms:
+                bn.weight[2:] = 1e-4
+                bn.bias.uniform_(-0.1, 0.1)
+                bn.running_var.uniform_(0.5, 2.0)
+        return net.eval()
+
+    model = planted()
+    live = live_channels(model)
+    used = 2 * 2 + 2 * 2 + 2 * 2 if kind == "dense" else 9 * (1 * 2 + 2 * 2)
+    assert utilization(model, live) == pytest.approx(used / total)
+    new, r = rejuvenate(model, live, mode="split")
+    assert r == pytest.approx(math.sqrt(total / used)) and int(2 * r) == 3
+    assert layer_widths(new)[:-1] == [[2, 1]] * len(model.linears)
+    pruned = planted()
+    with torch.no_grad():
+        for bn in pruned.norms:
+            bn.weight[2:] = 0
+            bn.bias[2:] = 0
+        x = torch.randn(5, 2) if kind == "dense" else torch.randn(5, 1, 3, 3)
+        new.eval()(x)
+        assert torch.allclose(new.halves[0], pruned(x), atol=1e-6)
+    with pytest.raises(ValueError, match="without skips"):
+        live_channels(Rectangular(2, 4, 2, 3, norm="batch", skip=1))
+
+
+def test_a_rejuvenated_dense_run_is_saved_and_rebuilt(tmp_path):
+    from jumpstart.train import train_run
+
+    run = train_run(dataset="moons", depth=3, width=4, technique="nr", nr_max_epochs=2,
+                    nr_lam=0.05, epochs=4, lr=0.05, optimizer="sgd", seed=1)
+    assert isinstance(run.metrics()["widths"][0], list)  # [old, new]
+    assert run.fit.epochs == 6  # 2 before, 4 after (nr_extend)
+    run.save(tmp_path)
+    model, data = rebuild_model(read_checkpoint(tmp_path))
+    with torch.no_grad():
+        assert torch.equal(model(data.x_val), run.model.eval()(data.x_val))

@@ -18,13 +18,13 @@ def layer_widths(model) -> list[int]:
     (``out_features``) and ``nn.Conv*`` (``out_channels``) layers, in module
     order (the output layer last for the families here). A run records it so
     that a model a technique reshaped (widened, pruned) can be rebuilt. A
-    rejuvenated :class:`SplitConv2d` is listed as ``[old, new]`` channels
+    rejuvenated split layer is listed as ``[old, new]`` channels or units
     (Neural Rejuvenation)."""
     from torch import nn
 
     def width(m):
         if getattr(m, "old_out", None) is not None:
-            return [m.old_out, m.out_channels - m.old_out]
+            return [m.old_out, m.weight.shape[0] - m.old_out]
         return m.out_features if isinstance(m, nn.Linear) else m.out_channels
 
     return [width(m) for m in model.modules()

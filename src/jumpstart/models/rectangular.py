@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .split import NRLayer, TwoHeads
+
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 NORMS = (None, "batch")
 INITS = ("glorot", "kaiming", "zero", "orthogonal", "decorrelated")
@@ -74,7 +76,7 @@ def init_weights(layers, init: str, *, steps: int = DECORRELATE_STEPS,
             decorrelate_(layer.weight, layer.bias, steps=steps, lr=lr)
 
 
-class Rectangular(nn.Module):
+class Rectangular(TwoHeads, nn.Module):
     """``depth`` hidden layers of ``width`` units, then a linear output layer.
 
     Hidden layer ``l`` (1-based) computes ``h_l = act(norm(W_l h_{l-1} + b_l))``;
@@ -108,6 +110,15 @@ class Rectangular(nn.Module):
         kind: ``"dense"`` or ``"conv"``.
         head: conv only, ``"flatten"`` or ``"maxavg"``.
         input_size: conv with ``head="flatten"``: the input's ``(H, W)``.
+        widths: per hidden layer, overriding ``width``: an int, or
+            ``[old, new]`` for a layer Neural Rejuvenation grew (then the
+            layers are :class:`~jumpstart.models.SplitLinear` /
+            :class:`~jumpstart.models.SplitConv2d` halves, and in ``"split"``
+            mode the output layer is two heads with a shared bias,
+            :class:`~jumpstart.models.split.TwoHeads`); optionally followed
+            by ``out_features`` (as :func:`~jumpstart.models.layer_widths`
+            lists them). No skips, and not with the max+avg head.
+        mode: ``"split"`` or ``"cross"`` (with ``[old, new]`` widths).
 
     Raises:
         ValueError: any argument outside the values above.
@@ -129,8 +140,12 @@ class Rectangular(nn.Module):
         input_size: tuple[int, int] | None = None,
         init_steps: int = DECORRELATE_STEPS,
         init_lr: float = DECORRELATE_LR,
+        widths: list | None = None,
+        mode: str = "split",
     ) -> None:
         super().__init__()
+        self._args = dict(activation=activation, norm=norm, kind=kind, head=head,
+                          input_size=input_size)
         for name, value in (("depth", depth), ("width", width),
                             ("in_features", in_features), ("out_features", out_features)):
             if not (isinstance(value, int) and value >= 1):
@@ -150,17 +165,41 @@ class Rectangular(nn.Module):
                 and all(isinstance(v, int) and v >= 1 for v in input_size)):
             raise ValueError(f"a conv net with head 'flatten' needs input_size=(H, W); "
                              f"got {input_size!r}")
+        if widths is not None:
+            widths = list(widths)[:depth + 1]
+            if len(widths) not in (depth, depth + 1) or skip or head == "maxavg":
+                raise ValueError(f"widths: one entry per hidden layer ({depth}), for a net "
+                                 "without skips or the max+avg head; got {widths!r}")
         self.depth, self.width, self.skip, self.kind, self.head = depth, width, skip, kind, head
-        dims = [in_features] + [width] * depth
         bias = norm is None  # BN cancels a bias (and Adam would amplify its noise gradient)
-        if kind == "dense":
-            layers = (nn.Linear(a, b, bias=bias) for a, b in zip(dims[:-1], dims[1:]))
-            norms = (nn.BatchNorm1d(width) if norm else nn.Identity() for _ in range(depth))
-            head_in = width
+        group = input_size[0] * input_size[1] if kind == "conv" and head == "flatten" else 1
+        #: input columns of the output layer per unit of the last hidden layer
+        self.nr_head_group = group
+        if widths is None:
+            dims = [in_features] + [width] * depth
+            if kind == "dense":
+                layers = [nn.Linear(a, b, bias=bias) for a, b in zip(dims[:-1], dims[1:])]
+            else:
+                layers = [nn.Conv2d(a, b, 3, padding=1, bias=bias)
+                          for a, b in zip(dims[:-1], dims[1:])]
+            last = width
         else:
-            layers = (nn.Conv2d(a, b, 3, padding=1, bias=bias) for a, b in zip(dims[:-1], dims[1:]))
-            norms = (nn.BatchNorm2d(width) if norm else nn.Identity() for _ in range(depth))
-            head_in = width * input_size[0] * input_size[1] if head == "flatten" else 2 * width
+            from .split import SplitConv2d, SplitLinear, split_of
+
+            layers, fan_in, old_in = [], in_features, None
+            for w in widths[:depth]:
+                total, old = split_of(w)
+                layers.append(SplitLinear(fan_in, total, old_in=old_in, old_out=old, mode=mode,
+                                          bias=bias) if kind == "dense" else
+                              SplitConv2d(fan_in, total, old_in=old_in, old_out=old, mode=mode,
+                                          bias=bias))
+                fan_in, old_in = total, old
+            last = fan_in
+            if mode == "split" and old_in is not None and 0 < old_in < last:
+                self.head_split = old_in * group
+        norm_cls = nn.BatchNorm1d if kind == "dense" else nn.BatchNorm2d
+        norms = (norm_cls(lin.weight.shape[0]) if norm else nn.Identity() for lin in layers)
+        head_in = last * group if head == "flatten" or kind == "dense" else 2 * last
         #: the hidden weighted layers (nn.Linear, or nn.Conv2d for kind "conv")
         self.linears = nn.ModuleList(layers)
         self.norms = nn.ModuleList(norms)
@@ -186,4 +225,31 @@ class Rectangular(nn.Module):
         if self.kind == "conv":
             x = x.flatten(1) if self.head == "flatten" else torch.cat(
                 [x.amax(dim=(2, 3)), x.mean(dim=(2, 3))], dim=1)
+        if self.head_split is not None:
+            return self._head(x, self.output.weight, self.output.bias)
         return self.output(x)
+
+    def nr_layers(self) -> list[NRLayer]:
+        """The hidden layers as Neural Rejuvenation reads them: a chain, none
+        fixed, the output layer reading the last (``nr_head_group`` columns
+        per unit).
+
+        Raises:
+            ValueError: a net with skips or the max+avg head.
+        """
+        if self.skip or (self.kind == "conv" and self.head == "maxavg"):
+            raise ValueError("nr rejuvenates Rectangular nets without skips, dense or with "
+                             "the flatten head")
+        out = [NRLayer(lin, norm if not isinstance(norm, nn.Identity) else None, act,
+                       i - 1 if i else None)
+               for i, (lin, norm, act) in enumerate(zip(self.linears, self.norms,
+                                                        self.activations))]
+        out[-1].head = True
+        return out
+
+    def rejuvenated(self, widths: list, mode: str) -> Rectangular:
+        """A fresh net of this one's family with hidden ``widths``
+        (``[old, new]`` each) in ``mode``, on the same device."""
+        first = self.linears[0].weight
+        return Rectangular(self.depth, self.width, first.shape[1], self.output.out_features,
+                           widths=widths, mode=mode, **self._args).to(first.device)

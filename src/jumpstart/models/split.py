@@ -24,25 +24,52 @@ def he_fan_out_(weight: Tensor) -> Tensor:
         return weight.normal_(0.0, (2.0 / n) ** 0.5)
 
 
-class SplitConv2d(nn.Conv2d):
-    """A conv whose output channels may be split into ``old_out`` old and
-    ``out_channels - old_out`` new ones, reading inputs split the same way
-    at ``old_in`` (NR Sec. 5; the authors' ``_AttConv2d``).
+class _Halves:
+    """The old/new split shared by :class:`SplitConv2d` and :class:`SplitLinear`
+    (NR Sec. 5; the authors' ``_AttConv2d``): the outputs are ``old_out`` old
+    and the rest new ones, the inputs split the same way at ``old_in``.
 
     Split (:attr:`is_split`: ``old_in`` and ``old_out`` both cut their side
     in two non-empty parts): with ``x_o = x[:, :old_in]``,
     ``x_n = x[:, old_in:]`` and the weight's blocks ``W_oo, W_on, W_no, W_nn``
     (rows old/new outputs, columns old/new inputs):
 
-    - ``mode="split"`` (the CIFAR scheme): ``cat[W_oo * x_o, W_nn * x_n]``, two
+    - ``mode="split"`` (the CIFAR scheme): ``cat[W_oo x_o, W_nn x_n]``, two
       disjoint networks; the cross blocks are never used;
-    - ``mode="cross"`` (the ImageNet cross-attention): ``A = W_oo * x_o``,
-      ``B = W_on * x_n``, ``y_o = A + B * 2 sigmoid(A)``, and symmetrically
-      ``y_n = D + C * 2 sigmoid(D)`` with ``D = W_nn * x_n``, ``C = W_no * x_o``.
+    - ``mode="cross"`` (the ImageNet cross-attention): ``A = W_oo x_o``,
+      ``B = W_on x_n``, ``y_o = A + B * 2 sigmoid(A)``, and symmetrically
+      ``y_n = D + C * 2 sigmoid(D)`` with ``D = W_nn x_n``, ``C = W_no x_o``.
 
-    Otherwise (a conv reading the network input, or one whose inputs or
-    outputs did not grow) a plain conv over every input. Shapes
-    ``(N, C_in, H, W) -> (N, C_out, H', W')``.
+    Otherwise (a layer reading the network input, or one whose inputs or
+    outputs did not grow) the plain layer over every input.
+    """
+
+    def _halves(self, old_in, old_out, mode) -> None:
+        if mode not in SPLIT_MODES:
+            raise ValueError(f"unknown split mode {mode!r}; allowed: {', '.join(SPLIT_MODES)}")
+        self.old_out, self.mode = old_out, mode
+        self.old_in = old_in if old_out is not None else None
+
+    @property
+    def is_split(self) -> bool:
+        """Both the inputs and the outputs have an old and a new part."""
+        return (self.old_in is not None and 0 < self.old_in < self.weight.shape[1]
+                and 0 < self.old_out < self.weight.shape[0])
+
+    def _split_forward(self, x: Tensor, op) -> Tensor:
+        i, o, w, b = self.old_in, self.old_out, self.weight, self.bias
+        xo, xn = x[:, :i], x[:, i:]
+        bo, bn = (None, None) if b is None else (b[:o], b[o:])
+        a, d = op(xo, w[:o, :i], bo), op(xn, w[o:, i:], bn)
+        if self.mode == "cross":
+            a = a + op(xn, w[:o, i:], None) * 2 * torch.sigmoid(a)
+            d = d + op(xo, w[o:, :i], None) * 2 * torch.sigmoid(d)
+        return torch.cat([a, d], 1)
+
+
+class SplitConv2d(_Halves, nn.Conv2d):
+    """A conv (``"same"`` padding) with old and new halves (see
+    :class:`_Halves`). Shapes ``(N, C_in, H, W) -> (N, C_out, H', W')``.
 
     Raises:
         ValueError: unknown ``mode``.
@@ -53,29 +80,27 @@ class SplitConv2d(nn.Conv2d):
                  mode: str = "split", bias: bool = False) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride,
                          padding=kernel_size // 2, bias=bias)
-        if mode not in SPLIT_MODES:
-            raise ValueError(f"unknown split mode {mode!r}; allowed: {', '.join(SPLIT_MODES)}")
-        self.old_out, self.mode = old_out, mode
-        self.old_in = old_in if old_out is not None else None
-
-    @property
-    def is_split(self) -> bool:
-        """Both the inputs and the outputs have an old and a new part."""
-        return (self.old_in is not None and 0 < self.old_in < self.in_channels
-                and 0 < self.old_out < self.out_channels)
+        self._halves(old_in, old_out, mode)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.is_split:
-            return super().forward(x)
-        i, o, w, b = self.old_in, self.old_out, self.weight, self.bias
-        xo, xn = x[:, :i], x[:, i:]
-        bo, bn = (None, None) if b is None else (b[:o], b[o:])
-        a = self._conv_forward(xo, w[:o, :i], bo)
-        d = self._conv_forward(xn, w[o:, i:], bn)
-        if self.mode == "cross":
-            a = a + self._conv_forward(xn, w[:o, i:], None) * 2 * torch.sigmoid(a)
-            d = d + self._conv_forward(xo, w[o:, :i], None) * 2 * torch.sigmoid(d)
-        return torch.cat([a, d], 1)
+        return self._split_forward(x, self._conv_forward) if self.is_split else super().forward(x)
+
+
+class SplitLinear(_Halves, nn.Linear):
+    """A linear layer with old and new halves (see :class:`_Halves`): the
+    dense version of :class:`SplitConv2d`. Shapes ``(N, F_in) -> (N, F_out)``.
+
+    Raises:
+        ValueError: unknown ``mode``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, old_in: int | None = None,
+                 old_out: int | None = None, mode: str = "split", bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self._halves(old_in, old_out, mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._split_forward(x, F.linear) if self.is_split else super().forward(x)
 
 
 def split_of(width) -> tuple[int, int | None]:
@@ -113,7 +138,7 @@ class NRLayer:
     """One conv as rejuvenation reads it.
 
     Attributes:
-        conv: the conv (rows are its channels).
+        conv: the conv or linear layer (rows are its channels or units).
         bn: the BatchNorm after it, or ``None`` (a plain net).
         act: the ReLU module that reads it (``None``: its output is added to
             a residual stream first, or it has none).
@@ -125,8 +150,8 @@ class NRLayer:
         head: the classifier reads its output (one conv per model).
     """
 
-    conv: nn.Conv2d
-    bn: nn.BatchNorm2d | None
+    conv: nn.Module
+    bn: nn.Module | None
     act: nn.Module | None
     source: int | None
     fixed: bool = False
@@ -141,8 +166,8 @@ def effective_params(model: nn.Module) -> int:
     conv weights at ``r = 2``)."""
     total = sum(p.numel() for p in model.parameters())
     for m in model.modules():
-        if isinstance(m, SplitConv2d) and m.is_split and m.mode == "split":
-            k = m.kernel_size[0] * m.kernel_size[1]
-            new_out, new_in = m.out_channels - m.old_out, m.in_channels - m.old_in
+        if isinstance(m, _Halves) and m.is_split and m.mode == "split":
+            k = m.weight[0, 0].numel()
+            new_out, new_in = m.weight.shape[0] - m.old_out, m.weight.shape[1] - m.old_in
             total -= (m.old_out * new_in + new_out * m.old_in) * k
     return total

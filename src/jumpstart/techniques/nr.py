@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.options import Option, choice, int_at_least, number
-from ..models.split import CLASSIFIER_STD
+from ..models.split import CLASSIFIER_STD, he_fan_out_
 from .base import Technique, TrainContext
 
 #: a channel is dead when ``|gamma_j| < DEAD_FRACTION * max_k |gamma_k|`` in its layer (Sec. 1)
@@ -25,14 +25,17 @@ DETECTORS = ("bn", "status")
 def nr_layers(model) -> list:
     """The convs of a model Neural Rejuvenation can rebuild, as a list of
     :class:`~jumpstart.models.split.NRLayer` (``model.nr_layers()``:
-    :class:`~jumpstart.models.VGG`, :class:`~jumpstart.models.CifarResNet`).
+    :class:`~jumpstart.models.VGG`, :class:`~jumpstart.models.CifarResNet`,
+    :class:`~jumpstart.models.Rectangular` without skips, dense or with the
+    flatten head).
 
     Raises:
         ValueError: any other model.
     """
     if not callable(getattr(model, "nr_layers", None)):
-        raise ValueError(f"technique 'nr' rejuvenates models vgg and cifar_resnet (NR's CIFAR "
-                         f"VGG and ResNet); got {type(model).__name__}")
+        raise ValueError(f"technique 'nr' rejuvenates models vgg, cifar_resnet, rectangular and "
+                         f"conv (NR's CIFAR VGG and ResNet, our Rectangular nets); got "
+                         f"{type(model).__name__}")
     return model.nr_layers()
 
 
@@ -97,12 +100,17 @@ def live_channels(model, *, detect: str = "bn", data=None) -> list[Tensor]:
         raise ValueError(f"unknown detect {detect!r}; allowed: {', '.join(DETECTORS)}")
     masks = []
     for layer in layers:
-        m = (torch.ones(layer.conv.out_channels, dtype=torch.bool) if layer.fixed
+        m = (torch.ones(layer.conv.weight.shape[0], dtype=torch.bool) if layer.fixed
              else mask(layer).cpu())
         if not layer.fixed and layer.source is not None and not masks[layer.source].any():
             m = torch.zeros_like(m)  # reads a constant; a fixed conv writes a residual stream
         masks.append(m)
     return masks
+
+
+def _classifier(model) -> nn.Module:
+    """The layer reading the features: ``classifier`` (VGG, CIFAR ResNet) or ``output``."""
+    return model.classifier if hasattr(model, "classifier") else model.output
 
 
 def utilization(model, live: list[Tensor]) -> float:
@@ -117,8 +125,9 @@ def utilization(model, live: list[Tensor]) -> float:
     used = total = 0
     for layer, mask in zip(nr_layers(model), live, strict=True):
         conv = layer.conv
-        live_in = conv.in_channels if layer.source is None else int(live[layer.source].sum())
-        used += live_in * int(mask.sum()) * conv.kernel_size[0] * conv.kernel_size[1]
+        fan_in = conv.weight.shape[1]
+        live_in = fan_in if layer.source is None else int(live[layer.source].sum())
+        used += live_in * int(mask.sum()) * conv.weight[0, 0].numel()
         total += conv.weight.numel()
     return used / total
 
@@ -168,7 +177,10 @@ def rejuvenate(model, live: list[Tensor], *, mode: str = "split"):
     rows = [m.nonzero().flatten().to(device) for m in live]
     with torch.no_grad():
         for layer, fresh, out in zip(layers, nr_layers(new), rows):
-            cols = (torch.arange(layer.conv.in_channels, device=device) if layer.source is None
+            he_fan_out_(fresh.conv.weight)  # new kernels; survivors are copied over
+            if fresh.conv.bias is not None:
+                fresh.conv.bias.zero_()
+            cols = (torch.arange(layer.conv.weight.shape[1], device=device) if layer.source is None
                     else rows[layer.source])
             c, p = len(out), len(cols)
             fresh.conv.weight[:c, :p] = layer.conv.weight[out][:, cols]
@@ -182,11 +194,14 @@ def rejuvenate(model, live: list[Tensor], *, mode: str = "split"):
                     getattr(fresh.bn, name)[:c] = getattr(layer.bn, name)[out]
                 fresh.bn.weight[c:] = NEW_BN_SCALE
                 fresh.bn.num_batches_tracked.copy_(layer.bn.num_batches_tracked)
+        group = getattr(model, "nr_head_group", 1)  # output columns per unit (a flatten)
         head = rows[next(i for i, layer in enumerate(layers) if layer.head)]
-        w_new, w_old = new.classifier.weight, model.classifier.weight
-        w_new.view(w_new.shape[0], -1)[:, len(head):].normal_(0.0, CLASSIFIER_STD)
-        w_new.view(w_new.shape[0], -1)[:, :len(head)] = w_old.view(w_old.shape[0], -1)[:, head]
-        new.classifier.bias.copy_(model.classifier.bias)
+        head = (head[:, None] * group + torch.arange(group, device=device)).flatten()
+        old_head, new_head = _classifier(model), _classifier(new)
+        w_new = new_head.weight.view(new_head.weight.shape[0], -1)
+        w_new[:, len(head):].normal_(0.0, CLASSIFIER_STD)
+        w_new[:, :len(head)] = old_head.weight.view(old_head.weight.shape[0], -1)[:, head]
+        new_head.bias.copy_(old_head.bias)
     new.train(model.training)
     return new, r
 
@@ -194,7 +209,9 @@ def rejuvenate(model, live: list[Tensor], *, mode: str = "split"):
 class NeuralRejuvenation(Technique):
     """Neural Rejuvenation (CVPR 2019; the spec's Secs. 1-5), on
     :class:`~jumpstart.models.VGG` (``model = "vgg"``) and
-    :class:`~jumpstart.models.CifarResNet` (``model = "cifar_resnet"``).
+    :class:`~jumpstart.models.CifarResNet` (``model = "cifar_resnet"``), and
+    the toolkit's :class:`~jumpstart.models.Rectangular` nets (``rectangular``
+    and ``conv`` with the flatten head, no skips; our extension).
 
     Before rejuvenation, an L1 penalty ``nr_lam * sum |gamma|`` on every
     prunable conv's BatchNorm scale (Sec. 1): under SGD as a loss term, whose gradient
@@ -240,7 +257,8 @@ class NeuralRejuvenation(Technique):
     ``nr_detect`` (bn), ``nr_extend`` (True). Single-run loop only.
 
     Raises (at attach):
-        ValueError: a model without ``nr_layers`` (not vgg or cifar_resnet),
+        ValueError: a model without ``nr_layers`` (not vgg, cifar_resnet,
+            rectangular or conv), a Rectangular net with skips or the max+avg head,
             or one without BatchNorm with ``"bn"``.
     """
 

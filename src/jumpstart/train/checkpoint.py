@@ -54,9 +54,8 @@ def rebuild_model(ckpt: dict, data=None) -> tuple[nn.Module, object]:
 
     Raises:
         ValueError: the checkpoint's widths differ from those its config
-            builds (a model a technique reshaped can be rebuilt only for
-            ``model = "vgg"`` or ``"cifar_resnet"``, from the stored widths:
-            Neural Rejuvenation);
+            builds (a model a technique reshaped is rebuilt from the stored
+            widths only when Neural Rejuvenation grew it: ``[old, new]`` entries);
             a config the toolkit cannot build.
         FileNotFoundError: the run's data set is missing.
     """
@@ -72,7 +71,8 @@ def rebuild_model(ckpt: dict, data=None) -> tuple[nn.Module, object]:
     model = build_model(c["model"], technique_of(c), data.num_classes, shape,
                         dataset=c["dataset"], depth=c["depth"], width=c["width"],
                         init=c.get("init", "glorot"), head=c.get("head", "flatten"),
-                        widths=ckpt["widths"] if c["model"] in ("vgg", "cifar_resnet") else None)
+                        widths=ckpt["widths"] if any(isinstance(w, list) for w in ckpt["widths"])
+                        else None)
     if layer_widths(model) != list(ckpt["widths"]):
         raise ValueError(f"the checkpoint's layer widths {ckpt['widths']} differ from those "
                          f"its config builds ({layer_widths(model)}): a reshaped model")

@@ -246,7 +246,7 @@ def build_model(model: str, tech, num_classes: int, shape: tuple[int, ...], *, d
     inputs of feature ``shape`` and ``num_classes`` classes (one logit when
     2). Initialized from torch's global RNG (seed it first). ``widths``
     (:func:`~jumpstart.models.layer_widths` of a trained model) rebuilds a
-    VGG or CIFAR ResNet a technique reshaped (Neural Rejuvenation); the run's ``nr_mode``
+    model a technique reshaped (Neural Rejuvenation: ``[old, new]`` entries); the run's ``nr_mode``
     must then be in ``tech``'s config.
 
     Raises:
@@ -262,14 +262,16 @@ def build_model(model: str, tech, num_classes: int, shape: tuple[int, ...], *, d
     options = tech.model_options({"activation": "relu", "norm": None, "skip": None})
     if model == "rectangular":  # images are flattened (an MLP on pixels)
         return Rectangular(depth, width, math.prod(shape), out_features, init=init,
-                           init_steps=init_steps, init_lr=init_lr, **options)
+                           init_steps=init_steps, init_lr=init_lr, widths=widths,
+                           mode=tech.config.get("nr_mode", "split"), **options)
     if len(shape) != 3:
         raise ValueError(f"model {model} needs image data (N, C, H, W); {dataset} has "
                          f"features of shape {shape}")
     if model == "conv":
         return Rectangular(depth, width, shape[0], out_features, init=init, kind="conv",
                            head=head, input_size=shape[1:], init_steps=init_steps,
-                           init_lr=init_lr, **options)
+                           init_lr=init_lr, widths=widths,
+                           mode=tech.config.get("nr_mode", "split"), **options)
     if model == "cifar_resnet":
         if options["activation"] != "relu" or options["skip"] is not None:
             raise ValueError("model cifar_resnet has ReLU, BatchNorm and shortcuts built in; "
