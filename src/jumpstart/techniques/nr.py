@@ -41,7 +41,11 @@ def nr_layers(model) -> list:
 
 def batch_norms(model) -> list[nn.BatchNorm2d]:
     """The BatchNorms the sparsity penalty shrinks: those after the prunable
-    (not fixed) convs (empty for a plain net)."""
+    (not fixed) convs (empty for a plain net); NR Sec. 1.
+
+    Raises:
+        ValueError: a model without ``nr_layers`` (:func:`nr_layers`).
+    """
     return [layer.bn for layer in nr_layers(model) if not layer.fixed and layer.bn is not None]
 
 
@@ -289,22 +293,19 @@ class NeuralRejuvenation(Technique):
             raise ValueError("nr_detect='status' measures the training inputs in memory; this "
                              "run's data are not (on-disk data: use nr_detect='bn')")
         self._sgd = isinstance(ctx.optimizer, torch.optim.SGD)
-
-    def _scales(self, ctx: TrainContext) -> list[Tensor]:
-        if self.rejuvenated or self.config["nr_lam"] == 0:
-            return []
-        return [bn.weight for bn in batch_norms(ctx.model)]
+        # the scales the penalty shrinks, found once per model (not on every step)
+        self._scales = ([] if self.rejuvenated or self.config["nr_lam"] == 0
+                        else [bn.weight for bn in batch_norms(ctx.model)])
 
     def loss(self, ctx: TrainContext) -> Tensor | None:
-        scales = self._scales(ctx) if self._sgd else []
-        if not scales:
+        if not (self._sgd and self._scales):
             return None
-        return self.config["nr_lam"] * sum(g.abs().sum() for g in scales)
+        return self.config["nr_lam"] * sum(g.abs().sum() for g in self._scales)
 
     def after_step(self, ctx: TrainContext) -> None:
         if self._sgd:
             return
-        scales = self._scales(ctx)
+        scales = self._scales
         if scales:
             lr = ctx.optimizer.param_groups[0]["lr"]
             with torch.no_grad():
@@ -326,7 +327,7 @@ class NeuralRejuvenation(Technique):
             capped = ctx.epoch >= self.config["nr_max_epochs"] and u > self.config["nr_target"]
             if u <= self.config["nr_target"] or capped:
                 new, _ = rejuvenate(ctx.model, live, mode=self.config["nr_mode"])
-                self.rejuvenated = True
+                self.rejuvenated = True  # attach (to the new model) then drops the scales
                 self.fired = {"rejuvenation_epoch": float(ctx.epoch), "nr_capped": float(capped),
                               "rejuvenation_u": u}
                 extend = self.config["nr_extend"]
