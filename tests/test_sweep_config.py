@@ -51,6 +51,30 @@ def test_seeds_override(tmp_path):
     assert len(sweep.runs) == 36
 
 
+def test_several_grids_give_the_union_of_their_products(tmp_path):
+    text = BASIC.replace("[grid]", "[[grid]]") + """
+[[grid]]
+depth = [2]
+width = [4, 7]
+technique = ["jumpstart"]
+lr = [0.1]
+"""
+    sweep = load_sweep(write(tmp_path, text), seeds=2)
+    # first grid 2 x 3 x 2 = 12, second 1 x 2 x 1 = 2 (its width 4 run differs
+    # from the first grid's by lr, so nothing repeats); seeds 2 doubles both
+    assert len(sweep.runs) == (12 + 2) * 2
+    second = [r for r in sweep.runs if r["lr"] == 0.1]
+    assert sorted((r["width"], r["seed"]) for r in second) == [(4, 0), (4, 1), (7, 0), (7, 1)]
+    assert all(r["lam"] == 0.001 and r["epochs"] == 10 for r in second)
+    # a run in both grids is kept once
+    dup = load_sweep(write(tmp_path, BASIC.replace("[grid]", "[[grid]]")
+                           + "[[grid]]\ndepth = [2]\nwidth = [1]\ntechnique = [\"baseline\"]\n"))
+    assert len(dup.runs) == 12
+    bad = BASIC.replace("[grid]", "[[grid]]") + "[[grid]]\ndeptth = [1]\n"
+    with pytest.raises(SweepError, match=r"unknown key\(s\) \['deptth'\] in \[grid\]"):
+        load_sweep(write(tmp_path, bad))
+
+
 def test_run_key_is_canonical():
     a = {"depth": 2, "width": 3, "lr": 0.01}
     b = {"lr": 0.01, "width": 3, "depth": 2}

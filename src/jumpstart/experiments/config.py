@@ -17,6 +17,9 @@ A sweep file has a ``name``, optional ``description``, and tables:
   a multi-process sweep's workers see it when its module registers it on
   import). ``dataset = ["*"]`` means every
   table in the data folder (``data_dir``, see :func:`jumpstart.data.data_dir`).
+  Several grids (``[[grid]]`` tables, as scikit-learn's list of parameter
+  grids) give the union of their products, each over ``[fixed]``: e.g. one
+  technique with its own optimizer beside the others.
 
 A run is a flat dict (its *config*); its key is a hash of the config's
 canonical JSON, so the same run always has the same key.
@@ -255,16 +258,22 @@ def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None,
     save_weights = doc.get("save_weights", False)
     if not isinstance(save_weights, bool):
         raise SweepError(f"{source}: save_weights must be true or false; got {save_weights!r}")
+    grid_tables = doc.get("grid", {})
+    if isinstance(grid_tables, dict):
+        grid_tables = [grid_tables]
+    if not (isinstance(grid_tables, list) and grid_tables
+            and all(isinstance(t, dict) for t in grid_tables)):
+        raise SweepError(f"{source}: [grid] must be a table or [[grid]] a list of tables")
     tables = {}
     for section, allowed in sections.items():
-        table = doc.get(section, {})
-        if not isinstance(table, dict):
-            raise SweepError(f"{source}: [{section}] must be a table")
-        bad = set(table) - allowed
-        if bad:
-            raise SweepError(f"{source}: unknown key(s) {sorted(bad)} in [{section}]; allowed: "
-                             f"{', '.join(sorted(allowed)) or 'none'}")
-        tables[section] = table
+        for table in grid_tables if section == "grid" else [doc.get(section, {})]:
+            if not isinstance(table, dict):
+                raise SweepError(f"{source}: [{section}] must be a table")
+            bad = set(table) - allowed
+            if bad:
+                raise SweepError(f"{source}: unknown key(s) {sorted(bad)} in [{section}]; "
+                                 f"allowed: {', '.join(sorted(allowed)) or 'none'}")
+            tables[section] = table
     options = {}
     for section, table in tables.items():
         if section == "grid":
@@ -273,25 +282,11 @@ def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None,
             _check_value(source, f"[{section}]", key, value)
         if section != "fixed":
             options.update(table)
-    grid = dict(tables["grid"])
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise SweepError(f"{source}: [grid] {key} must be a non-empty list; got {values!r}")
-        for v in values:
-            _check_value(source, "[grid]", key, v)
-    if seeds is not None:
-        if not (isinstance(seeds, int) and seeds >= 1):
-            raise SweepError(f"seeds must be an integer >= 1; got {seeds!r}")
-        grid["seed"] = list(range(seeds))
+    if seeds is not None and not (isinstance(seeds, int) and seeds >= 1):
+        raise SweepError(f"seeds must be an integer >= 1; got {seeds!r}")
     base = {**BASE_DEFAULTS, **tables["fixed"]}
     if data_dir is not None:
         base["data_dir"] = str(Path(data_dir).resolve())
-    grid = _expand_datasets(source, base, grid)
-    present = set(base) | set(grid)
-    missing = [k for k in REQUIRED if k not in present]
-    if missing:
-        raise SweepError(f"{source}: missing {', '.join(missing)} (in [fixed] or [grid])")
-    axes = list(grid)
 
     def build(values: dict) -> dict:
         config = {k: v for k, v in {**base, **values}.items() if k not in options_now}
@@ -299,23 +294,41 @@ def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None,
             config[key] = values.get(key, options.get(key, option.default))
         return config
 
-    # the checks that combine keys, over the product of the axes they read
-    # only (small), so a big grid is validated without being expanded
-    checked = [k for k in axes if k in ("model", "dataset", "width", "technique",
-                                        *OPTIMIZER_OPTIONS)]
-    for combo in itertools.product(*(grid[k] for k in checked)):
-        _check_combination(source, build(dict(zip(checked, combo))))
+    grids = []
+    for table in grid_tables:
+        grid = dict(table)
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise SweepError(f"{source}: [grid] {key} must be a non-empty list; "
+                                 f"got {values!r}")
+            for v in values:
+                _check_value(source, "[grid]", key, v)
+        if seeds is not None:
+            grid["seed"] = list(range(seeds))
+        grid = _expand_datasets(source, base, grid)
+        present = set(base) | set(grid)
+        missing = [k for k in REQUIRED if k not in present]
+        if missing:
+            raise SweepError(f"{source}: missing {', '.join(missing)} (in [fixed] or [grid])")
+        # the checks that combine keys, over the product of the axes they read
+        # only (small), so a big grid is validated without being expanded
+        checked = [k for k in grid if k in ("model", "dataset", "width", "technique",
+                                            *OPTIMIZER_OPTIONS)]
+        for combo in itertools.product(*(grid[k] for k in checked)):
+            _check_combination(source, build(dict(zip(checked, combo))))
+        grids.append(grid)
 
     def expand() -> Iterator[dict]:
         seen: set[str] = set()
-        for combo in itertools.product(*(grid[k] for k in axes)):
-            config = canonical(build(dict(zip(axes, combo))))
-            key = run_key(config)
-            if key not in seen:
-                seen.add(key)
-                yield config
+        for grid in grids:
+            for combo in itertools.product(*grid.values()):
+                config = canonical(build(dict(zip(grid, combo))))
+                key = run_key(config)
+                if key not in seen:
+                    seen.add(key)
+                    yield config
 
-    size = math.prod(len(grid[k]) for k in axes)
+    size = sum(math.prod(len(v) for v in grid.values()) for grid in grids)
     max_group = doc.get("max_group", MAX_GROUP)
     if not (isinstance(max_group, int) and not isinstance(max_group, bool) and max_group >= 1):
         raise SweepError(f"{source}: max_group must be an integer >= 1; got {max_group!r}")
