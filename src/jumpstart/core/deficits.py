@@ -19,8 +19,11 @@ so it is a sign typo. The deficit of ``min g <= -m`` is ``relu(m + min g)``.
 The gradient of a max or min reaches only the extreme element(s), so the
 custom autograd function here saves only the flat indices of the extremes
 (tie-break ``"single"``), never the pre-activation itself: the regularizer adds
-``2 * (C + N)`` integers per layer to what autograd keeps for backward. The
-spatial dimensions are reduced once to per-(sample, channel) extremes; the
+``2 * (C + N)`` integers per layer to what autograd keeps for backward
+(``"average"``: one byte per element of ``g``, its tie bits). Neither keeps a
+view of ``g``, so an in-place activation (``nn.ReLU(inplace=True)``) after the
+hook is safe, and no shape depends on the data, so ``torch.compile`` traces
+it without a graph break. The spatial dimensions are reduced once to per-(sample, channel) extremes; the
 unit and point reductions then run on that small ``(N, C)`` tensor.
 
 Granularity: CPAIOR Sec. 3, last paragraph, takes a conv unit's
@@ -103,7 +106,14 @@ def _layout(n: int, c: int, dtype: torch.dtype, device: torch.device):
 
 
 class _MarginDeficits(torch.autograd.Function):
-    """Custom autograd for :func:`margin_deficits` with a sparse backward."""
+    """Custom autograd for :func:`margin_deficits` with a sparse backward.
+
+    Nothing it saves is a view of ``g`` (an in-place activation after it may
+    overwrite ``g``), and no shape depends on the data (``torch.compile``
+    traces it in one graph): ``"single"`` saves the flat index of each of the
+    ``2 (C + N)`` extremes, ``"average"`` one byte per element of ``g`` (four
+    tie bits) and the number of ties of each extreme.
+    """
 
     @staticmethod
     def forward(ctx, g: Tensor, margin: float, average: bool):  # type: ignore[override]
@@ -111,7 +121,7 @@ class _MarginDeficits(torch.autograd.Function):
         gf = g.reshape(n, c, -1)
         spatial = gf.shape[2]
         if spatial == 1:
-            mx = mn = gf.view(n, c)
+            mx = mn = gf.view(n, c) if gf.is_contiguous() else gf[:, :, 0]
         else:  # values only: a reduction with indices is several times slower
             mx, mn = gf.amax(dim=2), gf.amin(dim=2)
         sign, neg_sign, stride, offset = _layout(n, c, g.dtype, g.device)
@@ -123,23 +133,20 @@ class _MarginDeficits(torch.autograd.Function):
         slope = sign * (deficit > 0)
         ctx.g_shape, ctx.sizes, ctx.average = g.shape, (c, c, n, n), average
         if average:
-            ctx.save_for_backward(slope, gf, extremes)
+            shapes = ((1, c, 1), (1, c, 1), (n, 1, 1), (n, 1, 1))
+            bits = torch.zeros(gf.shape, dtype=torch.uint8, device=g.device)
+            counts = []
+            for k, (ext, shape) in enumerate(zip((u_max, u_min, p_max, p_min), shapes)):
+                ties = gf == ext.view(shape)
+                counts.append(ties.sum(dim=(0, 2) if shape[0] == 1 else (1, 2)))
+                bits |= ties.to(torch.uint8) << k
+            ctx.save_for_backward(slope, bits, torch.cat(counts).to(g.dtype))
         else:
             # flat index into (N, C) of each extreme's (sample, channel) ...
             flat = torch.cat([u_max_n, u_min_n, p_max_c, p_min_c]) * stride + offset
-            if spatial > 1:
-                # ... then its position, searched only in the rows of violated
-                # constraints (all rows on GPU, where selecting them would sync):
-                pick = slope.nonzero().squeeze(1) if g.device.type == "cpu" else None
-                if pick is not None and pick.numel() == flat.numel():
-                    pick = None
-                sel = flat if pick is None else flat[pick]
-                rows = gf.reshape(n * c, spatial).index_select(0, sel)
-                signs = neg_sign if pick is None else neg_sign[pick]
-                pos = (rows * signs).argmax(dim=1)
-                if pick is not None:
-                    pos = torch.zeros_like(flat).index_copy_(0, pick, pos)
-                flat = flat * spatial + pos
+            if spatial > 1:  # ... then its position, in the extreme's row of positions
+                rows = gf[flat // c, flat % c]  # (2C + 2N, S), a gather: g is not copied
+                flat = flat * spatial + (rows * neg_sign).argmax(dim=1)
             ctx.save_for_backward(slope, flat)
         return deficit.split(ctx.sizes)
 
@@ -151,13 +158,14 @@ class _MarginDeficits(torch.autograd.Function):
             grad = coef.new_zeros(ctx.g_shape.numel())
             grad.index_add_(0, flat, coef)
             return grad.view(ctx.g_shape), None, None
-        _, gf, extremes = ctx.saved_tensors
-        grad = torch.zeros_like(gf)
-        shapes = ((1, -1, 1), (1, -1, 1), (-1, 1, 1), (-1, 1, 1))
-        for ext, cf, shape in zip(extremes.split(ctx.sizes), coef.split(ctx.sizes), shapes):
-            dims = (0, 2) if shape[0] == 1 else (1, 2)
-            ties = (gf == ext.view(shape)).to(gf.dtype)
-            grad += ties * (cf / ties.sum(dim=dims)).view(shape)
+        _, bits, counts = ctx.saved_tensors
+        n, c = ctx.g_shape[0], ctx.g_shape[1]
+        shapes = ((1, c, 1), (1, c, 1), (n, 1, 1), (n, 1, 1))
+        # a violated constraint's extremes are tied at least once (count >= 1)
+        share = (coef / counts.clamp(min=1)).split(ctx.sizes)
+        grad = coef.new_zeros(bits.shape)
+        for k, (sh, shape) in enumerate(zip(share, shapes)):
+            grad += ((bits >> k) & 1).to(grad.dtype) * sh.view(shape)
         return grad.view(ctx.g_shape), None, None
 
 
@@ -245,7 +253,8 @@ def margin_deficits(
         margin: ``m > 0``, in pre-activation units.
         tie_break: ``"single"`` sends the whole gradient of a max/min to one
             extreme element (saves only indices for backward); ``"average"``
-            splits it evenly over all tied extremes (saves ``g`` for backward).
+            splits it evenly over all tied extremes (saves one byte per
+            element of ``g`` for backward: which extremes it ties).
         granularity: ``"channel"`` or ``"position"``, see above.
 
     Returns:

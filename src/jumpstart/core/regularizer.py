@@ -8,6 +8,7 @@ Access 2025 sequel's code (see ``shared/papers/jumpstart-experiments.md``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+import warnings
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -184,7 +185,8 @@ class Jumpstart:
         sign_balance: ``s`` in [0, 1], weight of the positive deficits.
         constraints: subset of ``unit+``, ``unit-``, ``point+``, ``point-``.
         tie_break: ``"single"`` (gradient of a max/min to one element; saves
-            only indices) or ``"average"`` (split over ties; saves ``g``).
+            only indices) or ``"average"`` (split over ties; saves one byte
+            per pre-activation element).
         granularity: ``"channel"`` (a conv unit is a channel, a point a
             sample; CPAIOR Sec. 3, last paragraph) or ``"position"`` (each
             spatial position of a channel is its own unit, of a sample its own
@@ -195,6 +197,11 @@ class Jumpstart:
             :data:`~jumpstart.core.hooks.HIDDEN_ACTIVATIONS`: ReLU and GELU).
         layers: instead of ``activations``, modules whose *output* is a
             pre-activation (for activations applied functionally).
+        unit_dim: the unit axis: ``None`` finds it per layer (channels of a
+            convolution, the last dim of a ``Linear`` output of any rank;
+            :mod:`~jumpstart.core.hooks`), an ``int`` sets it for every
+            layer, a dict from module name to ``int`` for some;
+            :meth:`summary` shows what was found.
         members: the model is a population of independent networks whose
             pre-activations carry a leading member dimension ``(P, N, C, ...)``
             (:mod:`jumpstart.train.population`); deficits are taken per member
@@ -219,6 +226,7 @@ class Jumpstart:
         granularity: str = JUMPSTART_OPTIONS["granularity"].default,
         activations: Iterable[type] = HIDDEN_ACTIVATIONS,
         layers: Sequence[nn.Module] | None = None,
+        unit_dim: int | dict[str, int] | None = None,
         members: bool = False,
     ) -> None:
         self.constraints = check_options(
@@ -235,6 +243,8 @@ class Jumpstart:
         self._pending: list[LayerDeficits] | None = None
         self._pending_inputs: list[Tensor] = []
         self._last: list[LayerDeficits] | None = None
+        self._spent = False  # the last pass's penalty went through a backward
+        self._no_grad: list[str] = []  # layers of this pass that ran without gradients
         self._model = model
         self._manual = False
         self._hooks = PreActivationHooks(
@@ -244,6 +254,7 @@ class Jumpstart:
             layers=layers,
             on_start=lambda: None if self._manual else self._start(),
             on_end=lambda output: None if self._manual else self._end(output),
+            unit_dim=1 if self.members else unit_dim,  # members: (P, N, C, ...) as it is
         )
 
     @contextmanager
@@ -255,6 +266,9 @@ class Jumpstart:
         its sub-networks): the pre-activations of every hooked module called
         in the block (training mode, gradients on) are what :meth:`penalty`
         uses afterwards. The model's own forward hooks are ignored meanwhile.
+        Without it, such a forward is still collected: a pass then runs from
+        the first hooked call after the last pass ended (``model(...)``
+        returned, or :meth:`penalty` was taken) to the next :meth:`penalty`.
         """
         self._manual = True
         self._start()
@@ -268,28 +282,46 @@ class Jumpstart:
         collecting = self._model.training and torch.is_grad_enabled()
         self._pending = [] if collecting else None
         self._pending_inputs = []
+        self._no_grad = []
 
     def _tap(self, name: str, g: Tensor) -> None:
-        if self._pending is None or not torch.is_grad_enabled() or not g.requires_grad:
+        if not (self._model.training and torch.is_grad_enabled() and g.requires_grad):
+            if self._pending is not None and not torch.is_grad_enabled():
+                self._no_grad.append(name)  # re-entrant checkpointing, or no_grad inside
             return
-        self._pending_inputs.append(g)
+        # a checkpointed block recomputed in backward computes its deficits
+        # again (the checkpoint matches what was saved) but starts no pass
+        in_backward = torch._C._current_graph_task_id() != -1
+        if self._pending is None and not in_backward:  # a forward bypassing model(...)
+            self._start()
         if self.members:
             deficits = member_deficits(g, self.margin, self.tie_break)
         else:
             deficits = margin_deficits(g, self.margin, self.tie_break, self.granularity)
-        self._pending.append(LayerDeficits(name, deficits))
+        if not in_backward:
+            self._pending_inputs.append(g)
+            self._pending.append(LayerDeficits(name, deficits))
 
     def _end(self, output: object) -> None:
-        pending, inputs = self._pending, self._pending_inputs
-        self._pending, self._pending_inputs = None, []
+        pending, inputs, no_grad = self._pending, self._pending_inputs, self._no_grad
+        self._pending, self._pending_inputs, self._no_grad = None, [], []
+        self._hooks.new_pass()
+        if no_grad:
+            warnings.warn(
+                f"Jumpstart: {len(no_grad)} hooked layer(s) ran without gradients inside a "
+                f"training forward ({', '.join(no_grad[:3])}{', ...' if len(no_grad) > 3 else ''})"
+                " and are left out of the penalty: re-entrant checkpointing (use "
+                "use_reentrant=False) or a no_grad block in the forward", stacklevel=3)
         if not pending:
             return
-        if isinstance(output, Tensor) and any(g is output for g in inputs):
+        if isinstance(output, Tensor) and any(
+                g.data_ptr() == output.data_ptr() and g.numel() == output.numel()
+                for g in inputs):
             raise ValueError(
                 "a hooked layer produces the model's output; logits are never penalized: "
                 "leave the output module out of layers=[...]"
             )
-        self._last = pending
+        self._last, self._spent = pending, False
 
     def deficits(self) -> list[LayerDeficits]:
         """Per-layer deficits of the last collected forward pass, in call order.
@@ -297,11 +329,14 @@ class Jumpstart:
         Each holds ``xi+``/``xi-`` of shape ``(C_l,)`` and ``psi+``/``psi-`` of
         shape ``(N,)`` (``(C_l * S_l,)`` and ``(N * S_l,)`` with granularity
         ``"position"``, ``S_l`` the layer's number of spatial positions), still
-        attached to the graph (``.detach()`` for logging).
+        attached to the graph (``.detach()`` for logging). A pass collected
+        from a forward that bypassed ``model(...)`` ends here.
 
         Raises:
             RuntimeError: no training-mode forward with gradients has run.
         """
+        if self._pending and not self._manual:  # a pass that bypassed model(...)
+            self._end(None)
         if self._last is None:
             raise RuntimeError(
                 "Jumpstart has no pre-activations yet: run a forward pass of the model in "
@@ -313,15 +348,38 @@ class Jumpstart:
         """Penalty ``P`` of the last collected forward pass, eq. (7): a 0-dim
         tensor, or shape ``(P,)`` (one per member) with ``members=True``.
 
+        A pass's penalty goes through one backward: once gradients have
+        flowed from it, asking again without a new training forward raises
+        (never a stale penalty from an earlier step).
+
         Raises:
-            RuntimeError: no training-mode forward with gradients has run.
+            RuntimeError: no training-mode forward with gradients has run, or
+                the last pass's penalty already went through a backward.
         """
-        return aggregate(
-            [d.deficits for d in self.deficits()],
+        layers = self.deficits()
+        if self._spent:
+            raise RuntimeError(
+                "Jumpstart: the penalty of the last collected forward pass already went "
+                "through a backward, and no training forward has run since; run one "
+                "(model(x) in train mode, or the calls inside `with js.collect():`)")
+        penalty = aggregate(
+            [d.deficits for d in layers],
             aggregation=self.aggregation,
             sign_balance=self.sign_balance,
             constraints=self.constraints,
         )
+        if penalty.requires_grad:
+            penalty.register_hook(self._mark_spent)
+        return penalty
+
+    def _mark_spent(self, grad: Tensor) -> None:
+        self._spent = True
+
+    def summary(self) -> str:
+        """What was hooked, one line per hidden layer seen in the forwards so
+        far: layer name, activation type, unit axis of the hooked tensor
+        (``(guessed)`` where no producing layer told it), units, shape."""
+        return self._hooks.summary()
 
     @property
     def layer_names(self) -> list[str]:

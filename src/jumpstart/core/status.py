@@ -361,6 +361,7 @@ def activation_status(
     activations: Iterable[type] = HIDDEN_ACTIVATIONS,
     layers=None,
     granularity: str = "channel",
+    unit_dim: int | dict[str, int] | None = None,
 ) -> ActivationStatus:
     """Dead / linear / nonlinear status of units and points over ``data``.
 
@@ -385,7 +386,8 @@ def activation_status(
         data: a tensor of inputs ``(N, ...)``, or an iterable (e.g. a
             DataLoader) yielding ``x`` or ``(x, y, ...)`` batches.
         batch_size: samples per forward when ``data`` is a tensor.
-        activations, layers: which pre-activations to read (see ``Jumpstart``).
+        activations, layers, unit_dim: which pre-activations to read and
+            where their units are (see ``Jumpstart``).
         granularity: ``"channel"`` or ``"position"``, see above.
 
     Returns:
@@ -413,7 +415,8 @@ def activation_status(
     def tap(name: str, g: Tensor) -> None:
         batch.append((name, g))
 
-    hooks = PreActivationHooks(model, tap, activations=activations, layers=layers)
+    hooks = PreActivationHooks(model, tap, activations=activations, layers=layers,
+                               unit_dim=unit_dim)
     modules = dict(model.named_modules())
     try:
         with evaluating(model) as device:
