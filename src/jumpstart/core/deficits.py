@@ -152,13 +152,14 @@ class _MarginDeficits(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_xp, g_xn, g_pp, g_pn):  # type: ignore[override]
-        coef = torch.cat([g_xp, g_xn, g_pp, g_pn]) * ctx.saved_tensors[0]
+        saved = ctx.saved_tensors  # once: a checkpoint unpacks each saved tensor once
+        coef = torch.cat([g_xp, g_xn, g_pp, g_pn]) * saved[0]
         if not ctx.average:
-            flat = ctx.saved_tensors[1]
+            flat = saved[1]
             grad = coef.new_zeros(ctx.g_shape.numel())
             grad.index_add_(0, flat, coef)
             return grad.view(ctx.g_shape), None, None
-        _, bits, counts = ctx.saved_tensors
+        _, bits, counts = saved
         n, c = ctx.g_shape[0], ctx.g_shape[1]
         shapes = ((1, c, 1), (1, c, 1), (n, 1, 1), (n, 1, 1))
         # a violated constraint's extremes are tied at least once (count >= 1)

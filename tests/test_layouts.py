@@ -1,0 +1,246 @@
+"""Real-model patterns: unit axes of every layout, passes that bypass
+``model(x)``, in-place activations, checkpointing, spent penalties."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from jumpstart import Jumpstart, activation_status
+from jumpstart.core.deficits import margin_deficits
+from jumpstart.core.hooks import PreActivationHooks
+
+
+class TokenMLP(nn.Module):
+    """A transformer block's MLP on ``(N, T, D)``: units are the hidden features."""
+
+    def __init__(self, d=3, hidden=5, classes=2):
+        super().__init__()
+        self.fc1 = nn.Linear(d, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x):
+        return self.head(self.fc2(self.act(self.fc1(x))).mean(dim=1))
+
+
+class ChannelsLast(nn.Module):
+    """A ConvNeXt-style block: conv, permute to NHWC, Linear + ReLU on channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.pw = nn.Linear(4, 6)
+        self.relu = nn.ReLU()
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.conv(x).permute(0, 2, 3, 1)  # (N, H, W, 4)
+        return self.head(self.relu(self.pw(h)).mean(dim=(1, 2)))
+
+
+def test_token_units_are_the_last_dim():
+    torch.manual_seed(0)
+    model = TokenMLP()
+    x = torch.randn(4, 7, 3)  # N = 4 samples, T = 7 tokens, D = 3
+    js = Jumpstart(model)
+    model(x)
+    g = model.fc1(x)  # (4, 7, 5)
+    (layer,) = js.deficits()
+    d = layer.deficits
+    # units: the 5 hidden features, each reduced over samples and tokens
+    assert d.unit_pos.shape == (5,) and d.point_pos.shape == (4,)
+    assert torch.allclose(d.unit_pos, torch.relu(1 - g.amax(dim=(0, 1))))
+    assert torch.allclose(d.unit_neg, torch.relu(1 + g.amin(dim=(0, 1))))
+    assert torch.allclose(d.point_pos, torch.relu(1 - g.amax(dim=(1, 2))))
+    assert torch.allclose(d.point_neg, torch.relu(1 + g.amin(dim=(1, 2))))
+    assert "act" in js.summary() and " 2 " in js.summary().splitlines()[1]
+    h = js._hooks.seen["act"]
+    assert (h.activation, h.unit_dim, h.units, h.shape, h.guessed) == ("GELU", 2, 5, (4, 7, 5),
+                                                                      False)
+
+
+def test_channels_last_units_and_status_equal_the_permuted_tensor():
+    torch.manual_seed(1)
+    model = ChannelsLast()
+    x = torch.randn(5, 2, 3, 3)
+    js = Jumpstart(model, tie_break="average")
+    model(x)
+    g = model.pw(model.conv(x).permute(0, 2, 3, 1))  # (5, 3, 3, 6): units are the 6
+    want = margin_deficits(g.permute(0, 3, 1, 2).contiguous(), tie_break="average")
+    for got, ref in zip(js.deficits()[0].deficits, want):
+        assert torch.allclose(got, ref)
+    # on the moved view (no copy) and on a contiguous copy: same gradients
+    for tie_break in ("single", "average"):
+        gp = g.detach().requires_grad_()
+        grads = []
+        for view in (gp.movedim(3, 1), gp.permute(0, 3, 1, 2).contiguous()):
+            d = margin_deficits(view, tie_break=tie_break)
+            weights = torch.arange(1.0, 1 + sum(v.numel() for v in d))
+            grads.append(torch.autograd.grad(torch.cat(d) @ weights, gp)[0])
+        assert grads[0].abs().sum() > 0 and torch.allclose(grads[0], grads[1])
+    status = activation_status(model, x)
+    assert [u.size for u in status.unit_status] == [6]
+    by_hand = np.where(g.amax(dim=(0, 1, 2)).detach() <= 0, 0,
+                       np.where(g.amin(dim=(0, 1, 2)).detach() > 0, 1, 2))
+    assert status.unit_status[0].tolist() == by_hand.tolist()
+    point = g.detach().reshape(5, -1)
+    assert status.point_status[:, 0].tolist() == np.where(
+        point.amax(1) <= 0, 0, np.where(point.amin(1) > 0, 1, 2)).tolist()
+
+
+def test_unit_dim_override_and_its_errors():
+    model = TokenMLP()
+    x = torch.randn(4, 7, 3)
+    js = Jumpstart(model, unit_dim={"act": 1})  # tokens as units, on purpose
+    model(x)
+    assert js.deficits()[0].deficits.unit_pos.shape == (7,)
+    js.remove()
+    with pytest.raises(ValueError, match="not hooked: \\['nope'\\]"):
+        Jumpstart(model, unit_dim={"nope": 1})
+    with pytest.raises(ValueError, match="unit_dim must be an integer"):
+        Jumpstart(model, unit_dim=1.5)
+    js = Jumpstart(model, unit_dim=5)
+    with pytest.raises(ValueError, match="unit_dim 5 is outside the 3 dims of layer act"):
+        model(x)
+    js.remove()
+
+
+def test_a_tensor_no_producer_explains_is_marked_guessed():
+    class Odd(nn.Module):  # ReLU on a 3-dim tensor that no layer produced
+        def __init__(self):
+            super().__init__()
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(x).sum(dim=(1, 2), keepdim=True)
+
+    seen = []
+    model = Odd()
+    hooks = PreActivationHooks(model, lambda n, g: seen.append(g.shape))
+    model(torch.zeros(2, 3, 4))
+    assert hooks.seen["relu"].guessed and hooks.seen["relu"].unit_dim == 1
+    assert "(guessed)" in hooks.summary()
+    hooks.remove()
+
+
+class Features(nn.Module):
+    """timm-style: training code calls forward_head(forward_features(x))."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU())
+        self.head = nn.Linear(4, 2)
+
+    def forward_features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.head(self.forward_features(x))
+
+
+def test_a_forward_that_bypasses_the_model_is_collected():
+    torch.manual_seed(2)
+    model = Features()
+    js = Jumpstart(model)
+    x = torch.randn(6, 3)
+    out = model.head(model.forward_features(x))
+    got = js.penalty()
+    ref = Jumpstart(model)
+    model(x)
+    assert [d.name for d in js.deficits()] == ["body.1", "body.3"]
+    assert got.item() == pytest.approx(ref.penalty().item())
+    (out.sum() + got).backward()
+    # a second bypassing step starts a fresh pass, named as the first
+    model.head(model.forward_features(x * 2))
+    assert [d.name for d in js.deficits()] == ["body.1", "body.3"]
+
+
+def test_a_spent_penalty_is_never_returned_again():
+    model = Features()
+    js = Jumpstart(model)
+    model(torch.randn(5, 3))
+    p = js.penalty()
+    assert js.penalty().item() == p.item()  # asking again before backward is fine
+    p.backward()
+    with pytest.raises(RuntimeError, match="already went through a backward"):
+        js.penalty()
+    with torch.no_grad():
+        model(torch.randn(5, 3))  # collects nothing
+    with pytest.raises(RuntimeError, match="already went through a backward"):
+        js.penalty()
+    model(torch.randn(5, 3))
+    js.penalty().backward()
+
+
+def test_average_tie_break_with_an_inplace_relu_equals_out_of_place():
+    torch.manual_seed(3)
+    grads = []
+    for inplace in (False, True):
+        torch.manual_seed(3)
+        model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(inplace=inplace), nn.Conv2d(3, 3, 1),
+                              nn.ReLU(inplace=inplace), nn.Flatten(), nn.Linear(3 * 4, 2))
+        js = Jumpstart(model, tie_break="average")
+        x = torch.randn(4, 2, 4, 4)
+        x[1] = x[0]  # tied extremes
+        out = model(x)
+        (out.square().mean() + js.penalty()).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b)
+
+
+class Staged(nn.Module):
+    def __init__(self, reentrant=None):
+        super().__init__()
+        self.stage1 = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 5), nn.ReLU())
+        self.stage2 = nn.Sequential(nn.Linear(5, 4), nn.ReLU())
+        self.head = nn.Linear(4, 2)
+        self.reentrant = reentrant
+
+    def forward(self, x):
+        if self.reentrant is None:
+            h = self.stage1(x)
+        else:
+            h = checkpoint(self.stage1, x, use_reentrant=self.reentrant)
+        return self.head(self.stage2(h))
+
+
+def _step(model, x):
+    model.zero_grad()
+    js = Jumpstart(model)
+    out = model(x)
+    p = js.penalty()
+    (out.square().mean() + p).backward()
+    js.remove()
+    return p.item(), [q.grad.clone() for q in model.parameters()]
+
+
+def test_non_reentrant_checkpointing_equals_no_checkpointing():
+    torch.manual_seed(4)
+    model = Staged()
+    x = torch.randn(8, 3)
+    plain = _step(model, x)
+    model.reentrant = False
+    ckpt = _step(model, x)
+    assert ckpt[0] == pytest.approx(plain[0])
+    for a, b in zip(ckpt[1], plain[1]):
+        assert torch.allclose(a, b)
+
+
+def test_reentrant_checkpointing_says_which_layers_it_leaves_out():
+    model = Staged(reentrant=True)
+    x = torch.randn(8, 3, requires_grad=True)
+    js = Jumpstart(model)
+    with pytest.warns(UserWarning, match="2 hooked layer\\(s\\) ran without gradients.*"
+                                         "stage1.1, stage1.3.*use_reentrant=False"):
+        model(x)
+    assert [d.name for d in js.deficits()] == ["stage2.1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.eval()
+        model(x)  # an eval forward warns nothing
