@@ -157,17 +157,25 @@ class Functional(nn.Module):
         return self.out(torch.relu(self.lin2(torch.relu(self.lin1(x)))))
 
 
-def test_layers_hooks_outputs_for_functional_activations():
+def test_functional_activations_are_captured_without_layers():
     model = Functional()
-    with pytest.raises(ValueError, match="no activation module"):
-        Jumpstart(model)
-    js = Jumpstart(model, layers=[model.lin1, model.lin2])
+    with pytest.raises(ValueError, match="no activation module of type \\(ReLU\\)"):
+        Jumpstart(model, activations=(nn.ReLU,))
     x = torch.randn(5, 2)
+    auto = Jumpstart(model)  # functional relus found in the forward
+    listed = Jumpstart(model, layers=[model.lin1, model.lin2])
     model(x)
-    got = js.deficits()
-    assert [l.name for l in got] == ["lin1", "lin2"]
-    for a, b in zip(got[0].deficits, margin_deficits(model.lin1(x))):
-        assert torch.allclose(a, b)
+    assert [l.name for l in auto.deficits()] == ["relu()", "relu()#1"]
+    assert [l.name for l in listed.deficits()] == ["lin1", "lin2"]
+    g1 = model.lin1(x)
+    g2 = model.lin2(torch.relu(g1))
+    for layers in (auto.deficits(), listed.deficits()):
+        for layer, g in zip(layers, (g1, g2)):
+            for a, b in zip(layer.deficits, margin_deficits(g)):
+                assert torch.allclose(a, b)
+    assert auto.penalty().item() == pytest.approx(listed.penalty().item())
+    model(x)  # later forwards keep the mode on: same layers
+    assert [l.name for l in auto.deficits()] == ["relu()", "relu()#1"]
 
 
 def test_logits_are_never_penalized():

@@ -103,7 +103,7 @@ def test_to_frame_and_plot(tmp_path):
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="no activation module"):
+    with pytest.raises(ValueError, match="no activation found in Linear"):
         activation_status(nn.Linear(1, 1), X)
     with pytest.raises(ValueError, match="at least one sample"):
         activation_status(hand_net(), torch.zeros(0, 1))

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .deficits import (GRANULARITIES, TIE_BREAKS, Deficits, margin_deficits,
                        member_deficits)
-from .hooks import HIDDEN_ACTIVATIONS, PreActivationHooks
+from .hooks import PreActivationHooks
 from .options import Option, choice, number, subset
 
 AGGREGATIONS = ("balanced", "sum", "mean", "l2", "sq")
@@ -192,9 +192,12 @@ class Jumpstart:
             spatial position of a channel is its own unit, of a sample its own
             point; the CPAIOR Keras MOONS code, see
             :func:`~jumpstart.core.deficits.margin_deficits`).
-        activations: module types whose *input* is a pre-activation; a module
-            called k times per forward gives k layers (default
-            :data:`~jumpstart.core.hooks.HIDDEN_ACTIVATIONS`: ReLU and GELU).
+        activations: ``None`` (default): every activation module of a known
+            kind (ReLU, ReLU6, LeakyReLU, PReLU, Hardtanh, Hardswish, GELU,
+            SiLU; by class or by behaviour) and every functional call of one
+            (:class:`~jumpstart.core.hooks.PreActivationHooks`); or module
+            types whose *input* is a pre-activation. A module called k times
+            per forward gives k layers.
         layers: instead of ``activations``, modules whose *output* is a
             pre-activation (for activations applied functionally).
         unit_dim: the unit axis: ``None`` finds it per layer (channels of a
@@ -224,7 +227,7 @@ class Jumpstart:
         constraints: Iterable[str] = JUMPSTART_OPTIONS["constraints"].default,
         tie_break: str = JUMPSTART_OPTIONS["tie_break"].default,
         granularity: str = JUMPSTART_OPTIONS["granularity"].default,
-        activations: Iterable[type] = HIDDEN_ACTIVATIONS,
+        activations: Iterable[type] | None = None,
         layers: Sequence[nn.Module] | None = None,
         unit_dim: int | dict[str, int] | None = None,
         members: bool = False,
@@ -255,6 +258,7 @@ class Jumpstart:
             on_start=lambda: None if self._manual else self._start(),
             on_end=lambda output: None if self._manual else self._end(output),
             unit_dim=1 if self.members else unit_dim,  # members: (P, N, C, ...) as it is
+            hidden_only=True,
         )
 
     @contextmanager
@@ -312,6 +316,10 @@ class Jumpstart:
                 f"training forward ({', '.join(no_grad[:3])}{', ...' if len(no_grad) > 3 else ''})"
                 " and are left out of the penalty: re-entrant checkpointing (use "
                 "use_reentrant=False) or a no_grad block in the forward", stacklevel=3)
+        if pending and self._hooks.dropped:  # not hidden after all (first forward)
+            keep = [d.name not in self._hooks.dropped for d in pending]
+            pending = [d for d, k in zip(pending, keep) if k]
+            inputs = [g for g, k in zip(inputs, keep) if k]
         if not pending:
             return
         if isinstance(output, Tensor) and any(

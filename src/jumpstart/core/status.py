@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .activations import (DEAD, KINDS, LINEAR, NEGATIVE, NONLINEAR, SATURATED, STATUS_NAMES,
+                          region_codes)
 from .deficits import check_granularity
-from .hooks import HIDDEN_ACTIVATIONS, PreActivationHooks
-
-DEAD, LINEAR, NONLINEAR = 0, 1, 2
-STATUS_NAMES = ("dead", "linear", "nonlinear")
+from .hooks import PreActivationHooks
 #: the scalar ratios of :meth:`ActivationStatus.ratios`
 RATIOS = ("unit_dead_ratio", "unit_linear_ratio", "unit_nonlinear_ratio",
           "point_dead_ratio", "point_linear_ratio", "point_nonlinear_ratio",
@@ -32,17 +31,18 @@ RATIOS = ("unit_dead_ratio", "unit_linear_ratio", "unit_nonlinear_ratio",
 #: ReDo's dormancy threshold of the performance runs (Sokar et al. 2023), used
 #: by :attr:`ActivationStatus.unit_dormant_ratio`
 DORMANT_TAU = 0.1
-STATUS_COLOURS = ("#d62728", "#1f77b4", "#2ca02c")  # red, blue, green
+#: by status code: red, blue, green, purple, orange
+STATUS_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e")
+RELU_PIECES = KINDS["relu"].pieces
 
 
-def status_codes(mx: Tensor, mn: Tensor) -> np.ndarray:
-    """Status code per element (``DEAD``, ``LINEAR``, ``NONLINEAR``; CPAIOR
-    Definitions 1 and 2) from its max and min over the reduced dims: dead if
-    ``max <= 0``, linear if ``min > 0``. Returns ``int8``, ``mx``'s shape."""
-    code = torch.full(mx.shape, NONLINEAR, dtype=torch.int8)
-    code[mx.cpu() <= 0] = DEAD
-    code[mn.cpu() > 0] = LINEAR
-    return code.numpy()
+def status_codes(mx: Tensor, mn: Tensor, pieces=RELU_PIECES) -> np.ndarray:
+    """Status code per element (``DEAD``, ``LINEAR``, ``NONLINEAR``, and for
+    other activations ``SATURATED``, ``NEGATIVE``; CPAIOR Definitions 1 and 2,
+    :mod:`~jumpstart.core.activations` for the pieces) from its max and min
+    over the reduced dims: for ReLU, dead if ``max <= 0``, linear if
+    ``min > 0``. Returns ``int8``, ``mx``'s shape."""
+    return region_codes(mx.cpu(), mn.cpu(), pieces).numpy()
 
 
 def dormant_scores(mean_abs: Tensor) -> Tensor:
@@ -66,17 +66,6 @@ def unit_abs_sum(h: Tensor) -> Tensor:
     """``(C,)``: the sum of ``|h|`` over every dim of ``h`` ``(N, C, *spatial)``
     but the unit dim 1 (samples and positions)."""
     return h.abs().sum(dim=[d for d in range(h.dim()) if d != 1])
-
-
-def post_activation(module: nn.Module | None, g: Tensor) -> Tensor:
-    """``module``'s output for ``g``, computed out of place (an in-place
-    ``nn.ReLU`` would overwrite ``g``) and without the module's hooks (a
-    hooked activation would report ``g`` again); ReLU when ``module`` is
-    ``None`` (pre-activations taken from listed ``layers``, whose activation
-    is not known)."""
-    if module is None or isinstance(module, nn.ReLU):
-        return torch.relu(g)
-    return module.forward(g)
 
 
 @dataclass
@@ -277,12 +266,14 @@ class ActivationStatus:
         return path
 
 
-def layer_extremes(g: Tensor, granularity: str = "channel") -> tuple[Tensor, Tensor, np.ndarray]:
+def layer_extremes(g: Tensor, granularity: str = "channel",
+                   pieces=RELU_PIECES) -> tuple[Tensor, Tensor, np.ndarray]:
     """One batch's contribution to the status of one layer.
 
     Args:
         g: pre-activation ``(N, C, *spatial)``.
         granularity: ``"channel"`` or ``"position"`` (see :func:`activation_status`).
+        pieces: the activation's pieces (:mod:`~jumpstart.core.activations`).
 
     Returns:
         ``(unit_max, unit_min, point_codes)``: per unit the max and min over
@@ -296,7 +287,7 @@ def layer_extremes(g: Tensor, granularity: str = "channel") -> tuple[Tensor, Ten
         bmax, bmin = units.amax(dim=0), units.amin(dim=0)
     else:
         bmax, bmin = mx_nc.amax(dim=0), mn_nc.amin(dim=0)
-    return bmax, bmin, status_codes(mx_nc.amax(dim=1), mn_nc.amin(dim=1))
+    return bmax, bmin, status_codes(mx_nc.amax(dim=1), mn_nc.amin(dim=1), pieces)
 
 
 def input_batches(data, batch_size: int) -> Iterable[Tensor]:
@@ -358,7 +349,7 @@ def activation_status(
     data,
     *,
     batch_size: int = 1024,
-    activations: Iterable[type] = HIDDEN_ACTIVATIONS,
+    activations: Iterable[type] | None = None,
     layers=None,
     granularity: str = "channel",
     unit_dim: int | dict[str, int] | None = None,
@@ -417,7 +408,6 @@ def activation_status(
 
     hooks = PreActivationHooks(model, tap, activations=activations, layers=layers,
                                unit_dim=unit_dim)
-    modules = dict(model.named_modules())
     try:
         with evaluating(model) as device:
             for x in input_batches(data, batch_size):
@@ -435,9 +425,9 @@ def activation_status(
                         raise NonFiniteError(
                             f"layer {name}: pre-activations hold NaN or inf, so the status "
                             "is undefined (non-finite inputs or weights: a diverged net?)")
-                    bmax, bmin, point = layer_extremes(g, granularity)
-                    act = modules.get(name.split("#")[0]) if layers is None else None
-                    size = unit_abs_sum(post_activation(act, g.float()))
+                    seen = hooks.seen[name]
+                    bmax, bmin, point = layer_extremes(g, granularity, seen.pieces)
+                    size = unit_abs_sum(seen.post(g.float()))
                     if len(unit_max) <= i:
                         unit_max.append(bmax)
                         unit_min.append(bmin)
@@ -462,7 +452,8 @@ def activation_status(
         raise ValueError("data holds no batch")
     return ActivationStatus(
         layer_names=names,
-        unit_status=[status_codes(mx, mn) for mx, mn in zip(unit_max, unit_min)],
+        unit_status=[status_codes(mx, mn, hooks.seen[n].pieces)
+                     for n, mx, mn in zip(names, unit_max, unit_min)],
         point_status=np.concatenate([np.stack(c, axis=1) for c in point_codes], axis=0),
         unit_abs_mean=[(a / count).cpu().numpy() for a, count in zip(abs_sum, abs_count)],
     )

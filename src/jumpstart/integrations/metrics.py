@@ -11,9 +11,9 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from ..core.deficits import check_granularity
-from ..core.hooks import HIDDEN_ACTIVATIONS, PreActivationHooks
-from ..core.status import (ActivationStatus, evaluating, layer_extremes, post_activation,
-                           status_codes, unit_abs_sum)
+from ..core.hooks import PreActivationHooks
+from ..core.status import (ActivationStatus, evaluating, layer_extremes, status_codes,
+                           unit_abs_sum)
 
 
 class ActivationStatusMetric(Metric):
@@ -39,7 +39,7 @@ class ActivationStatusMetric(Metric):
         model: the network; :meth:`update` runs it in eval mode without
             gradients (its training flag is restored).
         activations, layers, granularity: as :func:`jumpstart.activation_status`
-            (default activations: ReLU and GELU).
+            (default: every activation of a known kind, modules and functional).
         **kwargs: passed to ``torchmetrics.Metric``.
 
     Raises:
@@ -49,12 +49,14 @@ class ActivationStatusMetric(Metric):
 
     full_state_update = False
 
-    def __init__(self, model: nn.Module, *, activations: Iterable[type] = HIDDEN_ACTIVATIONS,
+    def __init__(self, model: nn.Module, *, activations: Iterable[type] | None = None,
                  layers=None, granularity: str = "channel", **kwargs) -> None:
         super().__init__(**kwargs)
         check_granularity(granularity)
         self._model = [model]  # a list: not registered as a submodule of the metric
-        self._activations, self._layers, self.granularity = tuple(activations), layers, granularity
+        self._activations = None if activations is None else tuple(activations)
+        self._layers, self.granularity = layers, granularity
+        self.pieces_per_layer: list = []
         self.layer_names: list[str] = []
         self.units_per_layer: list[int] = []
         self.channels_per_layer: list[int] = []
@@ -77,20 +79,19 @@ class ActivationStatusMetric(Metric):
             hooks.remove()
         if not seen:
             raise ValueError("the forward pass reached no hooked activation")
-        modules = dict(model.named_modules())
         names = [n for n, _ in seen]
-        parts = [layer_extremes(g, self.granularity) for _, g in seen]
+        parts = [layer_extremes(g, self.granularity, hooks.seen[n].pieces) for n, g in seen]
         sizes = [p[0].numel() for p in parts]
         if not self.layer_names:
             self.layer_names, self.units_per_layer = names, sizes
             self.channels_per_layer = [g.shape[1] for _, g in seen]
+            self.pieces_per_layer = [hooks.seen[n].pieces for n in names]
         elif names != self.layer_names or sizes != self.units_per_layer:
             raise ValueError("batches took different paths through the model's layers")
         self.unit_max.append(torch.cat([p[0].flatten().float() for p in parts]))
         self.unit_min.append(torch.cat([p[1].flatten().float() for p in parts]))
-        self.abs_sum.append(torch.cat([
-            unit_abs_sum(post_activation(modules.get(n.split("#")[0]) if self._layers is None
-                                         else None, g.float())).double() for n, g in seen]))
+        self.abs_sum.append(torch.cat([unit_abs_sum(hooks.seen[n].post(g.float())).double()
+                                       for n, g in seen]))
         self.abs_count.append(torch.tensor([g.numel() // g.shape[1] for _, g in seen],
                                            dtype=torch.float64, device=self.device))
         codes = np.stack([p[2] for p in parts], axis=1)  # (N, L)
@@ -112,7 +113,8 @@ class ActivationStatusMetric(Metric):
         means = sums.split(self.channels_per_layer)
         return ActivationStatus(
             layer_names=list(self.layer_names),
-            unit_status=[status_codes(mx[a:b], mn[a:b]) for a, b in zip(bounds[:-1], bounds[1:])],
+            unit_status=[status_codes(mx[a:b], mn[a:b], pieces) for a, b, pieces
+                         in zip(bounds[:-1], bounds[1:], self.pieces_per_layer)],
             point_status=cat(self.point_codes).cpu().numpy().astype(np.int8),
             unit_abs_mean=[(m / c).cpu().numpy() for m, c in zip(means, counts)],
         )

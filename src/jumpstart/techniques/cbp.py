@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ..core.status import post_activation, unit_observations
+from ..core.activations import post_activation
+from ..core.status import unit_observations
 from ..surgery import (INITS, absorb, hidden_layers, outgoing_weight_sum, reinit_units,
                        zero_outgoing)
 from .base import Option, Technique, TrainContext, choice, int_at_least, number

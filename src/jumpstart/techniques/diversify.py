@@ -12,7 +12,8 @@ from torch import Tensor
 
 from ..core import correlation
 from ..core.hooks import PreActivationHooks
-from ..core.status import post_activation, unit_observations
+from ..core.activations import post_activation
+from ..core.status import unit_observations
 from ..surgery import hidden_layers
 from .base import Option, Technique, TrainContext, choice, int_at_least, number
 
