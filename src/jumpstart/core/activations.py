@@ -40,6 +40,7 @@ case the first misses. This is our choice; the papers treat ReLU only.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,15 +114,34 @@ def pieces_of(kind: str, module: nn.Module | None = None,
     return pieces
 
 
+def _probeable(module: nn.Module) -> bool:
+    """Whether calling ``module`` on a probe is safe: a leaf with no
+    parameters and no buffers whose ``forward`` takes exactly one argument
+    (a function of one tensor, so no state to disturb: e.g. not a
+    torchmetrics ``Metric``, whose ``forward(*args)`` updates its state)."""
+    if any(True for _ in module.children()) or any(True for _ in module.parameters()) \
+            or any(True for _ in module.buffers()):
+        return False
+    try:
+        params = list(inspect.signature(type(module).forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return False
+    return len(params) >= 1 and params[0].kind in (params[0].POSITIONAL_ONLY,
+                                                   params[0].POSITIONAL_OR_KEYWORD) \
+        and all(p.default is not p.empty or p.kind == p.VAR_KEYWORD for p in params[1:]) \
+        and not any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
 def kind_of_module(module: nn.Module) -> str | None:
-    """The kind of ``module``: by class, else, for a parameterless module of
-    unknown class, by its output on a probe (``-8 .. 8``) equal to one kind's
-    reference to 1e-5 (LeakyReLU with the module's own slope); ``None`` when
-    neither (a probe that raises is no match)."""
+    """The kind of ``module``: by class, else, for a module of unknown class
+    that is a function of one tensor (a leaf, no parameters or buffers,
+    ``forward`` of one argument), by its output on a probe (``-8 .. 8``)
+    equal to one kind's reference to 1e-5 (LeakyReLU with the module's own
+    slope); ``None`` when neither (a probe that raises is no match)."""
     for kind in KINDS.values():
         if isinstance(module, kind.classes):
             return kind.name
-    if next(module.parameters(), None) is not None or next(module.children(), None) is not None:
+    if not _probeable(module):
         return None
     try:
         with torch.no_grad():

@@ -25,6 +25,7 @@ axis moved to dim 1 (a view, no copy), so what follows reads ``(N, C, *rest)``.
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 import warnings
 from contextlib import contextmanager
@@ -332,6 +333,9 @@ class PreActivationHooks:
 
         def end(_module, _args, out):
             self._exit_mode()
+            if sys.exc_info()[1] is not None:  # the forward raised: the pass is void
+                self._record = None
+                return
             if self._discover:
                 self._discover = False
                 record, self._record = self._record, None
