@@ -166,8 +166,9 @@ UNSUPPORTED = frozenset({F.elu, F.selu, F.celu, F.mish, F.softplus, torch.tanh, 
 #: ops that apply weights: an activation after the last of them feeds no hidden layer
 _WEIGHTED_OPS = frozenset({F.linear, F.bilinear, F.conv1d, F.conv2d, F.conv3d,
                            F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d,
-                           torch.matmul, Tensor.__matmul__, torch.mm, torch.bmm, torch.addmm,
-                           torch.einsum})
+                           torch.matmul, Tensor.__matmul__, Tensor.__rmatmul__, Tensor.matmul,
+                           torch.mm, Tensor.mm, torch.bmm, Tensor.bmm, torch.addmm,
+                           torch.baddbmm, torch.addbmm, torch.einsum})
 _PRODUCER_OPS = {F.linear: "last", F.layer_norm: "last", F.embedding: "last",
                  F.conv1d: "first", F.conv2d: "first", F.conv3d: "first",
                  F.batch_norm: "first", F.group_norm: "first", F.instance_norm: "first"}
