@@ -31,7 +31,10 @@ def _params(row, widths, data) -> tuple[int, int]:
     from ..train.route import technique_of
     from ..train.run import build_model
 
-    config = {k: v for k, v in row.items() if not (isinstance(v, float) and np.isnan(v))}
+    # a frame holds one column per key: a technique's integer options come
+    # back as floats where other techniques' runs left NaN
+    config = {k: int(v) if isinstance(v, float) and v.is_integer() else v
+              for k, v in row.items() if not (isinstance(v, float) and np.isnan(v))}
     with torch.device("meta"):
         model = build_model(row["model"], technique_of(config), data.num_classes,
                             tuple(data.x_train.shape[1:]), dataset=row["dataset"],
@@ -61,7 +64,8 @@ def nr_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
         curve = curves[curves["key"] == row["key"]].sort_values("epoch")
         before, _ = _params(row, None, d)
         widths = row.get("widths")
-        after, effective = _params(row, widths, d) if isinstance(widths, list) else (before, before)
+        widths = list(widths) if isinstance(widths, (list, tuple)) else None  # cells: tuples
+        after, effective = _params(row, widths, d) if widths else (before, before)
         last = curve.iloc[-1] if len(curve) else pd.Series(dtype=float)
         fired = pd.notna(last.get("rejuvenation_epoch", np.nan))
         rows.append({
