@@ -244,3 +244,66 @@ def test_reentrant_checkpointing_says_which_layers_it_leaves_out():
         warnings.simplefilter("error")
         model.eval()
         model(x)  # an eval forward warns nothing
+
+
+def _one_layer(act, weight, bias):
+    """x -> Linear(1, 2) with the given rows -> act -> Linear(2, 1)."""
+    lin = nn.Linear(1, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor(weight).view(2, 1))
+        lin.bias.copy_(torch.tensor(bias))
+    return nn.Sequential(lin, act, nn.Linear(2, 1))
+
+
+def test_relu6_saturation_and_leaky_negative_regions():
+    from jumpstart.core.activations import LINEAR, NEGATIVE, NONLINEAR, SATURATED
+
+    x = torch.tensor([[1.0], [2.0]])
+    # unit 0: g = 5x + 3 in {8, 13}: above 6 everywhere; unit 1: g = x in {1, 2}
+    s = activation_status(_one_layer(nn.ReLU6(), [5.0, 1.0], [3.0, 0.0]), x)
+    assert s.unit_status[0].tolist() == [SATURATED, LINEAR]
+    assert s.point_status[:, 0].tolist() == [NONLINEAR, NONLINEAR]  # pieces differ
+    # unit 0: g = -x (negative piece, still passes gradient); unit 1: g = x - 1.5
+    s = activation_status(_one_layer(nn.LeakyReLU(0.1), [-1.0, 1.0], [0.0, -1.5]), x)
+    assert s.unit_status[0].tolist() == [NEGATIVE, NONLINEAR]
+    assert s.unit_dead_ratio == 0.0
+    df = s.to_frame()
+    assert df["negative_units"].tolist() == [1] and df["dead_units"].tolist() == [0]
+
+
+def test_activation_modules_are_matched_by_behaviour():
+    class MyGELU(nn.Module):  # as timm's: not an nn.GELU
+        def forward(self, x):
+            return torch.nn.functional.gelu(x)
+
+    class Gate(nn.Module):  # not an activation: left alone
+        def forward(self, x):
+            return x * torch.sigmoid(x) * 0.5
+
+    model = nn.Sequential(nn.Linear(2, 3), MyGELU(), nn.Linear(3, 3), Gate(), nn.Linear(3, 1))
+    js = Jumpstart(model)
+    model(torch.randn(4, 2))
+    assert [d.name for d in js.deficits()] == ["1"]
+    assert js._hooks.seen["1"].activation == "MyGELU"
+
+
+def test_unsupported_activations_are_listed_and_class_maps_are_not_penalized():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(2, 3), nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            h = torch.nn.functional.elu(self.a(x))  # no regions: listed, not hooked
+            maps = torch.relu(self.b(torch.relu(h)[:, :, None, None]))  # class maps
+            return maps.mean(dim=(2, 3))
+
+    model = Net()
+    js = Jumpstart(model)
+    with pytest.warns(UserWarning, match="seen but not hooked.*elu x1"):
+        model(torch.randn(5, 2))
+    assert [d.name for d in js.deficits()] == ["relu()"]  # the maps' relu is not hidden
+    model(torch.randn(5, 2))
+    assert [d.name for d in js.deficits()] == ["relu()"]
+    assert [n for n in activation_status(model, torch.randn(5, 2)).layer_names] == \
+        ["relu()", "relu()#1"]  # status still shows both

@@ -195,6 +195,8 @@ class ActivationStatus:
         Columns: ``layer`` (0-based), ``name``, ``units``, ``dead_units``,
         ``linear_units``, ``nonlinear_units``, and ``dead_points``,
         ``linear_points``, ``nonlinear_points`` (shares of points at that layer),
+        ``saturated_units`` (ReLU6 / Hardtanh above their top), ``negative_units``
+        (LeakyReLU / PReLU on their negative piece),
         ``dormant_units`` (ReDo tau-dormant units at :data:`DORMANT_TAU`).
         """
         import pandas as pd
@@ -208,6 +210,8 @@ class ActivationStatus:
                 "dead_units": int(np.sum(units == DEAD)),
                 "linear_units": int(np.sum(units == LINEAR)),
                 "nonlinear_units": int(np.sum(units == NONLINEAR)),
+                "saturated_units": int(np.sum(units == SATURATED)),
+                "negative_units": int(np.sum(units == NEGATIVE)),
                 "dead_points": float(np.mean(col == DEAD)),
                 "linear_points": float(np.mean(col == LINEAR)),
                 "nonlinear_points": float(np.mean(col == NONLINEAR)),
@@ -216,10 +220,12 @@ class ActivationStatus:
         return pd.DataFrame(rows)
 
     def plot(self, path: str | Path, *, title: str | None = None) -> Path:
-        """Write a figure with two heatmaps: layers x units and layers x points.
+        """Write a figure: a layers x units heatmap and, per layer, the share
+        of points in each status (readable at any number of points).
 
-        Dead, linear and nonlinear cells are red, blue and green; units absent
-        from a narrower layer are left white. Format from the suffix (PNG, SVG,
+        Dead, linear, nonlinear, saturated and negative are red, blue, green,
+        purple and orange; units absent from a narrower layer are left white;
+        the y axis names the layers (every k-th when there are more than 40). Format from the suffix (PNG, SVG,
         PDF). Returns the path written.
         """
         import matplotlib
@@ -231,36 +237,43 @@ class ActivationStatus:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        layers, codes = self.num_layers, len(STATUS_NAMES)
         width = max(u.size for u in self.unit_status)
-        units = np.full((self.num_layers, width), np.nan)
+        units = np.full((layers, width), np.nan)
         for i, u in enumerate(self.unit_status):
             units[i, : u.size] = u
+        # points: per layer, the share of points in each status (any number of points)
+        shares = np.stack([np.bincount(self.point_status[:, i].astype(np.int64),
+                                       minlength=codes)[:codes] / self.num_points
+                           for i in range(layers)])
+        present = sorted(set(np.unique(self._units)) | set(np.unique(self.point_status)))
         cmap = ListedColormap(STATUS_COLOURS).with_extremes(bad="white")
-        fig, axes = plt.subplots(
-            1, 2, figsize=(11, 1.5 + 0.18 * self.num_layers),
-            gridspec_kw={"width_ratios": [max(width, 4), max(self.num_points, 4) / 4]},
-            squeeze=False,
-        )
-        ax_u, ax_p = axes[0]
-        for ax, data, xlabel in (
-            (ax_u, units, "unit"),
-            (ax_p, self.point_status.T.astype(float), "point"),
-        ):
-            ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=-0.5, vmax=2.5,
-                      aspect="auto", interpolation="nearest")
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel("layer")
+        fig, (ax_u, ax_p) = plt.subplots(
+            1, 2, figsize=(11, 1.8 + 0.16 * min(layers, 120)), sharey=True,
+            gridspec_kw={"width_ratios": [3, 1]}, layout="constrained")
+        ax_u.imshow(np.ma.masked_invalid(units), cmap=cmap, vmin=-0.5, vmax=codes - 0.5,
+                    aspect="auto", interpolation="nearest")
+        ax_u.set_xlabel(f"unit (widest layer: {width})")
+        left = np.zeros(layers)
+        for code in range(codes):
+            ax_p.barh(np.arange(layers), shares[:, code], left=left, height=1.0,
+                      color=STATUS_COLOURS[code], linewidth=0)
+            left += shares[:, code]
+        ax_p.set_xlim(0, 1)
+        ax_p.set_xlabel(f"share of the {self.num_points} points")
+        step = max(1, layers // 40)  # at most ~40 layer names
+        ticks = np.arange(0, layers, step)
+        ax_u.set_yticks(ticks, [self.layer_names[i] for i in ticks], fontsize=7)
+        ax_u.set_ylim(layers - 0.5, -0.5)
         ax_u.set_title(f"units: {self.unit_dead_ratio:.0%} dead, "
-                       f"{self.unit_linear_ratio:.0%} linear", fontsize=9)
-        ax_p.set_title(f"points x layers: {self.layer_point_dead_ratio:.0%} dead, "
-                       f"{self.layer_point_linear_ratio:.0%} linear", fontsize=9)
-        fig.legend(
-            handles=[Patch(color=c, label=n) for c, n in zip(STATUS_COLOURS, STATUS_NAMES)],
-            loc="upper right", ncol=3, fontsize=8, frameon=False,
-        )
+                       f"{self.unit_linear_ratio:.0%} linear", fontsize=9, loc="left")
+        ax_p.set_title(f"points: {self.layer_point_dead_ratio:.0%} of cells dead",
+                       fontsize=9, loc="left")
+        fig.legend(handles=[Patch(color=STATUS_COLOURS[c], label=STATUS_NAMES[c])
+                            for c in present],
+                   loc="outside upper right", ncol=len(present), fontsize=8, frameon=False)
         if title:
-            fig.suptitle(title, x=0.02, ha="left", fontsize=10)
-        fig.tight_layout(rect=(0, 0, 1, 0.93))
+            fig.suptitle(title, x=0.01, ha="left", fontsize=10)
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return path
