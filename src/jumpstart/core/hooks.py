@@ -28,7 +28,6 @@ import functools
 import sys
 import threading
 import warnings
-from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
@@ -122,15 +121,6 @@ class _Tapping(threading.local):
 
 
 _TAPPING = _Tapping()
-
-
-@contextmanager
-def _tapping():
-    _TAPPING.depth += 1
-    try:
-        yield
-    finally:
-        _TAPPING.depth -= 1
 
 
 class _Functional(TorchFunctionMode):
@@ -446,8 +436,11 @@ class PreActivationHooks:
         dim = self._unit_dim(base, layer, g)
         if self._record is not None:
             self._record.append((base, layer, self._weighted_ops))
-        with _tapping():
+        _TAPPING.depth += 1  # inline, not a context manager: this runs on every call
+        try:
             self._tap(layer, g if dim == 1 else g.movedim(dim, 1))
+        finally:
+            _TAPPING.depth -= 1
 
     def _make_input_hook(self, name: str):
         def hook(_module, args):
