@@ -23,7 +23,7 @@ def test_readme_technique_example_runs():
     code = next(b for b in blocks if "make_technique" in b).replace("epochs=1000", "epochs=5")
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
-    assert 0.0 <= namespace["result"].metrics()["best_val_test_acc"] <= 1.0
+    assert 0.0 <= namespace["result"].metrics()["best_val_acc"] <= 1.0
 
 
 def test_architecture_worked_example_runs():
@@ -56,3 +56,11 @@ def test_readme_compression_example_runs():
     report = namespace["report"]
     assert report.relative_diff <= 1e-5
     assert len(namespace["result"].history["dormant"]) == 20
+
+
+def test_readme_any_model_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    code = next(b for b in blocks if "js.summary()" in b)
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["1", "GELU", "2", "64", "8x10x64"]
