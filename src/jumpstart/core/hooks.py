@@ -315,19 +315,23 @@ class PreActivationHooks:
         def start(_module, _args):
             self._calls.clear()
             self._exit_mode()
-            if self._discover or (self._auto and self._has_functional):
+            if torch.compiler.is_compiling():
+                pass  # traced: modules only (the mode and global hooks do not trace)
+            elif self._discover or (self._auto and self._has_functional):
                 self._enter_mode()
-            if self._discover:
+            if self._discover and not torch.compiler.is_compiling():
                 self._record, self._weighted_ops = [], 0
             if on_start is not None:
                 on_start()
 
         def end(_module, _args, out):
             self._exit_mode()
-            if sys.exc_info()[1] is not None:  # the forward raised: the pass is void
+            if torch.compiler.is_compiling():
+                pass
+            elif sys.exc_info()[1] is not None:  # the forward raised: the pass is void
                 self._record = None
                 return
-            if self._discover:
+            if self._discover and not torch.compiler.is_compiling():
                 self._discover = False
                 record, self._record = self._record, None
                 for base, layer, ops in record:

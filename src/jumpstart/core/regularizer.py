@@ -295,7 +295,8 @@ class Jumpstart:
             return
         # a checkpointed block recomputed in backward computes its deficits
         # again (the checkpoint matches what was saved) but starts no pass
-        in_backward = torch._C._current_graph_task_id() != -1
+        in_backward = (not torch.compiler.is_compiling()  # traced: a forward, by definition
+                       and torch._C._current_graph_task_id() != -1)
         if self._pending is None and not in_backward:  # a forward bypassing model(...)
             self._start()
         if self.members:
@@ -322,7 +323,7 @@ class Jumpstart:
             inputs = [g for g, k in zip(inputs, keep) if k]
         if not pending:
             return
-        if isinstance(output, Tensor) and any(
+        if isinstance(output, Tensor) and not torch.compiler.is_compiling() and any(
                 g.data_ptr() == output.data_ptr() and g.numel() == output.numel()
                 for g in inputs):
             raise ValueError(
