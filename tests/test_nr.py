@@ -358,3 +358,19 @@ def test_a_rejuvenated_dense_run_is_saved_and_rebuilt(tmp_path):
     model, data = rebuild_model(read_checkpoint(tmp_path))
     with torch.no_grad():
         assert torch.equal(model(data.x_val), run.model.eval()(data.x_val))
+
+
+def test_report_reads_a_runs_frame_of_mixed_techniques():
+    """A frame column is float where other techniques' runs are NaN, and list
+    cells are tuples: the report still rebuilds each net."""
+    import types
+
+    from jumpstart.experiments.nr_report import _params
+    from jumpstart.models import VGG
+
+    data = types.SimpleNamespace(num_classes=10, x_train=torch.zeros(1, 3, 32, 32))
+    row = {"model": "vgg", "technique": "nr", "dataset": "cifar10-10k", "depth": 19.0,
+           "width": 8.0, "nr_max_epochs": 5.0, "nr_lam": 0.005, "seed": 1.0,
+           "lam": float("nan")}
+    full = sum(p.numel() for p in VGG(19, 8, num_classes=10).parameters())
+    assert _params(row, None, data) == (full, full)
