@@ -1,6 +1,7 @@
 """Real-model patterns: unit axes of every layout, passes that bypass
 ``model(x)``, in-place activations, checkpointing, spent penalties."""
 
+import shutil
 import warnings
 
 import numpy as np
@@ -322,6 +323,8 @@ class Reused(nn.Module):
         return self.fc((x + self.relu(self.c2(x))).mean(dim=(2, 3)))
 
 
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                    reason="torch.compile's CPU backend needs a C++ compiler")
 @pytest.mark.parametrize("make", [Reused, lambda: __import__(
     "jumpstart.models.resnet", fromlist=["resnet18"]).resnet18(num_classes=3)],
     ids=["reused-relu", "resnet18"])
