@@ -370,7 +370,10 @@ class Jumpstart:
             raise RuntimeError(
                 "Jumpstart: the penalty of the last collected forward pass already went "
                 "through a backward, and no training forward has run since; run one "
-                "(model(x) in train mode, or the calls inside `with js.collect():`)")
+                "(model(x) in train mode, or the calls inside `with js.collect():`). A "
+                "torch.compile'd model skips hooks added after another module of its class "
+                "was compiled: set torch._dynamo.config.skip_nnmodule_hook_guards = False "
+                "before compiling anything, or call torch._dynamo.reset()")
         penalty = aggregate(
             [d.deficits for d in layers],
             aggregation=self.aggregation,
