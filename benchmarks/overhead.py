@@ -8,7 +8,9 @@ Jumpstart, and their ratios. Targets (issue 2): at most 1.10x step time and
     python benchmarks/overhead.py [--steps 30] [--threads 2] [--device cpu]
 
 Models: a 20-layer, 8-filter 3x3 CNN on 28x28 inputs, batch 128 (CPU, 2
-threads); on CUDA also the plain ResNet-50 (no BatchNorm, no skips; IEEE Access
+threads); resnet18 at batch 8, 64x64, eager and ``torch.compile``d (both
+nets compiled); a ViT-style stack (4 pre-norm blocks, attention and a GELU
+MLP on ``(N, T, D)`` tokens, D 192, T 65, batch 8); on CUDA also the plain ResNet-50 (no BatchNorm, no skips; IEEE Access
 2025) at batch 128, 224x224, bf16 autocast, channels-last, with the peak CUDA
 memory of a training step (issue 5 targets: 1.05x step time, 1.05x peak memory).
 """
@@ -87,7 +89,40 @@ def peak_bytes(model, x, y, js, bf16: bool) -> int:
     return torch.cuda.max_memory_allocated() - base
 
 
-def measure(name: str, make_model, x, y, steps: int, device, bf16: bool = False) -> dict:
+class Block(nn.Module):
+    """A pre-norm transformer block (timm ViT's layout): attention, then a GELU MLP."""
+
+    def __init__(self, d: int = 192, heads: int = 3):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+def vit_stack(depth: int = 4, d: int = 192, patch: int = 8, classes: int = 10) -> nn.Module:
+    class ViT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Conv2d(3, d, patch, stride=patch)
+            self.cls = nn.Parameter(torch.zeros(1, 1, d))
+            self.blocks = nn.Sequential(*(Block(d) for _ in range(depth)))
+            self.head = nn.Linear(d, classes)
+
+        def forward(self, x):
+            t = self.embed(x).flatten(2).transpose(1, 2)
+            t = torch.cat([self.cls.expand(len(t), -1, -1), t], dim=1)
+            return self.head(self.blocks(t)[:, 0])
+
+    return ViT()
+
+
+def measure(name: str, make_model, x, y, steps: int, device, bf16: bool = False,
+            compiled: bool = False) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     layout = torch.channels_last if x.dim() == 4 and device.type == "cuda" else None
     models = []
@@ -99,6 +134,9 @@ def measure(name: str, make_model, x, y, steps: int, device, bf16: bool = False)
     js = Jumpstart(regular)
     if layout:
         x = x.contiguous(memory_format=layout)
+    if compiled:  # hook guards on: the Jumpstart net must not reuse the plain net's graph
+        torch._dynamo.config.skip_nnmodule_hook_guards = False
+        plain, regular = torch.compile(plain), torch.compile(regular)
     row = {"model": name}
     if device.type == "cuda":
         peak_plain, peak_js = peak_bytes(plain, x, y, None, bf16), peak_bytes(regular, x, y, js, bf16)
@@ -133,6 +171,16 @@ def main() -> None:
     x = torch.randn(128, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (128,), device=device)
     rows.append(measure("cnn 20x8 3x3, 28x28, batch 128", thin_cnn, x, y, args.steps, device))
+    from jumpstart.models import resnet18
+
+    x = torch.randn(8, 3, 64, 64, device=device)
+    y = torch.randint(0, 10, (8,), device=device)
+    for compiled in (False, True):
+        rows.append(measure(f"resnet18, 64x64, batch 8{', compiled' if compiled else ''}",
+                            lambda: resnet18(num_classes=10), x, y, args.steps, device,
+                            compiled=compiled))
+    rows.append(measure("vit stack 4x192, 65 tokens, batch 8", vit_stack, x, y, args.steps,
+                        device))
     if device.type == "cuda":
         from jumpstart.models import resnet50
 
