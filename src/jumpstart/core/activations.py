@@ -99,6 +99,10 @@ CLASSES: tuple[type[nn.Module], ...] = (nn.ReLU6, *(c for k in KINDS.values() fo
 FUNCTIONS: dict[Callable, str] = {f: k.name for k in KINDS.values() for f in k.functions}
 
 _PROBE = torch.linspace(-8, 8, 321).reshape(1, 321)
+#: each kind's output on the probe, computed once (LeakyReLU: per slope, in the probe)
+_REFERENCES = {**{name: KINDS[name].reference(_PROBE)
+                  for name in ("relu", "relu6", "hardswish", "silu", "gelu", "hardtanh")},
+               "gelu_tanh": F.gelu(_PROBE, approximate="tanh")}
 
 
 def pieces_of(kind: str, module: nn.Module | None = None,
@@ -150,13 +154,10 @@ def kind_of_module(module: nn.Module) -> str | None:
         return None
     if not isinstance(y, Tensor) or y.shape != _PROBE.shape:
         return None
-    x = _PROBE
-    candidates = {name: KINDS[name].reference(x) for name in ("relu", "relu6", "hardswish",
-                                                              "silu", "gelu", "hardtanh")}
-    candidates["gelu_tanh"] = F.gelu(x, approximate="tanh")
-    slope = float(y[0, 0] / x[0, 0])
+    candidates = dict(_REFERENCES)
+    slope = float(y[0, 0] / _PROBE[0, 0])
     if 0 < slope < 1:
-        candidates["leaky_relu"] = F.leaky_relu(x, slope)
+        candidates["leaky_relu"] = F.leaky_relu(_PROBE, slope)
     for name, ref in candidates.items():
         if torch.allclose(y.float(), ref, atol=1e-5, rtol=1e-5):
             return "gelu" if name == "gelu_tanh" else name

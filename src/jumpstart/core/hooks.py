@@ -308,54 +308,57 @@ class PreActivationHooks:
         self._record: list | None = None  # the first forward's taps
         self._weighted_ops = 0
         self._excluded: set[str] = set()
-        #: layers the first forward tapped that turned out not hidden (``hidden_only``):
-        #: the tap's owner drops them from that pass
+        #: layers the last forward tapped that turned out not hidden (``hidden_only``;
+        #: only ever in the first forward): the tap's owner drops them from that pass
         self.dropped: set[str] = set()
+        self._has_functional = False  # a functional activation was hooked
 
         def start(_module, _args):
             self._calls.clear()
             self._exit_mode()
-            if torch.compiler.is_compiling():
-                pass  # traced: modules only (the mode and global hooks do not trace)
-            elif self._discover or (self._auto and self._has_functional):
-                self._enter_mode()
-            if self._discover and not torch.compiler.is_compiling():
-                self._record, self._weighted_ops = [], 0
+            # a traced forward hooks modules only (the mode and global hooks do not trace)
+            if not torch.compiler.is_compiling():
+                if self._discover or self._has_functional:
+                    self._enter_mode()
+                if self._discover:
+                    self._record, self._weighted_ops = [], 0
             if on_start is not None:
                 on_start()
 
         def end(_module, _args, out):
             self._exit_mode()
-            if torch.compiler.is_compiling():
-                pass
-            elif sys.exc_info()[1] is not None:  # the forward raised: the pass is void
-                self._record = None
-                return
-            if self._discover and not torch.compiler.is_compiling():
-                self._discover = False
-                record, self._record = self._record, None
-                for base, layer, ops in record:
-                    if ops == self._weighted_ops and self._hidden_only:  # no weight after it
-                        self._excluded.add(base)
-                        self.dropped.add(layer)
-                        self.seen.pop(layer, None)
-                self._has_functional = any(n.endswith("()") or "()#" in n for n in self.seen)
-                if not self.seen and self._auto:
-                    raise ValueError(f"no activation found in {type(model).__name__}: no "
-                                     "module or functional call of a known kind (ReLU, ReLU6, "
-                                     "LeakyReLU, PReLU, Hardtanh, Hardswish, GELU, SiLU); pass "
-                                     "activations=(...) or layers=[...]")
-                if self.unhooked:
-                    warnings.warn("activation calls seen but not hooked (no dead/linear "
-                                  "regions for them, or not among activations=...): "
-                                  + ", ".join(f"{k} x{v}" for k, v in self.unhooked.items()),
-                                  stacklevel=2)
+            self.dropped = set()
+            if not torch.compiler.is_compiling():
+                if sys.exc_info()[1] is not None:  # the forward raised: the pass is void
+                    self._record = None
+                    return
+                if self._discover:
+                    self._end_discovery(type(model).__name__)
             if on_end is not None:
                 on_end(out)
 
-        self._has_functional = False
         self._handles.append(model.register_forward_pre_hook(start))
         self._handles.append(model.register_forward_hook(end, always_call=True))
+
+    def _end_discovery(self, model_name: str) -> None:
+        """After the first forward: drop the layers no weights follow
+        (``hidden_only``), require a layer, list activation calls not hooked."""
+        self._discover = False
+        record, self._record = self._record, None
+        for base, layer, ops in record:
+            if ops == self._weighted_ops and self._hidden_only:  # no weight after it
+                self._excluded.add(base)
+                self.dropped.add(layer)
+                self.seen.pop(layer, None)
+        if not self.seen and self._auto:
+            raise ValueError(f"no activation found in {model_name}: no module or functional "
+                             "call of a known kind (ReLU, ReLU6, LeakyReLU, PReLU, Hardtanh, "
+                             "Hardswish, GELU, SiLU); pass activations=(...) or layers=[...]")
+        if self.unhooked:
+            warnings.warn("activation calls seen but not hooked (no dead/linear regions for "
+                          "them, or not among activations=...): "
+                          + ", ".join(f"{k} x{v}" for k, v in self.unhooked.items()),
+                          stacklevel=3)
 
     def _fixed(self, name: str) -> int | None:
         return self._overrides.get(name.split("#")[0], self._unit_dim_all)
@@ -391,6 +394,7 @@ class PreActivationHooks:
             name = getattr(func, "__name__", kind)
             self.unhooked[name] = self.unhooked.get(name, 0) + 1
             return
+        self._has_functional = True  # later forwards keep the mode on
         base = f"{enclosing}.{kind}()" if enclosing else f"{kind}()"
         if base not in self._rule:
             self._rule[base] = (f"{kind} (functional)", producer, pieces_of(kind, None, args,
