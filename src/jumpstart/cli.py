@@ -237,6 +237,54 @@ def sweep(
 
 
 @app.command()
+def compare(
+    db: Path = typer.Option(..., help="Results database (SQLite); created if missing."),
+    out: Path = typer.Option(Path("comparison"), help="Folder for comparison.md/.csv/.png."),
+    benchmarks: Optional[str] = typer.Option(
+        None, help="Comma-separated benchmarks (default: the comparison file's list: "
+        "uci-paper, mnist-5k-cpu, cifar10-10k-cpu, moons-paper)."),
+    techniques: Optional[str] = typer.Option(
+        None, help="Comma-separated technique labels (default: all of the file's)."),
+    comparison: str = typer.Option("default", help="A shipped comparison or a .toml path."),
+    workers: int = typer.Option(2, help="Worker processes (local) or CPUs (local Ray)."),
+    seeds: Optional[int] = typer.Option(None, help="Replace every seed axis with 0..K-1."),
+    backend: str = typer.Option("local", help="local or ray."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster HOST:PORT; default local Ray."),
+    retry_failed: bool = typer.Option(False, help="Re-run runs recorded as failed."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder of tables (default "
+                                            "../shared/data/uci)."),
+) -> None:
+    """Run (or resume) every technique on each benchmark with its own protocol and write
+    one report: test accuracy, trainability, convergence, dead and linear units, cost, and
+    wins/draws/losses against Jumpstart."""
+    from .experiments.compare import load_comparison, run_comparison
+    from .experiments.comparison_report import write_comparison_report
+
+    _check_folder(out, "--out")
+    try:
+        spec = load_comparison(comparison, benchmarks=_names(benchmarks),
+                               techniques=_names(techniques), seeds=seeds, data_dir=data_dir)
+        counts = run_comparison(spec, db, workers=workers, backend=backend, address=address,
+                                retry_failed=retry_failed)
+        paths = write_comparison_report(spec, db, out,
+                                        {k: c["wall_seconds"] for k, c in counts.items()})
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    for name, c in counts.items():
+        typer.echo(f"{name}: {c['total']} runs, {c['skipped']} already in {db}; this call: "
+                   f"{c['done']} done, {c['diverged']} diverged, {c['failed']} failed in "
+                   f"{c['wall_seconds']:.0f} s")
+    typer.echo(paths[1].read_text().split("\n## ")[0])
+    for path in paths:
+        typer.echo(f"wrote {path}")
+
+
+def _names(text: Optional[str]) -> Optional[list[str]]:
+    """A comma-separated list option as names (``None`` when not given)."""
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+
+@app.command()
 def report(
     db: Path = typer.Argument(..., help="Results database written by `jumpstart sweep`."),
     out: Path = typer.Option(..., help="Folder for the figures and tables."),

@@ -74,25 +74,35 @@ FOLDER_SETS = tuple(n for n, s in SOURCES.items() if s.kind == "streamed")
 
 
 def load_dataset(name: str, *, seed: int = 0, directory: str | Path | None = None,
-                 target: str = "target", min_class_rows: int | None = None
-                 ) -> Dataset | FolderData:
+                 target: str = "target", min_class_rows: int | None = None,
+                 test_split: float | None = None) -> Dataset | FolderData:
     """A data set by name: one of :data:`SOURCES` (``"moons"``, a fixed
     split; an image set of :data:`IMAGE_SETS` read from ``directory``,
     ``mnist-5k`` defaulting to the shared data folder's ``mnist-5k`` with a
     4000/1000 split by ``seed``; ``"imagenet"``, :func:`image_folder` on
     ``directory``, streamed, so a :class:`FolderData`); else a table
     (:func:`tabular`, split by ``seed``; ``directory``, the class column
-    ``target`` and ``min_class_rows`` as there).
+    ``target`` and ``min_class_rows`` as there). ``test_split``: hold out
+    that share of the validation part as a test part
+    (:meth:`Dataset.with_test_split`, split by ``seed``), for data sets that
+    have none.
 
     Raises:
         FileNotFoundError: the data cannot be found (the message says where).
-        ValueError: files that cannot be used (see the loaders).
+        ValueError: files that cannot be used (see the loaders); a
+            ``test_split`` on a streamed data set or one with a test part.
     """
     source = SOURCES.get(name)
     if source is not None:
-        return source.load(seed, source.folder(directory))
-    return tabular(name, seed=seed, directory=directory, target=target,
-                   min_class_rows=min_class_rows)
+        data = source.load(seed, source.folder(directory))
+    else:
+        data = tabular(name, seed=seed, directory=directory, target=target,
+                       min_class_rows=min_class_rows)
+    if test_split is None:
+        return data
+    if not isinstance(data, Dataset):
+        raise ValueError(f"test_split needs a data set held in memory; {name} is streamed")
+    return data.with_test_split(test_split, seed)
 
 
 def check_dataset(name: str, directory: str | Path | None = None) -> None:

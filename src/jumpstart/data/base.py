@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -74,6 +75,47 @@ class Dataset:
                     f"{self.name}: train and {part} feature shapes differ: "
                     f"{tuple(self.x_train.shape[1:])} vs {tuple(x.shape[1:])}"
                 )
+
+    def with_test_split(self, fraction: float, seed: int = 0) -> "Dataset":
+        """This data set with a held-out test part cut from its validation part.
+
+        For data sets that ship a train and a validation part only (MNIST,
+        CIFAR, MOONS), so that options chosen on validation data are reported
+        on data that did not choose them: a stratified split (scikit-learn's
+        ``train_test_split``, ``random_state=seed``) of the validation part
+        into ``1 - fraction`` validation and ``fraction`` test.
+
+        Args:
+            fraction: share of the validation part held out, in (0, 1).
+            seed: the split's random state.
+
+        Returns:
+            A new :class:`Dataset` (``split`` records ``test_split``).
+
+        Raises:
+            ValueError: ``fraction`` not in (0, 1); the data set already has
+                a test part; a validation part too small to give both parts
+                every class that scikit-learn's stratified split needs.
+        """
+        if not (isinstance(fraction, float) and 0 < fraction < 1):
+            raise ValueError(f"test_split must be a number in (0, 1); got {fraction!r}")
+        if self.x_test is not None:
+            raise ValueError(f"{self.name} already has a test part; test_split is for data "
+                             "sets with a train and a validation part only")
+        from sklearn.model_selection import train_test_split
+
+        index = np.arange(len(self.y_val))
+        labels = self.y_val.numpy()
+        try:
+            keep, held = train_test_split(index, test_size=fraction, random_state=seed,
+                                          stratify=labels)
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: cannot hold out a test part of {fraction:g} of "
+                             f"the {len(index)} validation samples: {exc}") from None
+        keep, held = torch.as_tensor(np.sort(keep)), torch.as_tensor(np.sort(held))
+        return replace(self, x_val=self.x_val[keep], y_val=self.y_val[keep],
+                       x_test=self.x_val[held], y_test=self.y_val[held],
+                       split={**(self.split or {}), "test_split": fraction})
 
     @property
     def in_features(self) -> int:

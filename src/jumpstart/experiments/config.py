@@ -86,6 +86,7 @@ CHECKS = {
     "data_dir": ((lambda v: isinstance(v, str) and bool(v)), "a folder path"),
     "target": ((lambda v: isinstance(v, str) and bool(v)), "a column name"),
     "min_class_rows": int_at_least(1),
+    "test_split": number(lambda v: 0 < v < 1, "a number in (0, 1)"),
     "loader_workers": int_at_least(0),
     "precision": choice(PRECISIONS),
     "augment": choice(AUGMENTATIONS),
@@ -160,7 +161,7 @@ def _float_keys() -> frozenset[str]:
 def _float_keys_of(classes: tuple) -> frozenset[str]:
     options = {k: o for cls in classes for k, o in cls.options.items()}
     options.update(OPTIMIZER_OPTIONS)
-    return frozenset({"lr", "init_lr"} | {k for k, o in options.items()
+    return frozenset({"lr", "init_lr", "test_split"} | {k for k, o in options.items()
                                           if isinstance(o.default, float)})
 
 
@@ -244,6 +245,18 @@ def load_sweep(preset_or_path: str | Path, *, seeds: int | None = None,
             message names the file and the key.
     """
     source, doc = _read(preset_or_path)
+    return sweep_from_doc(doc, source, seeds=seeds, data_dir=data_dir)
+
+
+def sweep_from_doc(doc: dict, source: str, *, seeds: int | None = None,
+                   data_dir: str | Path | None = None) -> Sweep:
+    """:func:`load_sweep` on a sweep file already read: ``doc`` as
+    ``tomllib`` returns it, ``source`` naming it in messages (e.g. a
+    comparison's benchmark, :mod:`jumpstart.experiments.compare`).
+
+    Raises:
+        SweepError: as :func:`load_sweep`.
+    """
     options_now = set(option_keys())
     sections = {"fixed": set(CHECKS), "grid": set(CHECKS) | options_now,
                 **{name: set(cls.options) for name, cls in TECHNIQUES.items()}}

@@ -66,7 +66,8 @@ def rebuild_model(ckpt: dict, data=None) -> tuple[nn.Module, object]:
     if data is None:
         data = load_dataset(c["dataset"], seed=c["seed"], directory=c.get("data_dir"),
                             target=c.get("target", "target"),
-                            min_class_rows=c.get("min_class_rows"))
+                            min_class_rows=c.get("min_class_rows"),
+                            test_split=c.get("test_split"))
     shape = data.feature_shape if hasattr(data, "feature_shape") else tuple(data.x_train.shape[1:])
     model = build_model(c["model"], technique_of(c), data.num_classes, shape,
                         dataset=c["dataset"], depth=c["depth"], width=c["width"],

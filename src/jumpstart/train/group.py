@@ -37,10 +37,11 @@ def _split(configs, key):
 
 
 def _data_key(config: dict) -> tuple:
-    """What identifies a run's loaded data: data set, seed, folder, class column
-    and rare-class option."""
+    """What identifies a run's loaded data: data set, seed, folder, class column,
+    rare-class option and held-out test share."""
     return (config["dataset"], config["seed"], config.get("data_dir"),
-            config.get("target", "target"), config.get("min_class_rows"))
+            config.get("target", "target"), config.get("min_class_rows"),
+            config.get("test_split"))
 
 
 def stack_spec(technique) -> tuple[float, dict]:
@@ -114,7 +115,8 @@ def train_group(configs: list[dict], trainer: str | None = None
         key = _data_key(c)
         if key not in loaded:
             loaded[key] = load_dataset(c["dataset"], seed=c["seed"], directory=key[2],
-                                       target=key[3], min_class_rows=key[4])
+                                       target=key[3], min_class_rows=key[4],
+                                       test_split=key[5])
         return loaded[key]
 
     out = []

@@ -105,6 +105,7 @@ def train_run(
     data_dir: str | None = None,
     target: str = "target",
     min_class_rows: int | None = None,
+    test_split: float | None = None,
     device: str = "auto",
     precision: str = "32",
     loader_workers: int = 4,
@@ -161,6 +162,9 @@ def train_run(
         min_class_rows: drop a table's classes with fewer rows than this
             (:func:`jumpstart.data.tabular`; default: rare classes go to the
             training part).
+        test_split: hold out this share of the validation part as a test
+            part (data sets without one: MNIST, CIFAR, MOONS; see
+            :meth:`jumpstart.data.Dataset.with_test_split`); ``None``: none.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or
             ``"cuda"``; image nets on CUDA use the channels-last layout.
         precision: ``"32"`` or ``"bf16"`` (autocast), see :func:`fit`.
@@ -202,7 +206,7 @@ def train_run(
         raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
     if data is None:
         data = load_dataset(dataset, seed=seed, directory=data_dir, target=target,
-                            min_class_rows=min_class_rows)
+                            min_class_rows=min_class_rows, test_split=test_split)
     streamed = isinstance(data, FolderData)
     shape = data.feature_shape if streamed else tuple(data.x_train.shape[1:])
     torch.manual_seed(seed)
@@ -219,6 +223,7 @@ def train_run(
     config = {"dataset": dataset, "model": model, "depth": depth, "width": width,
               **({"init": init, **decorrelated} if init != "glorot" else {}),
               **({"min_class_rows": min_class_rows} if min_class_rows is not None else {}),
+              **({"test_split": test_split} if test_split is not None else {}),
               **({"head": head} if model == "conv" else {}),
               **({"augment": augment} if augment != "none" else {}),
               "technique": tech.name, **tech.config, "lr": lr, **optimizer,

@@ -83,6 +83,8 @@ def refusal(config: dict, technique) -> str | None:
         return "the stacks train in float32 only"
     if config.get("augment", "none") != "none":
         return "the stacks train on unaugmented data only"
+    if config.get("test_split") is not None:
+        return "the stacks hold no test part (test_split)"
     if not is_plain_adam(config):
         return "the stacks train with plain Adam only (no weight decay, no lr schedule)"
     if config["model"] == "moons_conv" and not (
