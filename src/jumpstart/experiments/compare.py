@@ -110,10 +110,12 @@ def _read(name_or_path: str | Path | None) -> tuple[str, dict]:
         raise SweepError(f"{source}: not valid TOML: {exc}") from None
 
 
-def _table(source: str, where: str, value, allowed: set[str]) -> dict:
+def _table(source: str, where: str, value, allowed: set[str] | None = None) -> dict:
+    """``value`` checked to be a table whose keys are all in ``allowed`` (any
+    keys when ``None``)."""
     if not isinstance(value, dict):
         raise SweepError(f"{source}: [{where}] must be a table")
-    bad = set(value) - allowed
+    bad = set(value) - allowed if allowed is not None else set()
     if bad:
         raise SweepError(f"{source}: unknown key(s) {sorted(bad)} in [{where}]; allowed: "
                          + ", ".join(sorted(allowed)))
@@ -125,6 +127,8 @@ def _pick(source: str, kind: str, asked, known: list[str]) -> list[str]:
         return known
     names = list(dict.fromkeys(asked))
     unknown = [n for n in names if n not in known]
+    if not known:
+        raise SweepError(f"{source}: defines no {kind} ([{kind}.NAME] tables)")
     if unknown or not names:
         raise SweepError(f"{source}: unknown {kind}(s) {unknown or '(none given)'}; "
                          f"known: {', '.join(known)}")
@@ -162,19 +166,14 @@ def load_comparison(name_or_path: str | Path | None = None, *,
     source, doc = _read(name_or_path)
     _table(source, "top level", doc, {"name", "description", "benchmarks", "technique",
                                       "benchmark"})
-    techs = _table(source, "technique", doc.get("technique", {}), set(doc.get("technique", {})))
-    marks = _table(source, "benchmark", doc.get("benchmark", {}), set(doc.get("benchmark", {})))
+    techs = _table(source, "technique", doc.get("technique", {}))
+    marks = _table(source, "benchmark", doc.get("benchmark", {}))
     default = doc.get("benchmarks", list(marks))
-    labels = _pick(source, "technique", techniques, list(techs))
-    names = _pick(source, "benchmark", benchmarks if benchmarks is not None else default,
-                  list(marks))
     entries, grids = {}, {}
-    for label in labels:
+    for label in techs:
         entry = _table(source, f"technique.{label}", techs[label], TECHNIQUE_KEYS)
-        fixed = _table(source, f"technique.{label}.fixed", entry.get("fixed", {}),
-                       set(entry.get("fixed", {})))
-        grid = _table(source, f"technique.{label}.grid", entry.get("grid", {}),
-                      set(entry.get("grid", {})))
+        fixed = _table(source, f"technique.{label}.fixed", entry.get("fixed", {}))
+        grid = _table(source, f"technique.{label}.grid", entry.get("grid", {}))
         settings = 1
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
@@ -186,6 +185,9 @@ def load_comparison(name_or_path: str | Path | None = None, *,
                              "every technique gets the same budget, at most 2")
         entries[label] = (entry.get("technique", label), fixed, grid)
         grids[label] = _grid_text(grid)
+    labels = _pick(source, "technique", techniques, list(techs))
+    names = _pick(source, "benchmark", benchmarks if benchmarks is not None else default,
+                  list(marks))
     out = []
     for name in names:
         mark = _table(source, f"benchmark.{name}", marks[name], BENCHMARK_KEYS)
@@ -197,12 +199,9 @@ def load_comparison(name_or_path: str | Path | None = None, *,
         if success is not None and not (isinstance(success, (int, float)) and 0 <= success < 1):
             raise SweepError(f"{source}: [benchmark.{name}] success must be a number in "
                              f"[0, 1); got {success!r}")
-        fixed = _table(source, f"benchmark.{name}.fixed", mark.get("fixed", {}),
-                       set(mark.get("fixed", {})))
-        axes = _table(source, f"benchmark.{name}.grid", mark.get("grid", {}),
-                      set(mark.get("grid", {})))
-        scaled = _table(source, f"benchmark.{name}.options", mark.get("options", {}),
-                        set(mark.get("options", {})))
+        fixed = _table(source, f"benchmark.{name}.fixed", mark.get("fixed", {}))
+        axes = _table(source, f"benchmark.{name}.grid", mark.get("grid", {}))
+        scaled = _table(source, f"benchmark.{name}.options", mark.get("options", {}))
         tables = []
         for label in labels:
             technique, tech_fixed, tech_grid = entries[label]
@@ -232,7 +231,7 @@ def load_comparison(name_or_path: str | Path | None = None, *,
         out.append(Benchmark(name, mark.get("description", ""), tuple(problem),
                              None if success is None else float(success), sweep, keys))
     return Comparison(doc.get("name", source), doc.get("description", ""), tuple(labels),
-                      grids, tuple(out))
+                      {label: grids[label] for label in labels}, tuple(out))
 
 
 def run_comparison(comparison: Comparison, db: str | Path, *, workers: int = 2,

@@ -1,0 +1,211 @@
+"""`jumpstart compare`: comparison files, the report's aggregation against a
+hand-made store, option selection on validation only, and a tiny end-to-end run."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from jumpstart.cli import main
+from jumpstart.data import load_dataset
+from jumpstart.experiments import load
+from jumpstart.experiments.compare import load_comparison
+from jumpstart.experiments.comparison_report import write_comparison_report
+from jumpstart.experiments.config import SweepError, run_key
+from jumpstart.experiments.store import ResultsStore
+
+# two conv cells on mnist-5k (runs trained alone, so the cost column is defined)
+HAND = """
+name = "hand"
+description = "hand-made"
+[technique.baseline]
+[technique.jumpstart]
+grid = { lam = [0.1, 1.0] }
+[benchmark.cells]
+problem = ["depth", "width"]
+success = 0.65
+fixed = { dataset = "mnist-5k", model = "conv", epochs = 2, batch_size = 128, test_split = 0.5 }
+grid = { depth = [1, 2], width = [3], seed = [0, 1] }
+"""
+
+# (depth, technique, lam) -> per seed (best_val_acc, best_val_test_acc, unit_dead_ratio)
+VALUES = {
+    (1, "baseline", None): [(0.5, 0.4, 0.2), (0.7, 0.6, 0.4)],
+    (1, "jumpstart", 0.1): [(0.8, 0.6, 0.0), (0.8, 0.6, 0.0)],
+    (1, "jumpstart", 1.0): [(0.7, 0.9, 0.0), (0.7, 0.9, 0.0)],  # best test, lower validation
+    (2, "baseline", None): [(0.9, 0.8, 0.6), (0.9, 0.8, 0.6)],
+    (2, "jumpstart", 0.1): [(0.6, 0.7, 0.1), None],  # seed 1 failed
+    (2, "jumpstart", 1.0): [(0.85, 0.75, 0.1), (0.85, 0.75, 0.1)],
+}
+
+
+def _hand_store(tmp_path):
+    path = tmp_path / "hand.toml"
+    path.write_text(HAND)
+    comparison = load_comparison(path)
+    (bench,) = comparison.benchmarks
+    db = tmp_path / "hand.db"
+    with ResultsStore(db) as store:
+        for config in bench.sweep.runs:
+            value = VALUES[(config["depth"], config["technique"], config.get("lam"))][config["seed"]]
+            if value is None:
+                store.record(run_key(config), "compare-cells", config, "failed", metrics=None,
+                             error="boom")
+                continue
+            val, test, dead = value
+            seconds = 10.0 if config["technique"] == "baseline" else 12.0
+            metrics = {"best_val_acc": val, "best_val_test_acc": test, "epochs": 2,
+                       "status": {"unit_dead_ratio": dead, "unit_linear_ratio": 0.0}}
+            store.record(run_key(config), "compare-cells", config, "done", metrics=metrics,
+                         seconds=seconds)
+    return comparison, db
+
+
+def test_report_aggregates_a_hand_made_store(tmp_path):
+    comparison, db = _hand_store(tmp_path)
+    paths = write_comparison_report(comparison, db, tmp_path / "out")
+    assert [p.name for p in paths] == ["comparison.csv", "comparison.md", "comparison.png"]
+    table = pd.read_csv(paths[0]).set_index("technique")
+    base, js = table.loc["baseline"], table.loc["jumpstart"]
+    # selected per cell on validation: depth 1 lam 0.1 (val 0.8 > 0.7), depth 2 lam 1 (0.85 > 0.6)
+    assert js["chosen"] == "lam=0.1 (1), lam=1 (1)"
+    # test accuracy: medians over seeds, then the mean over the two cells
+    assert base["test_acc"] == pytest.approx((0.5 + 0.8) / 2)
+    assert js["test_acc"] == pytest.approx((0.6 + 0.75) / 2)
+    # worst per cell: 0.5 (baseline), 0.75 (jumpstart); best: 0.6, 0.8
+    assert base["trainability"] == pytest.approx(0.5) and js["trainability"] == pytest.approx(0.5)
+    assert base["convergence"] == pytest.approx((0.5 - 0.6) / 2)
+    assert js["convergence"] == pytest.approx((0.75 - 0.8) / 2)
+    assert base["vs_jumpstart"] == "1/0/1" and pd.isna(js["vs_jumpstart"])
+    assert base["dead_units"] == pytest.approx((0.3 + 0.6) / 2)
+    # validation medians 0.6 and 0.9 (baseline), 0.8 and 0.85 (jumpstart) against 0.65
+    assert base["trained"] == "1/2" and js["trained"] == "2/2"
+    # 12 s against 10 s for 2 epochs each (the failed run left out)
+    assert js["cost"] == pytest.approx(1.2) and base["cost"] == pytest.approx(1.0)
+    assert (base["runs"], base["failed"], js["runs"], js["failed"]) == (4, 0, 8, 1)
+    text = paths[1].read_text()
+    assert "| baseline | 1/0/1 |" in text and "lam in {0.1, 1}" in text
+    assert paths[2].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_test_split_never_chooses(tmp_path):
+    comparison, db = _hand_store(tmp_path)
+    # the setting with the best test accuracy (lam 1 at depth 1: 0.9) was never chosen
+    table = pd.read_csv(write_comparison_report(comparison, db, tmp_path / "o")[0])
+    assert table.set_index("technique").loc["jumpstart", "test_acc"] < (0.9 + 0.75) / 2
+
+
+def test_a_technique_without_runs_is_undefined_not_zero(tmp_path):
+    comparison, db = _hand_store(tmp_path)
+    with ResultsStore(db) as store:  # only the baseline left
+        store._db.execute("DELETE FROM runs WHERE config LIKE '%jumpstart%'")
+        store._db.commit()
+    table = pd.read_csv(write_comparison_report(comparison, db, tmp_path / "o")[0])
+    js = table.set_index("technique").loc["jumpstart"]
+    assert js["runs"] == 0 and math.isnan(js["test_acc"]) and math.isnan(js["cost"])
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('[technique.a]\ntechnique = "baseline"\n[technique.b]\ntechnique = "baseline"\n'
+     '[benchmark.m]\nproblem = ["depth"]\nfixed = { dataset = "moons", width = 2 }\n'
+     'grid = { depth = [1] }\n', "give the same run"),
+    ('[technique.jumpstart]\ngrid = { lam = [0.1, 1.0, 10.0] }\n[benchmark.m]\n'
+     'problem = ["depth"]\nfixed = { dataset = "moons", width = 2 }\ngrid = { depth = [1] }\n',
+     "at most 2"),
+    ('[technique.baseline]\n[benchmark.m]\nproblem = "depth"\n', "problem must be"),
+    ('[technique.baseline]\n[benchmark.m]\nproblem = ["depth"]\nfixed = { dataset = "moons", '
+     'width = 2 }\ngrid = { depth = [0] }\n', "depth must be"),
+    ('[technique.baseline]\nbogus = 1\n', "unknown key(s) ['bogus']"),
+])
+def test_bad_comparison_files_are_refused_before_any_run(tmp_path, text, fragment):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(SweepError, match=None) as info:
+        load_comparison(path)
+    assert fragment in str(info.value)
+
+
+def test_unknown_benchmark_or_technique_names_the_known_ones():
+    with pytest.raises(SweepError, match="known: uci-paper"):
+        load_comparison(benchmarks=["cifar"])
+    with pytest.raises(SweepError, match="unknown technique"):
+        load_comparison(techniques=["jumpstart", "dropout"])
+
+
+def test_the_shipped_comparison_gives_every_technique_the_same_budget():
+    comparison = load_comparison(benchmarks=["uci-demo"])
+    (bench,) = comparison.benchmarks
+    per = pd.Series(bench.labels).value_counts()
+    tables = 3  # iris, wine-recognition, haberman; one learning rate, one seed
+    assert set(per) <= {tables, 2 * tables}
+    assert set(per.index) == set(comparison.techniques)
+    configs = {run_key(c): c for c in bench.sweep.runs}
+    redo = [c for k, c in configs.items() if bench.labels[k] == "redo"]
+    assert {c["redo_every"] for c in redo} == {50}  # the benchmark's scaled option
+    init = [c for k, c in configs.items() if bench.labels[k] == "decorrelated-init"]
+    assert {c["init"] for c in init} == {"decorrelated"} and {c["technique"] for c in init} == {
+        "baseline"}
+
+
+def test_test_split_is_stratified_and_disjoint():
+    full = load_dataset("moons")
+    data = load_dataset("moons", test_split=0.5)
+    assert len(data.y_val) + len(data.y_test) == len(full.y_val)
+    joined = torch.cat([data.x_val, data.x_test])
+    assert sorted(map(tuple, joined.tolist())) == sorted(map(tuple, full.x_val.tolist()))
+    counts = np.bincount(full.y_val.numpy())
+    test_counts = np.bincount(data.y_test.numpy(), minlength=2)
+    assert all(abs(t - c / 2) <= 1 for t, c in zip(test_counts, counts))
+    assert data.split == {"test_split": 0.5}
+    with pytest.raises(ValueError, match="already has a test part"):
+        load_dataset("moons", test_split=0.5).with_test_split(0.5)
+    with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+        full.with_test_split(1.0)
+
+
+TINY = """
+name = "tiny"
+description = "two techniques, two tiny benchmarks"
+benchmarks = ["moons", "iris"]
+[technique.baseline]
+[technique.jumpstart]
+fixed = { aggregation = "balanced" }
+grid = { lam = [0.1, 1.0] }
+[benchmark.moons]
+problem = ["depth", "width"]
+success = 0.6
+fixed = { dataset = "moons", model = "rectangular", epochs = 30, batch_size = "full", curve_every = 10, test_split = 0.5 }
+grid = { depth = [1, 2], width = [3], seed = [0] }
+[benchmark.iris]
+problem = ["dataset"]
+fixed = { model = "rectangular", depth = 2, width = 4, epochs = 30, batch_size = "full", curve_every = 10 }
+grid = { dataset = ["iris"], seed = [0] }
+"""
+
+
+def test_compare_end_to_end_and_resumes(tmp_path, capsys):
+    path, db, out = tmp_path / "tiny.toml", tmp_path / "c.db", tmp_path / "out"
+    path.write_text(TINY)
+    argv = ["compare", "--comparison", str(path), "--db", str(db), "--out", str(out),
+            "--workers", "1"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "moons: 6 runs, 0 already" in printed and "iris: 3 runs, 0 already" in printed
+    table = pd.read_csv(out / "comparison.csv")
+    assert len(table) == 4 and set(table["benchmark"]) == {"moons", "iris"}
+    # the report's jumpstart accuracy on moons against its own reading of the store
+    runs = load(db, sweep="compare-moons")
+    js = runs[runs["technique"] == "jumpstart"]
+    chosen = js.sort_values("best_val_acc", ascending=False, kind="stable").groupby("depth").head(1)
+    row = table[(table["benchmark"] == "moons") & (table["technique"] == "jumpstart")].iloc[0]
+    assert row["test_acc"] == pytest.approx(chosen["best_val_test_acc"].mean())
+    assert main(argv) == 0  # resumed: nothing trained again
+    assert "moons: 6 runs, 6 already" in capsys.readouterr().out
+
+
+def test_compare_refuses_bad_names_before_any_run(tmp_path, capsys):
+    db = tmp_path / "c.db"
+    assert main(["compare", "--db", str(db), "--benchmarks", "nope"]) == 2
+    assert "unknown benchmark" in capsys.readouterr().err and not db.exists()
