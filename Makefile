@@ -16,8 +16,6 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/jumpstart demo --out $(OUT)
-	$(VENV)/bin/jumpstart sweep uci-quick --db $(OUT)/uci-quick.db
-	$(VENV)/bin/jumpstart report $(OUT)/uci-quick.db --out $(OUT)/uci-quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -176,9 +176,12 @@ def demo(
     seeds: int = typer.Option(5, help="Seeds per cell (0..K-1); cells show median [min-max]."),
     lrs: str = typer.Option("0.01,0.001", help="Comma-separated Adam learning rates."),
     workers: int = typer.Option(2, help="Parallel processes (one population per lr)."),
+    compare: bool = typer.Option(True, help="End with every technique on three UCI tables "
+                                 "(out/comparison/)."),
 ) -> None:
-    """MOONS, baseline vs Jumpstart on deep thin nets (CPAIOR Fig. 2 settings), over seeds."""
-    from .demo import run_demo
+    """MOONS, baseline vs Jumpstart on deep thin nets (CPAIOR Fig. 2 settings), over seeds;
+    then every technique on three UCI tables (`jumpstart compare`'s uci-demo benchmark)."""
+    from .demo import run_demo, run_demo_comparison
 
     try:
         depth_list = [int(d) for d in depths.split(",") if d.strip()]
@@ -197,6 +200,11 @@ def demo(
     _check(workers >= 1, f"--workers must be >= 1; got {workers}")
     run_demo(out=out, width=width, depths=depth_list, lam=lam, aggregation=aggregation,
              epochs=epochs, seeds=seeds, lrs=lr_list, workers=workers)
+    if compare:
+        try:
+            run_demo_comparison(out=out, workers=workers)
+        except (ValueError, FileNotFoundError) as exc:
+            raise UsageError(str(exc)) from None
 
 
 @app.command()

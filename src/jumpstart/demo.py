@@ -159,3 +159,40 @@ def run_demo(*, out: Path, width: int, depths: list[int], lam: float, aggregatio
     console.print(f"wrote {out}/summary.md, summary.csv, records.json and the median seed's "
                   f"status.png per cell")
     return rows
+
+
+#: the comparison the demo ends with (a benchmark of the shipped comparison file)
+DEMO_BENCHMARK = "uci-demo"
+
+
+def run_demo_comparison(*, out: Path, workers: int) -> Path:
+    """The demo's last part: every technique of the shipped comparison on
+    its ``uci-demo`` benchmark (three small UCI tables; see
+    :mod:`jumpstart.experiments.compare`), run into ``out/comparison.db``
+    (resumable) and reported in ``out/comparison/`` (``comparison.md``,
+    ``.csv``, ``.png``); prints the test-accuracy table.
+
+    Returns:
+        The path of ``comparison.md``.
+
+    Raises:
+        FileNotFoundError: the UCI tables are not in the data folder.
+    """
+    from .experiments.compare import load_comparison, run_comparison
+    from .experiments.comparison_report import write_comparison_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    comparison = load_comparison(benchmarks=[DEMO_BENCHMARK])
+    runs = len(comparison.benchmarks[0].sweep.runs)
+    print(f"\nEvery technique on three UCI tables ({DEMO_BENCHMARK}: "
+          f"{len(comparison.techniques)} techniques, {runs} runs, options chosen on "
+          "validation data, reported on the test part):", flush=True)
+    counts = run_comparison(comparison, out / "comparison.db", workers=workers)
+    paths = write_comparison_report(comparison, out / "comparison.db", out / "comparison",
+                                    {k: c["wall_seconds"] for k, c in counts.items()})
+    section = paths[1].read_text().split(f"## {DEMO_BENCHMARK}\n", 1)[1]
+    print(section[section.index("Columns:"):].strip())
+    print(f"wrote {paths[1]}, {paths[0].name} and {paths[2].name} "
+          f"({counts[DEMO_BENCHMARK]['wall_seconds']:.0f} s)")
+    return paths[1]
