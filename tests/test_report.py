@@ -199,3 +199,34 @@ def test_by_splits_a_technique_into_variants(db, tmp_path, capsys):
                          "3,jumpstart[0.001],,0,1"]
     with pytest.raises(ValueError, match="no run has the config key"):
         write_report(db, tmp_path / "out", by=["div_kind"])
+
+
+def test_cifar_table_best_setting_per_cell_and_largest_trained_depth():
+    """CPAIOR Fig. 3 as a table, by hand: a cell's value is the best lam's
+    median over seeds; a cell trains above 0.2."""
+    import pandas as pd
+
+    from jumpstart.experiments.report import cifar_table
+
+    rows = []
+    # baseline: depth 10 trains (0.3), depth 20 does not (0.1); width 4 only
+    for depth, acc in ((10, 0.3), (20, 0.1)):
+        rows.append(dict(technique="baseline", depth=depth, width=4, seed=0, lam=None,
+                         best_val_acc=acc, params=100 * depth, state="done"))
+    # jumpstart: depth 20 lam 0.1 seeds (0.25, 0.35) -> 0.30, lam 1 (0.5, failed) -> 0.5
+    for lam, seed, acc, state in ((0.1, 0, 0.25, "done"), (0.1, 1, 0.35, "done"),
+                                  (1.0, 0, 0.5, "done"), (1.0, 1, 0.9, "failed")):
+        rows.append(dict(technique="jumpstart", depth=20, width=4, seed=seed, lam=lam,
+                         best_val_acc=acc, params=2000, state=state))
+    rows.append(dict(technique="jumpstart", depth=20, width=8, seed=0, lam=0.1,
+                     best_val_acc=0.15, params=8000, state="done"))
+    runs = pd.DataFrame(rows)
+    runs.attrs["config_keys"] = ["technique", "depth", "width", "seed", "lam"]
+    table = cifar_table(runs).set_index("technique")
+    assert table.loc["baseline", "best_val_acc"] == pytest.approx(0.3)
+    assert table.loc["baseline", "largest_depth"] == "w4: 10"
+    assert (table.loc["baseline", "trained"], table.loc["baseline", "cells"]) == (1, 2)
+    js = table.loc["jumpstart"]
+    assert js["best_val_acc"] == pytest.approx(0.5)  # lam 1's one finished seed
+    assert (js["depth"], js["width"], js["params"]) == (20, 4, 2000)
+    assert js["largest_depth"] == "w4: 20, w8: -" and (js["trained"], js["cells"]) == (1, 2)

@@ -217,27 +217,103 @@ def _write_image_report(runs, out: Path) -> list[Path]:
         paths[1].write_text(coverage(runs) + "\n".join(lines) + "\n")
         _heatmaps(paths[2], runs, [("best_train_acc", "train"), ("best_val_acc", "validation")],
                   0.1, 1.0, "MNIST: best accuracy, median over seeds (CPAIOR 2022 Table 1)")
-    if "params" in runs and runs["dataset"].astype(str).str.startswith("cifar").any():
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        path = out / "cifar_accuracy_vs_params.png"
-        fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-        ok = runs[runs["state"] != "failed"]
-        for t in _techniques(ok):
-            part = ok[ok["technique"] == t]
-            ax.scatter(part["params"], part["best_val_acc"], label=t, alpha=0.7)
-        ax.set_xscale("log")
-        ax.set_xlabel("parameters")
-        ax.set_ylabel("best validation accuracy")
-        ax.legend()
-        ax.set_title("CIFAR: accuracy vs parameter count (CPAIOR 2022 Fig. 3/4)")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+    if runs["dataset"].astype(str).str.startswith("cifar").any():
+        table = cifar_table(runs)
+        paths += [out / "cifar_grid.csv", out / "cifar_grid.md",
+                  out / "cifar_accuracy_vs_params.png"]
+        table.to_csv(paths[-3], index=False)
+        lines = ["CPAIOR 2022 Fig. 3: per technique, the best validation accuracy over the "
+                 "depth x width cells (each cell: the best setting of the other options, e.g. "
+                 "lam, on validation accuracy, as the paper reports; seeds: median), the cells "
+                 f"that train (best validation accuracy above {CIFAR_SUCCESS}, twice chance), "
+                 "and the largest depth that trains at each width ('-': none).", "",
+                 "| technique | best val acc | at depth x width (params) | cells trained | "
+                 "largest depth trained per width |", "|---|---|---|---|---|"]
+        for r in table.itertuples():
+            lines.append(f"| {r.technique} | {r.best_val_acc:.4f} | {r.depth} x {r.width} "
+                         f"({r.params:,}) | {r.trained}/{r.cells} | {r.largest_depth} |")
+        paths[-2].write_text(coverage(runs) + "\n".join(lines) + "\n")
+        _accuracy_vs_params(paths[-1], _cifar_cells(runs))
     return paths
+
+
+#: a CIFAR-10 cell trains when its best validation accuracy exceeds this (twice chance)
+CIFAR_SUCCESS = 0.2
+
+
+def _cifar_cells(runs) -> pd.DataFrame:
+    """Per (technique, depth, width): the best over the cell's settings (all
+    config keys but the seed) of the median over seeds of ``best_val_acc``,
+    and the parameter count; runs that failed left out."""
+    ok = runs[runs["state"] != "failed"]
+    varying = [k for k in runs.attrs.get("config_keys", [])
+               if k in ok and k not in ("seed", *GRID) and ok[k].astype(str).nunique() > 1]
+    keys = list(GRID) + varying
+    med = ok.groupby(keys, as_index=False, dropna=False).agg(
+        val=("best_val_acc", "median"), params=("params", "median"))
+    best = med.sort_values("val", ascending=False, kind="stable").groupby(list(GRID)).head(1)
+    return best.sort_values(list(GRID), ignore_index=True)
+
+
+def cifar_table(runs, success: float = CIFAR_SUCCESS) -> pd.DataFrame:
+    """CPAIOR 2022 Fig. 3 as a table, from a depth x width x technique sweep on CIFAR.
+
+    Args:
+        runs: DataFrame of runs (:func:`~jumpstart.experiments.store.load`)
+            with ``best_val_acc`` and ``params``.
+        success: a cell trains when its best validation accuracy exceeds it.
+
+    Returns:
+        One row per technique: ``best_val_acc`` (best cell; each cell the
+        best over its other settings, e.g. ``lam``, of the median over
+        seeds), ``depth``, ``width``, ``params`` of that cell, ``trained``
+        and ``cells`` (cells above ``success``, cells run), and
+        ``largest_depth`` (text: per width, the largest depth that trains,
+        e.g. ``"w4: 30, w8: 20"``, ``-`` where none does).
+    """
+    cells = _cifar_cells(runs)
+    rows = []
+    for t in _techniques(runs):
+        c = cells[cells["technique"] == t]
+        if c.empty:
+            continue
+        top = c.loc[c["val"].idxmax()]
+        good = c[c["val"] > success]
+        largest = ", ".join(
+            f"w{w}: {int(good[good['width'] == w]['depth'].max())}"
+            if (good["width"] == w).any() else f"w{w}: -" for w in sorted(c["width"].unique()))
+        rows.append({"technique": t, "best_val_acc": float(top["val"]),
+                     "depth": int(top["depth"]), "width": int(top["width"]),
+                     "params": int(top["params"]), "trained": len(good), "cells": len(c),
+                     "largest_depth": largest})
+    return pd.DataFrame(rows)
+
+
+def _accuracy_vs_params(path: Path, cells: pd.DataFrame) -> None:
+    """CPAIOR 2022 Fig. 3: best validation accuracy against parameter count,
+    one colour per technique, one marker per depth, cells of one depth joined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    markers = dict(zip(sorted(cells["depth"].unique()), "os^Dv<>p*h"))
+    colours = {}
+    for (t, depth), part in cells.groupby(["technique", "depth"], sort=False):
+        colour = colours.setdefault(t, f"C{len(colours)}")
+        part = part.sort_values("params")
+        ax.plot(part["params"], part["val"], color=colour, marker=markers[depth], alpha=0.8,
+                label=f"{t}, depth {depth}")
+    ax.axhline(CIFAR_SUCCESS, color="grey", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("best validation accuracy")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("CIFAR-10: accuracy vs parameter count (CPAIOR 2022 Fig. 3)", loc="left",
+                 fontsize=10)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def split_techniques(runs, by: list[str]):
@@ -284,7 +360,8 @@ def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = Non
     :func:`~jumpstart.experiments.tabular_report.write_tabular_report`: UCI
     results, key metrics, wins/draws/losses, box plots); an MNIST sweep
     (``table1_mnist.md/.csv`` as CPAIOR 2022 Table 1 and ``mnist_heatmaps.png``),
-    a CIFAR one (``cifar_accuracy_vs_params.png``, Fig. 3/4) or an ImageNet
+    a CIFAR one (``cifar_grid.csv/.md``, :func:`cifar_table`, and
+    ``cifar_accuracy_vs_params.png``, Fig. 3) or an ImageNet
     one (``imagenet_results.md/.csv``, :func:`imagenet_table`, and
     ``imagenet_curves.png``, validation top-1 per epoch); or any other
     depth x width x technique sweep (MOONS, CPAIOR 2022 Fig. 2), as below.
