@@ -27,7 +27,7 @@ TECHNIQUES: dict[str, type[Technique]] = {}
 RESERVED_KEYS = frozenset({
     "dataset", "model", "depth", "width", "technique", "epochs", "curve_every", "seed", "lr",
     "batch_size", "init", "init_steps", "init_lr", "head", "data_dir", "target",
-    "min_class_rows", "loader_workers", "augment",
+    "min_class_rows", "test_split", "loader_workers", "augment",
     "precision", "device", "progress", "data", *OPTIMIZER_OPTIONS})
 
 
