@@ -97,6 +97,17 @@ def test_the_test_split_never_chooses(tmp_path):
     assert table.set_index("technique").loc["jumpstart", "test_acc"] < (0.9 + 0.75) / 2
 
 
+def test_a_technique_whose_runs_all_failed_is_left_out_with_why(tmp_path):
+    comparison, db = _hand_store(tmp_path)
+    with ResultsStore(db) as store:
+        store._db.execute("UPDATE runs SET state = 'failed', metrics = NULL, "
+                          "error = 'Traceback\nValueError: no such head' "
+                          "WHERE config LIKE '%jumpstart%'")
+        store._db.commit()
+    text = write_comparison_report(comparison, db, tmp_path / "o")[1].read_text()
+    assert "Left out: jumpstart (8 failed runs: ValueError: no such head)." in text
+
+
 def test_a_technique_without_runs_is_undefined_not_zero(tmp_path):
     comparison, db = _hand_store(tmp_path)
     with ResultsStore(db) as store:  # only the baseline left

@@ -247,6 +247,11 @@ def _markdown(comparison: Comparison, tables: dict, parts: dict, acc: pd.DataFra
                   f"{part['problem'].nunique() if len(part) else 0} problems, {len(part)} runs "
                   f"of {len(bench.sweep.runs)} in the sweep ({time}).", ""]
         lines += [LEGEND, ""]
+        for label, group in part.groupby("technique", sort=False):
+            if (group["state"] == "failed").all():
+                errors = [e for e in group["error"].dropna().astype(str) if e.strip()]
+                why = errors[0].strip().splitlines()[-1] if errors else "no error text"
+                lines += [f"Left out: {label} ({len(group)} failed runs: {why}).", ""]
         table = tables[bench.name].copy()
         if bench.success is None:
             table = table.drop(columns="trained")

@@ -307,6 +307,7 @@ def _accuracy_vs_params(path: Path, cells: pd.DataFrame) -> None:
                 label=f"{t}, depth {depth}")
     ax.axhline(CIFAR_SUCCESS, color="grey", ls=":", lw=1)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("parameters")
     ax.set_ylabel("best validation accuracy")
     ax.legend(fontsize=7, ncol=2)
