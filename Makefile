@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.jumpstart-installed
 OUT ?= demo-out
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-zoo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,19 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# torchvision and timm in their own environment (they cannot import beside the
+# CPU torch 2.13.0 of .venv): every torchvision classification model and ten timm
+# families, one training step each with Jumpstart attached (tests/test_zoo.py)
+ZOO ?= .venv-zoo
+$(ZOO)/.installed: pyproject.toml
+	test -x $(ZOO)/bin/python || python3 -m venv $(ZOO)
+	$(ZOO)/bin/pip install -q torch==2.14.1 torchvision==0.29.1 timm
+	$(ZOO)/bin/pip install -q -e '.[test]'
+	touch $(ZOO)/.installed
+
+test-zoo: $(ZOO)/.installed
+	$(ZOO)/bin/python -m pytest -q tests/test_zoo.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
