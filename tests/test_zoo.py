@@ -39,9 +39,9 @@ ACTIVATION_OPS = {aten.relu.default, aten.relu_.default, aten.hardtanh.default,
                   aten.hardswish_.default}
 
 #: models whose constructor takes the input size, or that need a larger one
-TV_KWARGS = {name: {"image_size": 64} for name in tvm.list_models(module=tvm)
+TV_SIZE = {"inception_v3": 299, "googlenet": 128, "maxvit_t": 224, "vit_h_14": 56}
+TV_KWARGS = {name: {"image_size": TV_SIZE.get(name, 64)} for name in tvm.list_models(module=tvm)
              if name.startswith("vit_")}
-TV_SIZE = {"inception_v3": 299, "googlenet": 128, "maxvit_t": 224}
 TIMM = ["resnet18", "convnext_atto", "vit_tiny_patch16_224", "mixer_s16_224",
         "mobilenetv3_small_100", "cspdarknet53", "efficientnet_b0", "regnetx_002",
         "densenet121", "ghostnet_100"]
