@@ -214,12 +214,9 @@ def load_comparison(name_or_path: str | Path | None = None, *,
                     **{k: [v] for k, v in tech_fixed.items()}, **tech_grid}
             tables.append(grid)
         sweep_doc = {"name": f"compare-{name}", "description": mark.get("description", ""),
-                     "max_group": mark.get("max_group", MAX_GROUP), "fixed": fixed,
-                     "grid": tables}
-        sweep = sweep_from_doc(sweep_doc, f"{source}, benchmark {name}", seeds=seeds,
-                               data_dir=data_dir)
-        keys = {}
-        for label, table in zip(labels, tables):
+                     "max_group": mark.get("max_group", MAX_GROUP), "fixed": fixed}
+        keys, configs = {}, []
+        for label, table in zip(labels, tables):  # each technique's grid expanded once
             one = sweep_from_doc({**sweep_doc, "grid": [table]}, f"{source}, benchmark {name}",
                                  seeds=seeds, data_dir=data_dir)
             for config in one.runs:
@@ -228,6 +225,8 @@ def load_comparison(name_or_path: str | Path | None = None, *,
                     raise SweepError(f"{source}: techniques {keys[key]!r} and {label!r} give "
                                      f"the same run on benchmark {name}")
                 keys[key] = label
+                configs.append(config)
+        sweep = Sweep(one.name, configs, one.save_weights, one.max_group)
         out.append(Benchmark(name, mark.get("description", ""), tuple(problem),
                              None if success is None else float(success), sweep, keys))
     return Comparison(doc.get("name", source), doc.get("description", ""), tuple(labels),
