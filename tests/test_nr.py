@@ -306,13 +306,17 @@ def test_a_dead_resnet_branch_keeps_the_stream_live():
         assert torch.isfinite(new.eval()(torch.randn(2, 3, 16, 16))).all()
 
 
-@pytest.mark.parametrize("kind, total", [("dense", 40), ("conv", 180)])
-def test_rectangular_nets_rejuvenate_by_hand(kind, total):
+@pytest.mark.parametrize("kind, total", [("dense", 40), ("flatten", 180), ("maxavg", 180)])
+@pytest.mark.parametrize("mode", ["split", "cross"])
+def test_rectangular_nets_rejuvenate_by_hand(kind, total, mode):
     """Our extension to the toolkit's nets. Dense 2-4-4-4 (weights 8 + 16 + 16)
-    or conv 1-4-4 on 3x3 images with the flatten head (9 * (4 + 16)), each
-    hidden layer keeping its first 2 units: u = live weights / all, r =
-    sqrt(1/u), int(2 r) = 3 units per layer; the old half computes the
-    pruned net (the flatten head's 9 columns per channel copied with it)."""
+    or conv 1-4-4 on 3x3 images with the flatten or the max+avg head
+    (9 * (4 + 16)), each hidden layer keeping its first 2 units: u = live
+    weights / all, r = sqrt(1/u), int(2 r) = 3 units per layer. The old part
+    computes the pruned net, the head's columns of each survivor copied with
+    it (the flatten head's 9 per channel, the max+avg head's max and mean):
+    in split mode the old head's logits; in cross mode (cross blocks 0) the
+    logits once the new channels' columns are zeroed."""
     from jumpstart.models import Rectangular
 
     def planted():
@@ -320,7 +324,8 @@ def test_rectangular_nets_rejuvenate_by_hand(kind, total):
         if kind == "dense":
             net = Rectangular(3, 4, 2, 3, norm="batch")
         else:
-            net = Rectangular(2, 4, 1, 3, norm="batch", kind="conv", input_size=(3, 3))
+            net = Rectangular(2, 4, 1, 3, norm="batch", kind="conv", head=kind,
+                              input_size=(3, 3))
         with torch.no_grad():
             for bn in net.norms:
                 bn.weight[2:] = 1e-4
@@ -332,7 +337,7 @@ def test_rectangular_nets_rejuvenate_by_hand(kind, total):
     live = live_channels(model)
     used = 2 * 2 + 2 * 2 + 2 * 2 if kind == "dense" else 9 * (1 * 2 + 2 * 2)
     assert utilization(model, live) == pytest.approx(used / total)
-    new, r = rejuvenate(model, live, mode="split")
+    new, r = rejuvenate(model, live, mode=mode)
     assert r == pytest.approx(math.sqrt(total / used)) and int(2 * r) == 3
     assert layer_widths(new)[:-1] == [[2, 1]] * len(model.linears)
     pruned = planted()
@@ -341,8 +346,13 @@ def test_rectangular_nets_rejuvenate_by_hand(kind, total):
             bn.weight[2:] = 0
             bn.bias[2:] = 0
         x = torch.randn(5, 2) if kind == "dense" else torch.randn(5, 1, 3, 3)
-        new.eval()(x)
-        assert torch.allclose(new.halves[0], pruned(x), atol=1e-6)
+        if mode == "split":
+            new.eval()(x)
+            assert torch.allclose(new.halves[0], pruned(x), atol=1e-6)
+        else:
+            survivors = {"dense": 2, "flatten": 2 * 9, "maxavg": 2 * 2}[kind]
+            new.output.weight[:, survivors:] = 0
+            assert torch.allclose(new.eval()(x), pruned(x), atol=1e-6)
     with pytest.raises(ValueError, match="without skips"):
         live_channels(Rectangular(2, 4, 2, 3, norm="batch", skip=1))
 

@@ -67,7 +67,8 @@ class Reader:
 
     def columns(self, units: Tensor, width: int) -> Tensor:
         """The input columns ``(len(units) * group * copies,)`` reading ``units``."""
-        per = (units[:, None] * self.group + torch.arange(self.group)).flatten()
+        per = (units[:, None] * self.group
+               + torch.arange(self.group, device=units.device)).flatten()
         return torch.cat([per + c * width * self.group for c in range(self.copies)])
 
 
@@ -106,7 +107,8 @@ def hidden_layers(model: nn.Module) -> list[HiddenLayer]:
     Raises:
         ValueError: a model family surgery does not know (the message lists
             those it does), or one activation module serving several layers
-            (its calls cannot be told apart by module).
+            (its calls cannot be told apart by module), or a rejuvenated
+            max+avg :class:`~jumpstart.models.Rectangular` net.
     """
     from .models import MoonsConv, Rectangular, ResNet
 
@@ -153,6 +155,9 @@ def _reader(module: nn.Module, width: int, copies: int = 1) -> Reader:
 
 
 def _rectangular(model) -> list:
+    if model.pool_split is not None:
+        raise ValueError("a rejuvenated max+avg net pools each half apart ([max_old, avg_old, "
+                         "max_new, avg_new]); unit surgery does not describe its head")
     layers = list(zip(model.linears, model.norms, model.activations, model.linears[1:]))
     last = model.linears[-1]
     copies = 2 if model.kind == "conv" and model.head == "maxavg" else 1

@@ -117,12 +117,19 @@ class Rectangular(TwoHeads, nn.Module):
             mode the output layer is two heads with a shared bias,
             :class:`~jumpstart.models.split.TwoHeads`); optionally followed
             by ``out_features`` (as :func:`~jumpstart.models.layer_widths`
-            lists them). No skips, and not with the max+avg head.
+            lists them). No skips. With the max+avg head the pooled features
+            are then ordered ``[max_old, avg_old, max_new, avg_new]`` (the
+            survivors' columns first; in ``"split"`` mode each head reads its
+            own half).
         mode: ``"split"`` or ``"cross"`` (with ``[old, new]`` widths).
 
     Raises:
         ValueError: any argument outside the values above.
     """
+
+    #: a rejuvenated max+avg net's old channels (its pooled features ``[max_old,
+    #: avg_old, max_new, avg_new]``), else ``None``
+    pool_split: int | None = None
 
     def __init__(
         self,
@@ -167,14 +174,12 @@ class Rectangular(TwoHeads, nn.Module):
                              f"got {input_size!r}")
         if widths is not None:
             widths = list(widths)[:depth + 1]
-            if len(widths) not in (depth, depth + 1) or skip or head == "maxavg":
+            if len(widths) not in (depth, depth + 1) or skip:
                 raise ValueError(f"widths: one entry per hidden layer ({depth}), for a net "
-                                 "without skips or the max+avg head; got {widths!r}")
+                                 f"without skips; got {widths!r}")
         self.depth, self.width, self.skip, self.kind, self.head = depth, width, skip, kind, head
         bias = norm is None  # BN cancels a bias (and Adam would amplify its noise gradient)
         group = input_size[0] * input_size[1] if kind == "conv" and head == "flatten" else 1
-        #: input columns of the output layer per unit of the last hidden layer
-        self.nr_head_group = group
         if widths is None:
             dims = [in_features] + [width] * depth
             if kind == "dense":
@@ -195,8 +200,10 @@ class Rectangular(TwoHeads, nn.Module):
                                           bias=bias))
                 fan_in, old_in = total, old
             last = fan_in
+            if kind == "conv" and head == "maxavg" and old_in is not None and 0 < old_in < last:
+                self.pool_split = old_in
             if mode == "split" and old_in is not None and 0 < old_in < last:
-                self.head_split = old_in * group
+                self.head_split = old_in * (2 if self.pool_split else group)
         norm_cls = nn.BatchNorm1d if kind == "dense" else nn.BatchNorm2d
         norms = (norm_cls(lin.weight.shape[0]) if norm else nn.Identity() for lin in layers)
         head_in = last * group if head == "flatten" or kind == "dense" else 2 * last
@@ -222,24 +229,26 @@ class Rectangular(TwoHeads, nn.Module):
             if k and i >= 1 and i % k == 0:
                 g = g + residual
             x = act(g)
-        if self.kind == "conv":
-            x = x.flatten(1) if self.head == "flatten" else torch.cat(
-                [x.amax(dim=(2, 3)), x.mean(dim=(2, 3))], dim=1)
+        if self.kind == "conv" and self.head == "flatten":
+            x = x.flatten(1)
+        elif self.kind == "conv":
+            top, mean = x.amax(dim=(2, 3)), x.mean(dim=(2, 3))
+            i = self.pool_split
+            x = (torch.cat([top, mean], dim=1) if i is None else
+                 torch.cat([top[:, :i], mean[:, :i], top[:, i:], mean[:, i:]], dim=1))
         if self.head_split is not None:
             return self._head(x, self.output.weight, self.output.bias)
         return self.output(x)
 
     def nr_layers(self) -> list[NRLayer]:
         """The hidden layers as Neural Rejuvenation reads them: a chain, none
-        fixed, the output layer reading the last (``nr_head_group`` columns
-        per unit).
+        fixed, the output layer reading the last.
 
         Raises:
-            ValueError: a net with skips or the max+avg head.
+            ValueError: a net with skips.
         """
-        if self.skip or (self.kind == "conv" and self.head == "maxavg"):
-            raise ValueError("nr rejuvenates Rectangular nets without skips, dense or with "
-                             "the flatten head")
+        if self.skip:
+            raise ValueError("nr rejuvenates Rectangular nets without skips")
         out = [NRLayer(lin, norm if not isinstance(norm, nn.Identity) else None, act,
                        i - 1 if i else None)
                for i, (lin, norm, act) in enumerate(zip(self.linears, self.norms,

@@ -10,7 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from ..core.options import Option, choice, int_at_least, number
+from ..models import Rectangular
 from ..models.split import CLASSIFIER_STD, he_fan_out_
+from ..surgery import hidden_layers
 from .base import Technique, TrainContext
 
 #: a channel is dead when ``|gamma_j| < DEAD_FRACTION * max_k |gamma_k|`` in its layer (Sec. 1)
@@ -26,8 +28,7 @@ def nr_layers(model) -> list:
     """The convs of a model Neural Rejuvenation can rebuild, as a list of
     :class:`~jumpstart.models.split.NRLayer` (``model.nr_layers()``:
     :class:`~jumpstart.models.VGG`, :class:`~jumpstart.models.CifarResNet`,
-    :class:`~jumpstart.models.Rectangular` without skips, dense or with the
-    flatten head).
+    :class:`~jumpstart.models.Rectangular` without skips).
 
     Raises:
         ValueError: any other model.
@@ -117,6 +118,19 @@ def _classifier(model) -> nn.Module:
     return model.classifier if hasattr(model, "classifier") else model.output
 
 
+def _head_columns(model, units: Tensor) -> Tensor:
+    """The classifier's input columns reading ``units`` of the head conv, in
+    the order a rejuvenated net reads its survivors first:
+    :class:`~jumpstart.models.Rectangular` nets take them from
+    :func:`~jumpstart.surgery.hidden_layers` (``H W`` columns per unit for
+    the flatten head, the maxima then the means for the max+avg head); a
+    pooled classifier (VGG, CIFAR ResNet) has one column per channel."""
+    if not isinstance(model, Rectangular):
+        return units
+    last = hidden_layers(model)[-1]
+    return last.readers[0].columns(units, last.width)
+
+
 def utilization(model, live: list[Tensor]) -> float:
     """``u = sum_l |live_in_l| |live_out_l| kh kw / sum_l numel(W_l)`` over
     every conv, fixed ones included (NR Sec. 2; the classifier and BatchNorm
@@ -198,11 +212,10 @@ def rejuvenate(model, live: list[Tensor], *, mode: str = "split"):
                     getattr(fresh.bn, name)[:c] = getattr(layer.bn, name)[out]
                 fresh.bn.weight[c:] = NEW_BN_SCALE
                 fresh.bn.num_batches_tracked.copy_(layer.bn.num_batches_tracked)
-        group = getattr(model, "nr_head_group", 1)  # output columns per unit (a flatten)
         head = rows[next(i for i, layer in enumerate(layers) if layer.head)]
-        head = (head[:, None] * group + torch.arange(group, device=device)).flatten()
         old_head, new_head = _classifier(model), _classifier(new)
         w_new = new_head.weight.view(new_head.weight.shape[0], -1)
+        head = _head_columns(model, head)  # the new net reads its survivors first
         w_new[:, len(head):].normal_(0.0, CLASSIFIER_STD)
         w_new[:, :len(head)] = old_head.weight.view(old_head.weight.shape[0], -1)[:, head]
         new_head.bias.copy_(old_head.bias)
@@ -215,7 +228,7 @@ class NeuralRejuvenation(Technique):
     :class:`~jumpstart.models.VGG` (``model = "vgg"``) and
     :class:`~jumpstart.models.CifarResNet` (``model = "cifar_resnet"``), and
     the toolkit's :class:`~jumpstart.models.Rectangular` nets (``rectangular``
-    and ``conv`` with the flatten head, no skips; our extension).
+    and ``conv`` with either head, no skips; our extension).
 
     Before rejuvenation, an L1 penalty ``nr_lam * sum |gamma|`` on every
     prunable conv's BatchNorm scale (Sec. 1): under SGD as a loss term, whose gradient
@@ -262,7 +275,7 @@ class NeuralRejuvenation(Technique):
 
     Raises (at attach):
         ValueError: a model without ``nr_layers`` (not vgg, cifar_resnet,
-            rectangular or conv), a Rectangular net with skips or the max+avg head,
+            rectangular or conv), a Rectangular net with skips,
             or one without BatchNorm with ``"bn"``.
     """
 
