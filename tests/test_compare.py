@@ -2,9 +2,11 @@
 hand-made store, option selection on validation only, and a tiny end-to-end run."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 import pytest
 import torch
 
@@ -158,6 +160,18 @@ def test_the_shipped_comparison_gives_every_technique_the_same_budget():
     init = [c for k, c in configs.items() if bench.labels[k] == "decorrelated-init"]
     assert {c["init"] for c in init} == {"decorrelated"} and {c["technique"] for c in init} == {
         "baseline"}
+
+
+def test_data_dir_reaches_the_table_benchmarks_only(tmp_path):
+    """--data-dir is a folder of tables: an image benchmark keeps reading the
+    shared data folder (it once got the tables' folder and failed)."""
+    tables = Path(__file__).resolve().parents[2] / "shared" / "data" / "uci"
+    if not tables.is_dir():
+        pytest.skip("needs ../shared/data/uci")
+    comparison = load_comparison(benchmarks=["uci-demo", "mnist-5k-cpu"],
+                                 techniques=["baseline"], data_dir=tables)
+    folders = {b.name: {c.get("data_dir") for c in b.sweep.runs} for b in comparison.benchmarks}
+    assert folders == {"uci-demo": {str(tables)}, "mnist-5k-cpu": {None}}
 
 
 def test_test_split_is_stratified_and_disjoint():

@@ -259,8 +259,9 @@ def compare(
     backend: str = typer.Option("local", help="local or ray."),
     address: Optional[str] = typer.Option(None, help="Ray cluster HOST:PORT; default local Ray."),
     retry_failed: bool = typer.Option(False, help="Re-run runs recorded as failed."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder of tables (default "
-                                            "../shared/data/uci)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder of tables for the table "
+                                            "benchmarks (default ../shared/data/uci); image "
+                                            "benchmarks read the shared data folder."),
 ) -> None:
     """Run (or resume) every technique on each benchmark with its own protocol and write
     one report: test accuracy, trainability, convergence, dead and linear units, cost, and

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ..data import SOURCES
 from ..techniques import technique_options
 from .config import MAX_GROUP, Sweep, SweepError, run_key, sweep_from_doc
 
@@ -152,7 +153,9 @@ def load_comparison(name_or_path: str | Path | None = None, *,
             ``benchmarks`` list.
         techniques: the technique labels to compare; ``None``: all of them.
         seeds: replaces every benchmark's ``seed`` axis with ``0 .. seeds-1``.
-        data_dir: folder of tables (as ``jumpstart sweep --data-dir``).
+        data_dir: folder of tables (as ``jumpstart sweep --data-dir``), for
+            the benchmarks on tables only (the others read their own folder
+            in the shared data folder).
 
     Returns:
         The :class:`Comparison`.
@@ -202,6 +205,8 @@ def load_comparison(name_or_path: str | Path | None = None, *,
         fixed = _table(source, f"benchmark.{name}.fixed", mark.get("fixed", {}))
         axes = _table(source, f"benchmark.{name}.grid", mark.get("grid", {}))
         scaled = _table(source, f"benchmark.{name}.options", mark.get("options", {}))
+        named = axes.get("dataset", [fixed.get("dataset")])
+        tables_only = not any(d in SOURCES for d in (named if isinstance(named, list) else []))
         tables = []
         for label in labels:
             technique, tech_fixed, tech_grid = entries[label]
@@ -218,7 +223,7 @@ def load_comparison(name_or_path: str | Path | None = None, *,
         keys, configs = {}, []
         for label, table in zip(labels, tables):  # each technique's grid expanded once
             one = sweep_from_doc({**sweep_doc, "grid": [table]}, f"{source}, benchmark {name}",
-                                 seeds=seeds, data_dir=data_dir)
+                                 seeds=seeds, data_dir=data_dir if tables_only else None)
             for config in one.runs:
                 key = run_key(config)
                 if key in keys:
