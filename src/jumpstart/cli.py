@@ -355,7 +355,7 @@ def compress(
                                "a sweep's selected runs")
         _compress_sweep(db, sweep, technique or None, out)
         return
-    from .data import load_dataset
+    from .data import load_run_data
     from .experiments.store import ResultsStore
     from .surgery import prune_dead
     from .train import read_checkpoint, rebuild_model
@@ -374,8 +374,7 @@ def compress(
         config = ckpt["config"]
         dataset = None
         if data is not None:
-            dataset = load_dataset(data, seed=config["seed"], directory=config.get("data_dir"),
-                                   target=config.get("target", "target"))
+            dataset = load_run_data({**config, "dataset": data})
         model, dataset = rebuild_model(ckpt, dataset)
         _check(hasattr(dataset, "x_train"), "compress needs a data set held in memory")
         pruned, report = prune_dead(model, dataset.x_train)

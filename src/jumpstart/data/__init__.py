@@ -105,6 +105,28 @@ def load_dataset(name: str, *, seed: int = 0, directory: str | Path | None = Non
     return data.with_test_split(test_split, seed)
 
 
+def run_data_key(config: dict) -> tuple:
+    """What identifies a run's loaded data: its ``dataset``, ``seed``,
+    ``data_dir``, ``target``, ``min_class_rows`` and ``test_split`` (absent
+    keys at their defaults); runs with equal keys can share one load."""
+    return (config["dataset"], config["seed"], config.get("data_dir"),
+            config.get("target", "target"), config.get("min_class_rows"),
+            config.get("test_split"))
+
+
+def load_run_data(config: dict) -> Dataset | FolderData:
+    """The data a run config (a sweep's run, a checkpoint's ``config``) trains
+    on: :func:`load_dataset` with the keys of :func:`run_data_key`.
+
+    Raises:
+        KeyError: no ``dataset`` or ``seed`` in ``config``.
+        FileNotFoundError, ValueError: as :func:`load_dataset`.
+    """
+    name, seed, directory, target, min_class_rows, test_split = run_data_key(config)
+    return load_dataset(name, seed=seed, directory=directory, target=target,
+                        min_class_rows=min_class_rows, test_split=test_split)
+
+
 def check_dataset(name: str, directory: str | Path | None = None) -> None:
     """Raise ``FileNotFoundError`` (saying where it looked) if ``name`` cannot
     be found; reads no data. Used to validate sweeps before any training."""
@@ -130,6 +152,7 @@ def dataset_size(name: str, directory: str | Path | None = None) -> float:
         return 1.0
 
 
-__all__ = ["DATASETS", "FOLDER_SETS", "IMAGE_SETS", "SOURCES", "Dataset", "Source", "FolderData", "ImageFolder",
-           "check_dataset", "cifar", "data_dir", "data_root", "dataset_size", "image_folder",
-           "load_dataset", "mnist", "moons", "read_idx", "table_names", "tabular"]
+__all__ = ["DATASETS", "FOLDER_SETS", "IMAGE_SETS", "SOURCES", "Dataset",
+           "Source", "FolderData", "ImageFolder", "check_dataset", "cifar", "data_dir",
+           "data_root", "dataset_size", "image_folder", "load_dataset", "load_run_data", "mnist",
+           "moons", "read_idx", "run_data_key", "table_names", "tabular"]

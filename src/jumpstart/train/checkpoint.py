@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import load_dataset
+from ..data import load_run_data
 from ..models import layer_widths
 
 
@@ -64,10 +64,7 @@ def rebuild_model(ckpt: dict, data=None) -> tuple[nn.Module, object]:
 
     c = ckpt["config"]
     if data is None:
-        data = load_dataset(c["dataset"], seed=c["seed"], directory=c.get("data_dir"),
-                            target=c.get("target", "target"),
-                            min_class_rows=c.get("min_class_rows"),
-                            test_split=c.get("test_split"))
+        data = load_run_data(c)
     shape = data.feature_shape if hasattr(data, "feature_shape") else tuple(data.x_train.shape[1:])
     model = build_model(c["model"], technique_of(c), data.num_classes, shape,
                         dataset=c["dataset"], depth=c["depth"], width=c["width"],

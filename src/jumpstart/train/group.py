@@ -24,7 +24,7 @@ from collections import defaultdict
 from torch import nn
 
 from ..core.regularizer import JUMPSTART_OPTIONS
-from ..data import load_dataset
+from ..data import load_run_data, run_data_key
 from ..models import layer_widths
 from .route import TRAINERS, refusals, route, technique_of
 
@@ -34,14 +34,6 @@ def _split(configs, key):
     for c in configs:
         parts[json.dumps(key(c), sort_keys=True, default=str)].append(c)
     return list(parts.values())
-
-
-def _data_key(config: dict) -> tuple:
-    """What identifies a run's loaded data: data set, seed, folder, class column,
-    rare-class option and held-out test share."""
-    return (config["dataset"], config["seed"], config.get("data_dir"),
-            config.get("target", "target"), config.get("min_class_rows"),
-            config.get("test_split"))
 
 
 def stack_spec(technique) -> tuple[float, dict]:
@@ -109,14 +101,12 @@ def train_group(configs: list[dict], trainer: str | None = None
         if reason is not None:
             raise ValueError(f"trainer {trainer!r} refuses the run: {reason}")
         routes[trainer].append(c)
-    loaded: dict = {}  # _data_key -> data, loaded once
+    loaded: dict = {}  # run_data_key -> data, loaded once
 
     def data_of(c):
-        key = _data_key(c)
+        key = run_data_key(c)
         if key not in loaded:
-            loaded[key] = load_dataset(c["dataset"], seed=c["seed"], directory=key[2],
-                                       target=key[3], min_class_rows=key[4],
-                                       test_split=key[5])
+            loaded[key] = load_run_data(c)
         return loaded[key]
 
     out = []
@@ -151,6 +141,6 @@ def train_group(configs: list[dict], trainer: str | None = None
     splits = {k: d.split for k, d in loaded.items() if getattr(d, "split", None)}
     return [(c, {**m, "params": sum(p.numel() for p in model.parameters()),
                  "widths": layer_widths(model),
-                 **({"split": splits[_data_key(c)]} if _data_key(c) in splits else {})},
+                 **({"split": splits[run_data_key(c)]} if run_data_key(c) in splits else {})},
              curves, model)
             for c, m, curves, model in out]
