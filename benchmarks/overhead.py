@@ -8,8 +8,9 @@ Jumpstart, and their ratios. Targets (issue 2): at most 1.10x step time and
     python benchmarks/overhead.py [--steps 30] [--threads 2] [--device cpu]
 
 Models: a 20-layer, 8-filter 3x3 CNN on 28x28 inputs, batch 128 (CPU, 2
-threads); resnet18 at batch 8, 64x64, eager and ``torch.compile``d (both
-nets compiled); a ViT-style stack (4 pre-norm blocks, attention and a GELU
+threads); resnet18 (the toolkit's) and vgg11 (torchvision's, or its layout
+when torchvision does not import) at batch 8, 64x64, eager and
+``torch.compile``d (both nets compiled); a ViT-style stack (4 pre-norm blocks, attention and a GELU
 MLP on ``(N, T, D)`` tokens, D 192, T 65, batch 8); on CUDA also the plain ResNet-50 (no BatchNorm, no skips; IEEE Access
 2025) at batch 128, 224x224, bf16 autocast, channels-last, with the peak CUDA
 memory of a training step (issue 5 targets: 1.05x step time, 1.05x peak memory).
@@ -87,6 +88,30 @@ def peak_bytes(model, x, y, js, bf16: bool) -> int:
     torch.cuda.synchronize()
     model.zero_grad(set_to_none=True)
     return torch.cuda.max_memory_allocated() - base
+
+
+def vgg11(classes: int = 10) -> nn.Module:
+    """torchvision's VGG-11 layout (8 3x3 convs with ReLU, 5 max-pools, adaptive
+    7x7 average pool, two 4096-unit ReLU layers with dropout, then the
+    classifier); torchvision itself when it imports."""
+    try:
+        from torchvision.models import vgg11 as tv_vgg11
+    except ImportError:
+        pass
+    else:
+        return tv_vgg11(num_classes=classes)
+    layers: list[nn.Module] = []
+    channels = 3
+    for c in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"):
+        if c == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(channels, c, 3, padding=1), nn.ReLU(inplace=True)]
+            channels = c
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(7), nn.Flatten(),
+                         nn.Linear(512 * 49, 4096), nn.ReLU(True), nn.Dropout(),
+                         nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(),
+                         nn.Linear(4096, classes))
 
 
 class Block(nn.Module):
@@ -175,10 +200,10 @@ def main() -> None:
 
     x = torch.randn(8, 3, 64, 64, device=device)
     y = torch.randint(0, 10, (8,), device=device)
-    for compiled in (False, True):
-        rows.append(measure(f"resnet18, 64x64, batch 8{', compiled' if compiled else ''}",
-                            lambda: resnet18(num_classes=10), x, y, args.steps, device,
-                            compiled=compiled))
+    for name, make in (("resnet18", lambda: resnet18(num_classes=10)), ("vgg11", vgg11)):
+        for compiled in (False, True):
+            rows.append(measure(f"{name}, 64x64, batch 8{', compiled' if compiled else ''}",
+                                make, x, y, args.steps, device, compiled=compiled))
     rows.append(measure("vit stack 4x192, 65 tokens, batch 8", vit_stack, x, y, args.steps,
                         device))
     if device.type == "cuda":
