@@ -357,6 +357,37 @@ def test_rectangular_nets_rejuvenate_by_hand(kind, total, mode):
         live_channels(Rectangular(2, 4, 2, 3, norm="batch", skip=1))
 
 
+@pytest.mark.parametrize("mode", ["split", "cross"])
+def test_surgery_reads_a_rejuvenated_max_avg_head(mode):
+    """A rejuvenated max+avg net pools old and new units apart: the columns
+    surgery says read unit u are exactly the classifier columns whose logits
+    change when u's BatchNorm shift changes (found by perturbing the net with
+    one classifier column on at a time, not from the layout formula); its
+    last layer cannot be resized."""
+    from jumpstart.models import Rectangular
+    from jumpstart.surgery import hidden_layers
+
+    torch.manual_seed(4)
+    net = Rectangular(2, 5, 1, 3, norm="batch", kind="conv", head="maxavg",
+                      widths=[[2, 1], [2, 3]], mode=mode).eval()
+    last = hidden_layers(net)[-1]
+    x = torch.randn(4, 1, 3, 3)
+    reads = {u: [] for u in range(last.width)}
+    with torch.no_grad():
+        for j in range(net.output.weight.shape[1]):
+            net.output.weight.zero_()
+            net.output.weight[:, j] = 1.0
+            before = net(x)
+            for u in reads:
+                net.norms[-1].bias[u] += 5.0
+                if not torch.equal(net(x), before):
+                    reads[u].append(j)
+                net.norms[-1].bias[u] -= 5.0
+    for u, columns in reads.items():
+        assert sorted(last.readers[0].columns(torch.tensor([u]), 5).tolist()) == columns
+    assert not last.resizable
+
+
 def test_a_rejuvenated_dense_run_is_saved_and_rebuilt(tmp_path):
     from jumpstart.train import train_run
 
@@ -384,3 +415,8 @@ def test_report_reads_a_runs_frame_of_mixed_techniques():
            "lam": float("nan")}
     full = sum(p.numel() for p in VGG(19, 8, num_classes=10).parameters())
     assert _params(row, None, data) == (full, full)
+    # a plain conv net with the max+avg head (3 -> 4 -> 4 channels, 3x3, biases; 8 -> 10):
+    # 3*4*9 + 4 + 4*4*9 + 4 + 8*10 + 10 parameters, counted by hand
+    conv = {"model": "conv", "technique": "nr", "dataset": "cifar10-10k", "depth": 2.0,
+            "width": 4.0, "head": "maxavg", "seed": 0.0}
+    assert _params(conv, None, data) == (350, 350)

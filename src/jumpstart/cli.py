@@ -374,7 +374,8 @@ def compress(
         config = ckpt["config"]
         dataset = None
         if data is not None:
-            dataset = load_run_data({**config, "dataset": data})
+            # the run's split of another data set (a test part leaves x_train as it is)
+            dataset = load_run_data({**config, "dataset": data, "test_split": None})
         model, dataset = rebuild_model(ckpt, dataset)
         _check(hasattr(dataset, "x_train"), "compress needs a data set held in memory")
         pruned, report = prune_dead(model, dataset.x_train)

@@ -58,15 +58,25 @@ class Reader:
     ``c < copies``, ``j < group``: ``group = H * W`` positions for a conv
     layer read through a flatten, ``copies = 2`` for the max+avg pooling head.
     ``norm`` is the BatchNorm that normalizes the reader's output, if any.
+    ``split``: a max+avg head of a net Neural Rejuvenation grew, which pools
+    its ``split`` old units and its new ones apart (features ``[max_old,
+    avg_old, max_new, avg_new]``): unit ``u < split`` is read by columns
+    ``u`` and ``split + u``, unit ``u >= split`` by ``split + u`` and
+    ``W + u``.
     """
 
     module: nn.Module
     group: int = 1
     copies: int = 1
     norm: nn.Module | None = None
+    split: int | None = None
 
     def columns(self, units: Tensor, width: int) -> Tensor:
         """The input columns ``(len(units) * group * copies,)`` reading ``units``."""
+        if self.split is not None:
+            new = (units >= self.split).long()
+            return torch.cat([units + self.split * new,
+                              units + self.split + (width - self.split) * new])
         per = (units[:, None] * self.group
                + torch.arange(self.group, device=units.device)).flatten()
         return torch.cat([per + c * width * self.group for c in range(self.copies)])
@@ -83,8 +93,9 @@ class HiddenLayer:
         activation: the activation module applied to the units.
         readers: the modules reading the units (their outgoing weights).
         norm: a BatchNorm between ``module`` and ``activation``, or ``None``.
-        resizable: ``False`` when a residual connection ties the layer's width
-            (:func:`widen` and :func:`prune_units` refuse it).
+        resizable: ``False`` when a residual connection ties the layer's width,
+            or the layer is pooled in halves (a rejuvenated max+avg net's
+            last; :func:`widen` and :func:`prune_units` refuse it).
     """
 
     name: str
@@ -107,8 +118,7 @@ def hidden_layers(model: nn.Module) -> list[HiddenLayer]:
     Raises:
         ValueError: a model family surgery does not know (the message lists
             those it does), or one activation module serving several layers
-            (its calls cannot be told apart by module), or a rejuvenated
-            max+avg :class:`~jumpstart.models.Rectangular` net.
+            (its calls cannot be told apart by module).
     """
     from .models import MoonsConv, Rectangular, ResNet
 
@@ -141,8 +151,8 @@ def hidden_layers(model: nn.Module) -> list[HiddenLayer]:
             reader = _reader(reader, width)
         reader = replace(reader, norm=norms.get(id(reader.module)))
         layers.append(HiddenLayer(names[id(module)], module, act, (reader,),
-                                  norm if isinstance(norm, NORMS) else None, not tied,
-                                  names[id(act)]))
+                                  norm if isinstance(norm, NORMS) else None,
+                                  not (tied or reader.split is not None), names[id(act)]))
     return layers
 
 
@@ -155,13 +165,10 @@ def _reader(module: nn.Module, width: int, copies: int = 1) -> Reader:
 
 
 def _rectangular(model) -> list:
-    if model.pool_split is not None:
-        raise ValueError("a rejuvenated max+avg net pools each half apart ([max_old, avg_old, "
-                         "max_new, avg_new]); unit surgery does not describe its head")
     layers = list(zip(model.linears, model.norms, model.activations, model.linears[1:]))
     last = model.linears[-1]
     copies = 2 if model.kind == "conv" and model.head == "maxavg" else 1
-    head = _reader(model.output, last.weight.shape[0], copies)
+    head = replace(_reader(model.output, last.weight.shape[0], copies), split=model.pool_split)
     return [*layers, (last, model.norms[-1], model.activations[-1], head)]
 
 
@@ -406,8 +413,8 @@ def _resize_units(layer: HiddenLayer, keep: Tensor, add: int, init: str, optimiz
 
 def _check_resizable(layer: HiddenLayer) -> None:
     if not layer.resizable:
-        raise ValueError(f"layer {layer.name}: a residual connection ties its width; "
-                         "it cannot be widened or pruned")
+        raise ValueError(f"layer {layer.name}: its width is tied (a residual connection, or "
+                         "a rejuvenated net's pooled halves); it cannot be widened or pruned")
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..data import run_data_key
 from ..surgery import prune_dead
 from ..train import read_checkpoint, rebuild_model
 from .store import ResultsStore, load
@@ -50,7 +51,7 @@ def compress_selected(db: str | Path, *, sweep: str | None = None,
     with ResultsStore(db) as store:
         for run in runs.sort_values(["dataset", "technique", "seed"]).itertuples():
             ckpt = read_checkpoint(store.weights(run.key)[2])
-            key = (run.dataset, run.seed)
+            key = run_data_key(ckpt["config"])
             model, data[key] = rebuild_model(ckpt, data.get(key))
             _, report = prune_dead(model, data[key].x_train)
             totals = report.totals()

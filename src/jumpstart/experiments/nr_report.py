@@ -39,7 +39,7 @@ def _params(row, widths, data) -> tuple[int, int]:
         model = build_model(row["model"], technique_of(config), data.num_classes,
                             tuple(data.x_train.shape[1:]), dataset=row["dataset"],
                             depth=config["depth"], width=config["width"], init="glorot",
-                            head="flatten", widths=widths)
+                            head=config.get("head", "flatten"), widths=widths)
     return sum(p.numel() for p in model.parameters()), effective_params(model)
 
 
