@@ -215,6 +215,8 @@ def test_compare_end_to_end_and_resumes(tmp_path, capsys):
     path.write_text(TINY)
     argv = ["compare", "--comparison", str(path), "--db", str(db), "--out", str(out),
             "--workers", "1"]
+    assert main(argv + ["--report-only"]) == 2 and not db.exists()  # no store to read
+    assert "no such file" in capsys.readouterr().err
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "moons: 6 runs, 0 already" in printed and "iris: 3 runs, 0 already" in printed
@@ -228,6 +230,10 @@ def test_compare_end_to_end_and_resumes(tmp_path, capsys):
     assert row["test_acc"] == pytest.approx(chosen["best_val_test_acc"].mean())
     assert main(argv) == 0  # resumed: nothing trained again
     assert "moons: 6 runs, 6 already" in capsys.readouterr().out
+    (out / "comparison.csv").unlink()
+    assert main(argv + ["--report-only"]) == 0  # the report again, no sweep started
+    assert "already" not in capsys.readouterr().out
+    assert pd.read_csv(out / "comparison.csv").equals(table)
 
 
 def test_compare_refuses_bad_names_before_any_run(tmp_path, capsys):

@@ -262,6 +262,9 @@ def compare(
     data_dir: Optional[Path] = typer.Option(None, help="Folder of tables for the table "
                                             "benchmarks (default ../shared/data/uci); image "
                                             "benchmarks read the shared data folder."),
+    report_only: bool = typer.Option(False, help="Train nothing: write the report from the "
+                                     "runs already in --db (a part-run comparison says how "
+                                     "many runs each benchmark still lacks)."),
 ) -> None:
     """Run (or resume) every technique on each benchmark with its own protocol and write
     one report: test accuracy, trainability, convergence, dead and linear units, cost, and
@@ -273,8 +276,11 @@ def compare(
     try:
         spec = load_comparison(comparison, benchmarks=_names(benchmarks),
                                techniques=_names(techniques), seeds=seeds, data_dir=data_dir)
-        counts = run_comparison(spec, db, workers=workers, backend=backend, address=address,
-                                retry_failed=retry_failed)
+        if report_only:
+            _check(db.is_file(), f"--db {db}: no such file (--report-only reads a store)")
+        counts = {} if report_only else run_comparison(
+            spec, db, workers=workers, backend=backend, address=address,
+            retry_failed=retry_failed)
         paths = write_comparison_report(spec, db, out,
                                         {k: c["wall_seconds"] for k, c in counts.items()})
     except (ValueError, FileNotFoundError) as exc:
