@@ -171,7 +171,7 @@ def test_data_dir_reaches_the_table_benchmarks_only(tmp_path):
     comparison = load_comparison(benchmarks=["uci-demo", "mnist-5k-cpu"],
                                  techniques=["baseline"], data_dir=tables)
     folders = {b.name: {c.get("data_dir") for c in b.sweep.runs} for b in comparison.benchmarks}
-    assert folders == {"uci-demo": {str(tables)}, "mnist-5k-cpu": {None}}
+    assert folders == {"uci-demo": {str(tables.resolve())}, "mnist-5k-cpu": {None}}
 
 
 def test_test_split_is_stratified_and_disjoint():
