@@ -240,3 +240,10 @@ def test_compare_refuses_bad_names_before_any_run(tmp_path, capsys):
     db = tmp_path / "c.db"
     assert main(["compare", "--db", str(db), "--benchmarks", "nope"]) == 2
     assert "unknown benchmark" in capsys.readouterr().err and not db.exists()
+
+
+def test_the_cifar_benchmark_counts_a_cell_trained_as_the_preset_report_does():
+    from jumpstart.experiments.report import CIFAR_SUCCESS
+
+    (bench,) = load_comparison(benchmarks=["cifar10-10k-cpu"]).benchmarks
+    assert bench.success == CIFAR_SUCCESS == 0.2  # twice chance on 10 classes
