@@ -206,7 +206,7 @@ def load_comparison(name_or_path: str | Path | None = None, *,
         axes = _table(source, f"benchmark.{name}.grid", mark.get("grid", {}))
         scaled = _table(source, f"benchmark.{name}.options", mark.get("options", {}))
         named = axes.get("dataset", [fixed.get("dataset")])
-        tables_only = not any(d in SOURCES for d in (named if isinstance(named, list) else []))
+        tables_only = isinstance(named, list) and not any(d in SOURCES for d in named)
         tables = []
         for label in labels:
             technique, tech_fixed, tech_grid = entries[label]

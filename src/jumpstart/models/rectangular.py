@@ -200,10 +200,11 @@ class Rectangular(TwoHeads, nn.Module):
                                           bias=bias))
                 fan_in, old_in = total, old
             last = fan_in
-            if kind == "conv" and head == "maxavg" and old_in is not None and 0 < old_in < last:
-                self.pool_split = old_in
-            if mode == "split" and old_in is not None and 0 < old_in < last:
-                self.head_split = old_in * (2 if self.pool_split else group)
+            if old_in is not None and 0 < old_in < last:  # the last layer has both halves
+                if kind == "conv" and head == "maxavg":
+                    self.pool_split = old_in
+                if mode == "split":
+                    self.head_split = old_in * (2 if self.pool_split else group)
         norm_cls = nn.BatchNorm1d if kind == "dense" else nn.BatchNorm2d
         norms = (norm_cls(lin.weight.shape[0]) if norm else nn.Identity() for lin in layers)
         head_in = last * group if head == "flatten" or kind == "dense" else 2 * last
