@@ -189,10 +189,12 @@ def test_failing_run_is_recorded_and_sweep_finishes(tmp_path, monkeypatch):
 
 
 def test_resume_after_kill_loses_nothing_and_repeats_nothing(tmp_path):
-    path = tiny(tmp_path, depths=(1, 2, 3, 4, 5, 6), epochs=400)
+    path = tiny(tmp_path, depths=(1, 2, 3, 4, 5, 6), epochs=100)
     db = tmp_path / "r.db"
+    # the killed process's leases stop beating; the second call takes them over
+    # after --lease-seconds (default 120 s)
     cmd = [sys.executable, "-m", "jumpstart.cli", "sweep", str(path), "--db", str(db),
-           "--workers", "1"]
+           "--workers", "1", "--lease-seconds", "5"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     recorded = 0

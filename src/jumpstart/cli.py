@@ -218,15 +218,20 @@ def sweep(
     retry_failed: bool = typer.Option(False, help="Re-run runs recorded as failed."),
     data_dir: Optional[Path] = typer.Option(
         None, help="Folder of tables for tabular sweeps (default ../shared/data/uci)."),
+    lease_seconds: Optional[float] = typer.Option(
+        None, help="Seconds without a heartbeat before another process takes over a run "
+        "(a killed sweep's runs wait this long; default: run_sweep's LEASE_SECONDS, 120)."),
 ) -> None:
     """Run the runs of a sweep that the database does not hold yet (resumable)."""
     from .experiments import load_sweep, run_sweep
+    from .experiments.sweep import LEASE_SECONDS
 
     try:
         spec = load_sweep(preset_or_file, seeds=seeds, data_dir=data_dir)
         start = time.perf_counter()
         counts = run_sweep(spec, db, workers=workers, backend=backend, address=address,
-                           retry_failed=retry_failed)
+                           retry_failed=retry_failed,
+                           lease_seconds=LEASE_SECONDS if lease_seconds is None else lease_seconds)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     typer.echo(
