@@ -178,6 +178,26 @@ def test_a_spent_penalty_is_never_returned_again():
     js.penalty().backward()
 
 
+def test_a_training_pass_that_captures_nothing_leaves_no_earlier_penalty():
+    model = Features()
+    js = Jumpstart(model)
+    model(torch.randn(5, 3))
+    assert js.penalty().item() > 0  # not spent: no backward yet
+    for p in model.body.parameters():
+        p.requires_grad_(False)  # frozen body: its pre-activations need no gradient
+    model(torch.randn(5, 3))  # a training forward with gradients (the head's)
+    with pytest.raises(RuntimeError, match="captured no pre-activation"):
+        js.penalty()  # before: the first pass's penalty came back
+    with torch.no_grad():
+        model(torch.randn(5, 3))  # not a training pass: nothing changes
+    with pytest.raises(RuntimeError, match="captured no pre-activation"):
+        js.penalty()
+    for p in model.body.parameters():
+        p.requires_grad_(True)
+    model(torch.randn(5, 3))
+    js.penalty().backward()
+
+
 def test_average_tie_break_with_an_inplace_relu_equals_out_of_place():
     torch.manual_seed(3)
     grads = []
@@ -304,8 +324,12 @@ def test_unsupported_activations_are_listed_and_class_maps_are_not_penalized():
     with pytest.warns(UserWarning, match="seen but not hooked.*elu x1"):
         model(torch.randn(5, 2))
     assert [d.name for d in js.deficits()] == ["relu()"]  # the maps' relu is not hidden
-    model(torch.randn(5, 2))
+    x = torch.randn(5, 2)
+    model(x)  # later passes: the first relu still hooked, the maps' relu still not
     assert [d.name for d in js.deficits()] == ["relu()"]
+    want = margin_deficits(torch.nn.functional.elu(model.a(x)))
+    for got, ref in zip(js.deficits()[0].deficits, want):
+        assert torch.allclose(got, ref)
     assert [n for n in activation_status(model, torch.randn(5, 2)).layer_names] == \
         ["relu()", "relu()#1"]  # status still shows both
 
@@ -350,3 +374,28 @@ def test_compiled_fullgraph_equals_eager(make):
     assert ne == nc and pc == pytest.approx(pe, rel=1e-6)
     for a, b in zip(ge, gc):  # scale-aware: resnet18's gradients reach 1e4
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-6 * float(a.abs().max()))
+
+
+class FunctionalOnly(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.c(torch.nn.functional.relu(self.b(torch.nn.functional.relu(self.a(x)))))
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+def test_compiled_functional_activations_raise_instead_of_a_stale_penalty():
+    # a traced forward hooks activation modules only: F.relu is not captured there
+    torch._dynamo.reset()
+    net = FunctionalOnly()
+    js = Jumpstart(net)
+    x = torch.randn(6, 4)
+    net(x)  # eager: both F.relu calls captured
+    assert [d.name for d in js.deficits()] == ["relu()", "relu()#1"]
+    torch.compile(net)(x)
+    with pytest.raises(RuntimeError, match="layers="):
+        js.penalty()  # before: the eager pass's penalty came back
+    js.remove()

@@ -347,7 +347,7 @@ class PreActivationHooks:
         record, self._record = self._record, None
         for base, layer, ops in record:
             if ops == self._weighted_ops and self._hidden_only:  # no weight after it
-                self._excluded.add(base)
+                self._excluded.add(layer)  # that call only: an earlier call may be hidden
                 self.dropped.add(layer)
                 self.seen.pop(layer, None)
         if not self.seen and self._auto:
@@ -438,9 +438,9 @@ class PreActivationHooks:
         return dim
 
     def _emit(self, base: str, g: Tensor) -> None:
-        if base in self._excluded:
+        layer = self._name(base)  # counted even when excluded: later calls keep their names
+        if layer in self._excluded:
             return
-        layer = self._name(base)
         dim = self._unit_dim(base, layer, g)
         if self._record is not None:
             self._record.append((base, layer, self._weighted_ops))

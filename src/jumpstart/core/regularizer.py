@@ -40,6 +40,12 @@ JUMPSTART_OPTIONS: dict[str, Option] = {
 _CHOICES = {"aggregation": AGGREGATIONS, "tie_break": TIE_BREAKS, "granularity": GRANULARITIES}
 
 
+def _in_backward() -> bool:
+    """Whether autograd is running a backward (a checkpointed forward recomputed)."""
+    return (not torch.compiler.is_compiling()  # traced: a forward, by definition
+            and torch._C._current_graph_task_id() != -1)
+
+
 class LayerDeficits(NamedTuple):
     """Deficits of one hidden layer (one call of an activation module).
 
@@ -246,6 +252,7 @@ class Jumpstart:
         self._pending: list[LayerDeficits] | None = None
         self._pending_inputs: list[Tensor] = []
         self._last: list[LayerDeficits] | None = None
+        self._empty = False  # the last training pass captured nothing
         self._spent = False  # the last pass's penalty went through a backward
         self._no_grad: list[str] = []  # layers of this pass that ran without gradients
         self._model = model
@@ -295,8 +302,7 @@ class Jumpstart:
             return
         # a checkpointed block recomputed in backward computes its deficits
         # again (the checkpoint matches what was saved) but starts no pass
-        in_backward = (not torch.compiler.is_compiling()  # traced: a forward, by definition
-                       and torch._C._current_graph_task_id() != -1)
+        in_backward = _in_backward()
         if self._pending is None and not in_backward:  # a forward bypassing model(...)
             self._start()
         if self.members:
@@ -321,7 +327,11 @@ class Jumpstart:
             keep = [d.name not in self._hooks.dropped for d in pending]
             pending = [d for d, k in zip(pending, keep) if k]
             inputs = [g for g, k in zip(inputs, keep) if k]
-        if not pending:
+        if pending is None:  # not a training pass: the last one stands
+            return
+        if not pending:  # a training pass that captured nothing: no earlier pass stands in
+            if not _in_backward():  # (a checkpointed model recomputed in backward is no pass)
+                self._last, self._empty = None, True
             return
         if isinstance(output, Tensor) and not torch.compiler.is_compiling() and any(
                 g.data_ptr() == output.data_ptr() and g.numel() == output.numel()
@@ -330,7 +340,7 @@ class Jumpstart:
                 "a hooked layer produces the model's output; logits are never penalized: "
                 "leave the output module out of layers=[...]"
             )
-        self._last, self._spent = pending, False
+        self._last, self._spent, self._empty = pending, False, False
 
     def deficits(self) -> list[LayerDeficits]:
         """Per-layer deficits of the last collected forward pass, in call order.
@@ -346,6 +356,14 @@ class Jumpstart:
         """
         if self._pending and not self._manual:  # a pass that bypassed model(...)
             self._end(None)
+        if self._last is None and self._empty:
+            raise RuntimeError(
+                "Jumpstart: the last training forward captured no pre-activation: no hooked "
+                "layer ran with gradients. A torch.compile'd forward hooks activation modules "
+                "only (functional calls such as F.relu are captured in eager forwards only: "
+                "pass layers=[...], the modules whose outputs are pre-activations, or use "
+                "activation modules); a layer whose input needs no gradient (a frozen part) "
+                "is not penalized")
         if self._last is None:
             raise RuntimeError(
                 "Jumpstart has no pre-activations yet: run a forward pass of the model in "
