@@ -352,7 +352,9 @@ class Jumpstart:
         from a forward that bypassed ``model(...)`` ends here.
 
         Raises:
-            RuntimeError: no training-mode forward with gradients has run.
+            RuntimeError: no training-mode forward with gradients has run, or
+                the last one captured no pre-activation (a compiled forward's
+                functional activations, frozen layers): no earlier pass stands in.
         """
         if self._pending and not self._manual:  # a pass that bypassed model(...)
             self._end(None)
@@ -380,7 +382,8 @@ class Jumpstart:
         (never a stale penalty from an earlier step).
 
         Raises:
-            RuntimeError: no training-mode forward with gradients has run, or
+            RuntimeError: no training-mode forward with gradients has run, the
+                last one captured no pre-activation (see :meth:`deficits`), or
                 the last pass's penalty already went through a backward.
         """
         layers = self.deficits()
