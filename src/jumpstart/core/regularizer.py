@@ -422,7 +422,7 @@ class Jumpstart:
     def remove(self) -> None:
         """Detach every hook and drop collected deficits; idempotent."""
         self._hooks.remove()
-        self._last = None
+        self._last, self._empty = None, False
 
     def __enter__(self) -> "Jumpstart":
         return self
