@@ -251,8 +251,8 @@ class Jumpstart:
             raise ValueError("population (members=True) deficits use granularity 'channel'")
         self._pending: list[LayerDeficits] | None = None
         self._pending_inputs: list[Tensor] = []
+        # the last training pass: None before any, [] when it captured nothing
         self._last: list[LayerDeficits] | None = None
-        self._empty = False  # the last training pass captured nothing
         self._spent = False  # the last pass's penalty went through a backward
         self._no_grad: list[str] = []  # layers of this pass that ran without gradients
         self._model = model
@@ -331,7 +331,7 @@ class Jumpstart:
             return
         if not pending:  # a training pass that captured nothing: no earlier pass stands in
             if not _in_backward():  # (a checkpointed model recomputed in backward is no pass)
-                self._last, self._empty = None, True
+                self._last = []
             return
         if isinstance(output, Tensor) and not torch.compiler.is_compiling() and any(
                 g.data_ptr() == output.data_ptr() and g.numel() == output.numel()
@@ -340,7 +340,7 @@ class Jumpstart:
                 "a hooked layer produces the model's output; logits are never penalized: "
                 "leave the output module out of layers=[...]"
             )
-        self._last, self._spent, self._empty = pending, False, False
+        self._last, self._spent = pending, False
 
     def deficits(self) -> list[LayerDeficits]:
         """Per-layer deficits of the last collected forward pass, in call order.
@@ -358,7 +358,7 @@ class Jumpstart:
         """
         if self._pending and not self._manual:  # a pass that bypassed model(...)
             self._end(None)
-        if self._last is None and self._empty:
+        if self._last == []:
             raise RuntimeError(
                 "Jumpstart: the last training forward captured no pre-activation: no hooked "
                 "layer ran with gradients. A torch.compile'd forward hooks activation modules "
@@ -422,7 +422,7 @@ class Jumpstart:
     def remove(self) -> None:
         """Detach every hook and drop collected deficits; idempotent."""
         self._hooks.remove()
-        self._last, self._empty = None, False
+        self._last = None
 
     def __enter__(self) -> "Jumpstart":
         return self
