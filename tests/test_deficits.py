@@ -118,3 +118,107 @@ def test_bad_shape_raises():
         margin_deficits(torch.randn(5))
     with pytest.raises(ValueError, match="shape"):
         margin_deficits(torch.randn(0, 3))
+
+
+class _Probe(torch.autograd.Function):
+    """Identity whose backward records the gradient tensor it receives."""
+
+    received: list = []
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        _Probe.received.append(grad)
+        return grad
+
+
+class _Act(torch.autograd.Function):
+    """ReLU whose backward records the gradient tensor it sends."""
+
+    sent: list = []
+
+    @staticmethod
+    def forward(ctx, g):
+        ctx.save_for_backward(g > 0)
+        return g.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        out = grad * ctx.saved_tensors[0]
+        _Act.sent.append(out)
+        return out
+
+
+ACTIVATIONS = {
+    "relu": torch.relu,
+    "relu_": torch.relu_,
+    "gelu": torch.nn.functional.gelu,
+}
+
+
+@pytest.mark.parametrize("shape, layout", [((6, 4), None), ((5, 3, 4, 4), None),
+                                           ((5, 3, 4, 4), torch.channels_last), ((3, 2, 7), None)])
+@pytest.mark.parametrize("tie_break", ["single", "average"])
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("paths", ["both", "deficits", "task"])
+def test_pass_through_gives_the_dense_gradients(shape, layout, tie_break, act, paths):
+    """pass_through changes where the deficits' gradient is added, never what
+    reaches the parameters, whichever of the two paths carries a gradient."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64)
+    if layout is not None:
+        x = x.contiguous(memory_format=layout)
+    w = torch.randn(shape[1], dtype=torch.float64, requires_grad=True)
+    view = (-1,) + (1,) * (len(shape) - 2)
+    weights = [torch.rand(shape[1]), torch.rand(shape[1]), torch.rand(shape[0]), torch.rand(shape[0])]
+    grads = []
+    for through in (False, True):
+        g = x * w.view(view)  # a non-leaf pre-activation, like a layer's output
+        before = g.detach().clone()
+        d = margin_deficits(g, 0.7, tie_break, pass_through=through)
+        assert g._version == 0 and torch.equal(g.detach(), before)
+        out = ACTIVATIONS[act](g)
+        loss = 0.0
+        if paths in ("both", "task"):
+            loss = loss + (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype)
+                           .view(out.shape)).sum()
+        if paths in ("both", "deficits"):
+            loss = loss + sum((v * t).sum() for v, t in zip(weights, d))
+        grads.append(torch.autograd.grad(loss, w)[0])
+    assert torch.allclose(grads[1], grads[0], rtol=1e-12, atol=1e-12)
+
+
+def test_pass_through_adds_into_the_activation_gradient_in_place():
+    """The producer of g receives the very tensor the activation's backward
+    sent, with the deficits' gradient added at the extremes: no tensor of g's
+    size is made. Without pass_through it receives a new one."""
+    x = torch.randn(8, 3, 5, 5, requires_grad=True)
+    for through, same in ((True, True), (False, False)):
+        _Probe.received.clear()
+        _Act.sent.clear()
+        g = _Probe.apply(x)
+        d = margin_deficits(g, 2.0, pass_through=through)
+        loss = _Act.apply(g).sum() + sum(t.sum() for t in d)
+        loss.backward()
+        sent, received = _Act.sent[0], _Probe.received[0]
+        assert (received.data_ptr() == sent.data_ptr()) is same
+    # the deficits' share: received minus what the activation sent, at the 2C + 2N extremes
+    extra = received - (x > 0).float()
+    assert 0 < extra.count_nonzero() <= 2 * (3 + 8)
+
+
+def test_pass_through_builds_a_graph_of_the_backward_when_asked():
+    """create_graph: the gradient is made out of place and can be differentiated."""
+    w = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(6, 4, dtype=torch.float64)
+    second = []
+    for through in (False, True):
+        g = x * w
+        d = margin_deficits(g, 3.0, pass_through=through)
+        loss = torch.nn.functional.gelu(g).sum() + sum(t.sum() for t in d)
+        gw, = torch.autograd.grad(loss, w, create_graph=True)
+        second.append(torch.autograd.grad(gw, w)[0])
+    assert torch.allclose(second[0], second[1])

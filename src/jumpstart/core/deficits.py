@@ -43,6 +43,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.autograd.grad_mode import _unsafe_preserve_version_counter
 
 TIE_BREAKS = ("single", "average")
 GRANULARITIES = ("channel", "position")
@@ -76,7 +77,7 @@ class Deficits(NamedTuple):
     point_neg: Tensor
 
 
-_LAYOUTS: dict[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+_LAYOUTS: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
 
 
 def _layout(n: int, c: int, dtype: torch.dtype, device: torch.device):
@@ -84,9 +85,7 @@ def _layout(n: int, c: int, dtype: torch.dtype, device: torch.device):
 
     The four extremes are laid out as one vector ``[unit max (C), unit min
     (C), point max (N), point min (N)]``. Returns ``sign`` (-1 for the maxima,
-    +1 for the minima: deficit ``= relu(m + sign * extreme)``), ``-sign`` as a
-    column (an argmax of ``-sign * row`` is the arg-max for maxima, the arg-min
-    for minima), ``stride`` and
+    +1 for the minima: deficit ``= relu(m + sign * extreme)``), ``stride`` and
     ``offset`` turning an arg-max/min along dim 0 (units) or dim 1 (points)
     into a flat index into ``(N, C)``.
     """
@@ -101,8 +100,15 @@ def _layout(n: int, c: int, dtype: torch.dtype, device: torch.device):
         sign = torch.cat([-ones_c, ones_c, -ones_n, ones_n]).to(dtype)
         stride = torch.cat([ones_c * c, ones_c * c, ones_n, ones_n])
         offset = torch.cat([cols, cols, rows_c, rows_c])
-        _LAYOUTS[key] = (sign, -sign.unsqueeze(1), stride, offset)
+        _LAYOUTS[key] = (sign, stride, offset)
     return _LAYOUTS[key]
+
+
+def _writable(grad: Tensor | None) -> bool:
+    """Whether an incoming gradient may take the deficits' gradient in place:
+    dense, not a view, and no graph being built of the backward itself."""
+    return (grad is not None and not torch.is_grad_enabled() and grad._base is None
+            and (grad.is_contiguous() or grad.is_contiguous(memory_format=torch.channels_last)))
 
 
 class _MarginDeficits(torch.autograd.Function):
@@ -113,10 +119,16 @@ class _MarginDeficits(torch.autograd.Function):
     traces it in one graph): ``"single"`` saves the flat index of each of the
     ``2 (C + N)`` extremes, ``"average"`` one byte per element of ``g`` (four
     tie bits) and the number of ties of each extreme.
+
+    With ``through``, ``g`` itself is also an output (marked modified, its
+    values untouched): its later uses reach ``g``'s producer through this
+    node, whose backward adds the deficits' gradient into the gradient they
+    send (in place where that tensor is dense and no graph of the backward is
+    being built) instead of a new dense tensor of ``g``'s size.
     """
 
     @staticmethod
-    def forward(ctx, g: Tensor, margin: float, average: bool):  # type: ignore[override]
+    def forward(ctx, g: Tensor, margin: float, average: bool, through: bool):  # type: ignore[override]
         n, c = g.shape[0], g.shape[1]
         gf = g.reshape(n, c, -1)
         spatial = gf.shape[2]
@@ -124,14 +136,15 @@ class _MarginDeficits(torch.autograd.Function):
             mx = mn = gf.view(n, c) if gf.is_contiguous() else gf[:, :, 0]
         else:  # values only: a reduction with indices is several times slower
             mx, mn = gf.amax(dim=2), gf.amin(dim=2)
-        sign, neg_sign, stride, offset = _layout(n, c, g.dtype, g.device)
+        sign, stride, offset = _layout(n, c, g.dtype, g.device)
         (u_max, u_max_n), (u_min, u_min_n) = mx.max(dim=0), mn.min(dim=0)
         (p_max, p_max_c), (p_min, p_min_c) = mx.max(dim=1), mn.min(dim=1)
         extremes = torch.cat([u_max, u_min, p_max, p_min])
         deficit = (extremes * sign).add_(margin).relu_()
         # d deficit / d extreme: sign where the constraint is violated, else 0.
         slope = sign * (deficit > 0)
-        ctx.g_shape, ctx.sizes, ctx.average = g.shape, (c, c, n, n), average
+        ctx.g_shape, ctx.sizes, ctx.average, ctx.through = g.shape, (c, c, n, n), average, through
+        ctx.set_materialize_grads(False)
         if average:
             shapes = ((1, c, 1), (1, c, 1), (n, 1, 1), (n, 1, 1))
             bits = torch.zeros(gf.shape, dtype=torch.uint8, device=g.device)
@@ -145,20 +158,33 @@ class _MarginDeficits(torch.autograd.Function):
             # flat index into (N, C) of each extreme's (sample, channel) ...
             flat = torch.cat([u_max_n, u_min_n, p_max_c, p_min_c]) * stride + offset
             if spatial > 1:  # ... then its position, in the extreme's row of positions
-                rows = gf[flat // c, flat % c]  # (2C + 2N, S), a gather: g is not copied
-                flat = flat * spatial + (rows * neg_sign).argmax(dim=1)
+                rows = gf.reshape(n * c, spatial).index_select(0, flat)  # (2C + 2N, S)
+                unit, point = rows[:2 * c], rows[2 * c:]
+                flat = flat * spatial + torch.cat([
+                    unit[:c].argmax(1), unit[c:].argmin(1),
+                    point[:n].argmax(1), point[n:].argmin(1)])
             ctx.save_for_backward(slope, flat)
+        if through:
+            ctx.mark_dirty(g)
+            return (g, *deficit.split(ctx.sizes))
         return deficit.split(ctx.sizes)
 
     @staticmethod
-    def backward(ctx, g_xp, g_xn, g_pp, g_pn):  # type: ignore[override]
+    def backward(ctx, *grads):  # type: ignore[override]
+        incoming, grads = (grads[0], grads[1:]) if ctx.through else (None, grads)
+        nothing = (None, None, None)
+        if all(x is None for x in grads):  # no gradient reached the deficits
+            return (incoming, *nothing)
         saved = ctx.saved_tensors  # once: a checkpoint unpacks each saved tensor once
-        coef = torch.cat([g_xp, g_xn, g_pp, g_pn]) * saved[0]
+        slope = saved[0]
+        coef = torch.cat([x if x is not None else slope.new_zeros(k)
+                          for x, k in zip(grads, ctx.sizes)]) * slope
         if not ctx.average:
-            flat = saved[1]
-            grad = coef.new_zeros(ctx.g_shape.numel())
-            grad.index_add_(0, flat, coef)
-            return grad.view(ctx.g_shape), None, None
+            index = torch.unravel_index(saved[1], ctx.g_shape)
+            if _writable(incoming):  # no tensor of g's size is allocated
+                return (incoming.index_put_(index, coef, accumulate=True), *nothing)
+            grad = coef.new_zeros(ctx.g_shape).index_put_(index, coef, accumulate=True)
+            return (grad if incoming is None else grad + incoming, *nothing)
         _, bits, counts = saved
         n, c = ctx.g_shape[0], ctx.g_shape[1]
         shapes = ((1, c, 1), (1, c, 1), (n, 1, 1), (n, 1, 1))
@@ -167,7 +193,10 @@ class _MarginDeficits(torch.autograd.Function):
         grad = coef.new_zeros(bits.shape)
         for k, (sh, shape) in enumerate(zip(share, shapes)):
             grad += ((bits >> k) & 1).to(grad.dtype) * sh.view(shape)
-        return grad.view(ctx.g_shape), None, None
+        grad = grad.view(ctx.g_shape)
+        if incoming is None:
+            return (grad, *nothing)
+        return (incoming.add_(grad) if _writable(incoming) else grad + incoming, *nothing)
 
 
 def _position_deficits(g: Tensor, margin: float, average: bool) -> Deficits:
@@ -228,7 +257,8 @@ def member_deficits(g: Tensor, margin: float = 1.0, tie_break: str = "single") -
 
 
 def margin_deficits(
-    g: Tensor, margin: float = 1.0, tie_break: str = "single", granularity: str = "channel"
+    g: Tensor, margin: float = 1.0, tie_break: str = "single", granularity: str = "channel",
+    *, pass_through: bool = False,
 ) -> Deficits:
     """Unit and point margin deficits of one hidden layer's pre-activation.
 
@@ -257,6 +287,19 @@ def margin_deficits(
             splits it evenly over all tied extremes (saves one byte per
             element of ``g`` for backward: which extremes it ties).
         granularity: ``"channel"`` or ``"position"``, see above.
+        pass_through: route ``g``'s later uses through the deficits' autograd
+            node, so that its backward adds the deficits' sparse gradient into
+            the gradient those uses send to ``g`` (in place), instead of
+            allocating a dense gradient of ``g``'s size that autograd then
+            adds. Values and gradients are the same either way; only the
+            cost differs. ``g`` keeps its values and version counter, and
+            becomes an output of the deficits' node (call this before ``g``'s
+            other uses: an activation hook's pre-activation). A dense
+            gradient is used anyway where ``g`` is a leaf or a view, or with
+            granularity ``"position"``. Only for a ``g`` whose every later use
+            sends it a gradient tensor of its own (an activation's input; not
+            a tensor whose next op is an addition, whose backward sends one
+            tensor to both summands).
 
     Returns:
         :class:`Deficits` with ``unit_pos``/``unit_neg`` of shape ``(C,)``
@@ -282,4 +325,7 @@ def margin_deficits(
     average = tie_break == "average"
     if granularity == "position" and g[0, 0].numel() > 1:  # S = 1: same as "channel"
         return _position_deficits(g, float(margin), average)
-    return Deficits(*_MarginDeficits.apply(g, float(margin), average))
+    if pass_through and not g.is_leaf and g._base is None:
+        with _unsafe_preserve_version_counter(g):  # g's values are not modified
+            return Deficits(*_MarginDeficits.apply(g, float(margin), average, True)[1:])
+    return Deficits(*_MarginDeficits.apply(g, float(margin), average, False))

@@ -256,6 +256,10 @@ class Jumpstart:
         self._spent = False  # the last pass's penalty went through a backward
         self._no_grad: list[str] = []  # layers of this pass that ran without gradients
         self._model = model
+        # an activation's input: its one later use sends a gradient of its own, which
+        # the deficits' gradient joins in place (not a listed layer's output: see
+        # margin_deficits' pass_through)
+        self._through = layers is None
         self._manual = False
         self._hooks = PreActivationHooks(
             model,
@@ -308,7 +312,8 @@ class Jumpstart:
         if self.members:
             deficits = member_deficits(g, self.margin, self.tie_break)
         else:
-            deficits = margin_deficits(g, self.margin, self.tie_break, self.granularity)
+            deficits = margin_deficits(g, self.margin, self.tie_break, self.granularity,
+                                       pass_through=self._through)
         if not in_backward:
             self._pending_inputs.append(g)
             self._pending.append(LayerDeficits(name, deficits))
