@@ -222,3 +222,35 @@ def test_pass_through_builds_a_graph_of_the_backward_when_asked():
         gw, = torch.autograd.grad(loss, w, create_graph=True)
         second.append(torch.autograd.grad(gw, w)[0])
     assert torch.allclose(second[0], second[1])
+
+
+@pytest.mark.parametrize("through", [False, True])
+@pytest.mark.parametrize("shape, unit_dim", [((4, 5, 6), -1), ((4, 5, 6), 2), ((3, 4, 4, 5), 3),
+                                             ((3, 4, 5, 6), 2)])
+def test_unit_dim_equals_the_moved_contiguous_tensor(shape, unit_dim, through):
+    """Units along any axis: the deficits and the gradients are those of the
+    tensor with that axis moved to dim 1 and copied."""
+    torch.manual_seed(1)
+    x = torch.randn(*shape, dtype=torch.float64)
+    w = torch.randn(shape[unit_dim], dtype=torch.float64, requires_grad=True)
+    scale = w.view([-1 if i == unit_dim % len(shape) else 1 for i in range(len(shape))])
+    weights = torch.rand(4, max(shape), dtype=torch.float64)
+    out = []
+    for moved in (False, True):
+        g = x * scale
+        h = g.movedim(unit_dim, 1).contiguous() if moved else g
+        d = margin_deficits(h, 0.8, unit_dim=1 if moved else unit_dim, pass_through=through)
+        task = torch.nn.functional.gelu(g).sum()
+        loss = task + sum((wt[:len(t)] * t).sum() for wt, t in zip(weights, d))
+        out.append((d, torch.autograd.grad(loss, w)[0]))
+    (d, grad), (d_ref, grad_ref) = out
+    assert [t.shape for t in d] == [(shape[unit_dim],)] * 2 + [(shape[0],)] * 2
+    for a, b in zip(d, d_ref):
+        assert torch.allclose(a, b)
+    assert torch.allclose(grad, grad_ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("unit_dim", [0, 3, -4, True, 1.0])
+def test_bad_unit_dim_raises(unit_dim):
+    with pytest.raises(ValueError, match="unit_dim"):
+        margin_deficits(torch.randn(2, 3, 4), unit_dim=unit_dim)

@@ -26,6 +26,15 @@ hook is safe, and no shape depends on the data, so ``torch.compile`` traces
 it without a graph break. The spatial dimensions are reduced once to per-(sample, channel) extremes; the
 unit and point reductions then run on that small ``(N, C)`` tensor.
 
+In backward, the ``2 (C + N)`` coefficients would make a dense gradient of
+``g``'s size, mostly zeros, that autograd then adds to the gradient ``g``
+gets from the activation: two more passes over memory the size of ``g`` per
+layer, the largest part of the regularizer's cost on small-channel nets.
+With ``pass_through`` (what :class:`~jumpstart.core.regularizer.Jumpstart`
+uses on activation inputs) ``g`` is routed through the deficits' node, and
+its backward writes the coefficients into the activation's gradient in
+place: nothing of ``g``'s size is made (see :func:`margin_deficits`).
+
 Granularity: CPAIOR Sec. 3, last paragraph, takes a conv unit's
 pre-activation as a matrix and its max/min over all positions; that is
 ``"channel"`` (the default, also the CPAIOR PyTorch and IEEE code): a unit is a
@@ -104,6 +113,10 @@ def _layout(n: int, c: int, dtype: torch.dtype, device: torch.device):
     return _LAYOUTS[key]
 
 
+def _moved(t: Tensor, source: int, destination: int) -> Tensor:
+    return t if source == destination else t.movedim(source, destination)
+
+
 def _writable(grad: Tensor | None) -> bool:
     """Whether an incoming gradient may take the deficits' gradient in place:
     dense, not a view, and no graph being built of the backward itself."""
@@ -128,9 +141,11 @@ class _MarginDeficits(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, g: Tensor, margin: float, average: bool, through: bool):  # type: ignore[override]
-        n, c = g.shape[0], g.shape[1]
-        gf = g.reshape(n, c, -1)
+    def forward(ctx, g: Tensor, margin: float, average: bool, through: bool,  # type: ignore[override]
+                unit_dim: int):
+        gm = _moved(g, unit_dim, 1)  # a view: (N, C, *rest)
+        n, c = gm.shape[0], gm.shape[1]
+        gf = gm.reshape(n, c, -1)  # a view wherever the rest dims merge (any layout's convs)
         spatial = gf.shape[2]
         if spatial == 1:
             mx = mn = gf.view(n, c) if gf.is_contiguous() else gf[:, :, 0]
@@ -143,7 +158,8 @@ class _MarginDeficits(torch.autograd.Function):
         deficit = (extremes * sign).add_(margin).relu_()
         # d deficit / d extreme: sign where the constraint is violated, else 0.
         slope = sign * (deficit > 0)
-        ctx.g_shape, ctx.sizes, ctx.average, ctx.through = g.shape, (c, c, n, n), average, through
+        ctx.g_shape, ctx.sizes, ctx.average, ctx.through = gm.shape, (c, c, n, n), average, through
+        ctx.unit_dim = unit_dim
         ctx.set_materialize_grads(False)
         if average:
             shapes = ((1, c, 1), (1, c, 1), (n, 1, 1), (n, 1, 1))
@@ -158,7 +174,7 @@ class _MarginDeficits(torch.autograd.Function):
             # flat index into (N, C) of each extreme's (sample, channel) ...
             flat = torch.cat([u_max_n, u_min_n, p_max_c, p_min_c]) * stride + offset
             if spatial > 1:  # ... then its position, in the extreme's row of positions
-                rows = gf.reshape(n * c, spatial).index_select(0, flat)  # (2C + 2N, S)
+                rows = gf[flat // c, flat % c]  # (2C + 2N, S): a gather, gf is not copied
                 unit, point = rows[:2 * c], rows[2 * c:]
                 flat = flat * spatial + torch.cat([
                     unit[:c].argmax(1), unit[c:].argmin(1),
@@ -172,7 +188,8 @@ class _MarginDeficits(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):  # type: ignore[override]
         incoming, grads = (grads[0], grads[1:]) if ctx.through else (None, grads)
-        nothing = (None, None, None)
+        nothing = (None, None, None, None)
+        dim = ctx.unit_dim
         if all(x is None for x in grads):  # no gradient reached the deficits
             return (incoming, *nothing)
         saved = ctx.saved_tensors  # once: a checkpoint unpacks each saved tensor once
@@ -180,10 +197,12 @@ class _MarginDeficits(torch.autograd.Function):
         coef = torch.cat([x if x is not None else slope.new_zeros(k)
                           for x, k in zip(grads, ctx.sizes)]) * slope
         if not ctx.average:
-            index = torch.unravel_index(saved[1], ctx.g_shape)
+            index = torch.unravel_index(saved[1], ctx.g_shape)  # into g's (N, C, *rest) view
             if _writable(incoming):  # no tensor of g's size is allocated
-                return (incoming.index_put_(index, coef, accumulate=True), *nothing)
+                _moved(incoming, dim, 1).index_put_(index, coef, accumulate=True)
+                return (incoming, *nothing)
             grad = coef.new_zeros(ctx.g_shape).index_put_(index, coef, accumulate=True)
+            grad = _moved(grad, 1, dim)
             return (grad if incoming is None else grad + incoming, *nothing)
         _, bits, counts = saved
         n, c = ctx.g_shape[0], ctx.g_shape[1]
@@ -193,7 +212,7 @@ class _MarginDeficits(torch.autograd.Function):
         grad = coef.new_zeros(bits.shape)
         for k, (sh, shape) in enumerate(zip(share, shapes)):
             grad += ((bits >> k) & 1).to(grad.dtype) * sh.view(shape)
-        grad = grad.view(ctx.g_shape)
+        grad = _moved(grad.view(ctx.g_shape), 1, dim)
         if incoming is None:
             return (grad, *nothing)
         return (incoming.add_(grad) if _writable(incoming) else grad + incoming, *nothing)
@@ -258,7 +277,7 @@ def member_deficits(g: Tensor, margin: float = 1.0, tie_break: str = "single") -
 
 def margin_deficits(
     g: Tensor, margin: float = 1.0, tie_break: str = "single", granularity: str = "channel",
-    *, pass_through: bool = False,
+    *, unit_dim: int = 1, pass_through: bool = False,
 ) -> Deficits:
     """Unit and point margin deficits of one hidden layer's pre-activation.
 
@@ -278,6 +297,9 @@ def margin_deficits(
       (``shared/papers/jumpstart-experiments.md``, "MOONS").
 
     For dense ``(N, C)`` tensors (``S = 1``) both give the same deficits.
+    The units' axis is ``unit_dim`` (dim 0 is always the points'): a
+    transformer's ``(N, T, D)`` pre-activation with ``unit_dim=-1`` is read as
+    ``g.movedim(-1, 1)``, ``(N, D, T)``, without a copy.
 
     Args:
         g: pre-activation, shape ``(N, C)`` or ``(N, C, *spatial)``, ``N >= 1``.
@@ -287,6 +309,9 @@ def margin_deficits(
             splits it evenly over all tied extremes (saves one byte per
             element of ``g`` for backward: which extremes it ties).
         granularity: ``"channel"`` or ``"position"``, see above.
+        unit_dim: the axis of ``g`` whose entries are the units, not 0;
+            negative counts from the end. Shapes below are for ``g`` with its
+            unit axis moved to dim 1.
         pass_through: route ``g``'s later uses through the deficits' autograd
             node, so that its backward adds the deficits' sparse gradient into
             the gradient those uses send to ``g`` (in place), instead of
@@ -309,23 +334,30 @@ def margin_deficits(
 
     Raises:
         ValueError: ``g`` has fewer than 2 dims or is empty, ``margin <= 0``,
-            or ``tie_break`` or ``granularity`` is unknown (the message names
-            the value and the allowed ones).
+            ``unit_dim`` is 0 or outside ``g``'s dims, or ``tie_break`` or
+            ``granularity`` is unknown (the message names the value and the
+            allowed ones).
     """
     if g.dim() < 2 or g.numel() == 0:
         raise ValueError(
             f"pre-activation must have shape (N, C) or (N, C, *spatial) with N, C >= 1; "
             f"got shape {tuple(g.shape)}"
         )
+    if isinstance(unit_dim, bool) or not isinstance(unit_dim, int) \
+            or not -g.dim() <= unit_dim < g.dim() or unit_dim % g.dim() == 0:
+        raise ValueError(f"unit_dim must be an axis of the {g.dim()}-dim pre-activation other "
+                         f"than 0 (the points'); got {unit_dim!r}")
+    unit_dim %= g.dim()
     if not margin > 0:
         raise ValueError(f"margin must be > 0; got {margin!r}")
     if tie_break not in TIE_BREAKS:
         raise ValueError(f"unknown tie_break {tie_break!r}; allowed: {', '.join(TIE_BREAKS)}")
     check_granularity(granularity)
     average = tie_break == "average"
-    if granularity == "position" and g[0, 0].numel() > 1:  # S = 1: same as "channel"
-        return _position_deficits(g, float(margin), average)
+    if granularity == "position" and g.numel() > g.shape[0] * g.shape[unit_dim]:  # S > 1
+        return _position_deficits(_moved(g, unit_dim, 1), float(margin), average)
     if pass_through and not g.is_leaf and g._base is None:
         with _unsafe_preserve_version_counter(g):  # g's values are not modified
-            return Deficits(*_MarginDeficits.apply(g, float(margin), average, True)[1:])
-    return Deficits(*_MarginDeficits.apply(g, float(margin), average, False))
+            return Deficits(*_MarginDeficits.apply(g, float(margin), average, True,
+                                                   unit_dim)[1:])
+    return Deficits(*_MarginDeficits.apply(g, float(margin), average, False, unit_dim))

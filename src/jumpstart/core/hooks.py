@@ -168,7 +168,8 @@ class PreActivationHooks:
     """Calls ``tap(layer_name, g)`` for every hidden pre-activation ``g``.
 
     ``g`` has shape ``(N, C, *rest)``, its units ``C`` at dim 1: the hooked
-    tensor with its unit axis moved there (a view; see the module docstring).
+    tensor with its unit axis moved there (a view; see the module docstring;
+    with ``move_units=False`` the hooked tensor as it is).
     ``layer_name`` is the module's qualified name, with ``"#k"`` appended for
     its k-th call (k >= 1) within one forward pass; a functional activation
     (``F.relu(x)`` in a forward) is named after the module whose forward
@@ -200,6 +201,9 @@ class PreActivationHooks:
             for every layer, or a dict from module name (without ``"#k"``)
             to ``int`` for some (the rest by the rule). Negative values count
             from the end.
+        move_units: ``False``: ``tap`` receives the hooked tensor itself,
+            its unit axis ``seen[layer_name].unit_dim`` (set before the
+            tap runs), not a view with that axis moved to dim 1.
 
     Raises:
         ValueError: ``activations`` is empty or holds a non-module type; a
@@ -221,11 +225,13 @@ class PreActivationHooks:
         on_end: Callable[[object], None] | None = None,
         unit_dim: int | dict[str, int] | None = None,
         hidden_only: bool = False,
+        move_units: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         self._tap = tap
         self._hidden_only = hidden_only
+        self._move_units = move_units
         self._calls: dict[str, int] = {}
         self._dims: dict[str, int] = {}
         self.seen: dict[str, HookedLayer] = {}
@@ -446,7 +452,7 @@ class PreActivationHooks:
             self._record.append((base, layer, self._weighted_ops))
         _TAPPING.depth += 1  # inline, not a context manager: this runs on every call
         try:
-            self._tap(layer, g if dim == 1 else g.movedim(dim, 1))
+            self._tap(layer, g if dim == 1 or not self._move_units else g.movedim(dim, 1))
         finally:
             _TAPPING.depth -= 1
 

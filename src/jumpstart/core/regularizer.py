@@ -270,6 +270,7 @@ class Jumpstart:
             on_end=lambda output: None if self._manual else self._end(output),
             unit_dim=1 if self.members else unit_dim,  # members: (P, N, C, ...) as it is
             hidden_only=True,
+            move_units=False,  # margin_deficits reads the unit axis in place
         )
 
     @contextmanager
@@ -313,6 +314,7 @@ class Jumpstart:
             deficits = member_deficits(g, self.margin, self.tie_break)
         else:
             deficits = margin_deficits(g, self.margin, self.tie_break, self.granularity,
+                                       unit_dim=self._hooks.seen[name].unit_dim,
                                        pass_through=self._through)
         if not in_backward:
             self._pending_inputs.append(g)
