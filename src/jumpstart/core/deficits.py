@@ -174,7 +174,9 @@ class _MarginDeficits(torch.autograd.Function):
             # flat index into (N, C) of each extreme's (sample, channel) ...
             flat = torch.cat([u_max_n, u_min_n, p_max_c, p_min_c]) * stride + offset
             if spatial > 1:  # ... then its position, in the extreme's row of positions
-                rows = gf[flat // c, flat % c]  # (2C + 2N, S): a gather, gf is not copied
+                # (2C + 2N, S): a gather of rows, gf is not copied
+                rows = gf.view(n * c, spatial).index_select(0, flat) if gf.is_contiguous() \
+                    else gf[flat // c, flat % c]
                 unit, point = rows[:2 * c], rows[2 * c:]
                 flat = flat * spatial + torch.cat([
                     unit[:c].argmax(1), unit[c:].argmin(1),
@@ -197,12 +199,16 @@ class _MarginDeficits(torch.autograd.Function):
         coef = torch.cat([x if x is not None else slope.new_zeros(k)
                           for x, k in zip(grads, ctx.sizes)]) * slope
         if not ctx.average:
-            index = torch.unravel_index(saved[1], ctx.g_shape)  # into g's (N, C, *rest) view
+            flat = saved[1]  # into g's (N, C, *rest) view, row-major
             if _writable(incoming):  # no tensor of g's size is allocated
-                _moved(incoming, dim, 1).index_put_(index, coef, accumulate=True)
+                if dim == 1 and incoming.is_contiguous():
+                    incoming.view(-1).index_add_(0, flat, coef)
+                else:
+                    _moved(incoming, dim, 1).index_put_(
+                        torch.unravel_index(flat, ctx.g_shape), coef, accumulate=True)
                 return (incoming, *nothing)
-            grad = coef.new_zeros(ctx.g_shape).index_put_(index, coef, accumulate=True)
-            grad = _moved(grad, 1, dim)
+            grad = _moved(coef.new_zeros(ctx.g_shape).view(-1).index_add_(0, flat, coef)
+                          .view(ctx.g_shape), 1, dim)
             return (grad if incoming is None else grad + incoming, *nothing)
         _, bits, counts = saved
         n, c = ctx.g_shape[0], ctx.g_shape[1]
