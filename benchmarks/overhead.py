@@ -12,6 +12,18 @@ steps run back to back, which cancels the drift of a shared machine). Targets (i
 prints the median time ratio with its range: on a shared VM one measurement
 of the thin CNN has moved between 1.07x and 1.34x.
 
+Two more columns (CPU, eager rows) say where a ratio comes from:
+``penalty ms``, the time of Jumpstart's own work in one step (its deficits'
+forward and backward nodes, from ``torch.profiler`` over 5 steps; hooks and
+the aggregation, about 0.3 ms, not counted) and ``penalty x``, one plus that
+over the plain step; and ``faults/step`` (plain, Jumpstart), the minor page
+faults of one step. On glibc's allocator a step that faults has its memory
+returned to the system and taken back each step; on the thin CNN that alone
+has moved the plain forward between 30 and 59 ms and makes most of the gap
+between ``time x`` and ``penalty x`` (``MALLOC_MMAP_THRESHOLD_=1073741824
+MALLOC_TRIM_THRESHOLD_=4294967296`` keeps the memory; both steps then fault
+almost never).
+
 Models: a 20-layer, 8-filter 3x3 CNN on 28x28 inputs, batch 128 (CPU, 2
 threads); resnet18 (the toolkit's) and vgg11 (torchvision's, or its layout
 when torchvision does not import) at batch 8, 64x64, eager and
@@ -26,6 +38,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+
+try:
+    import resource
+except ImportError:  # not on Windows: no fault counts
+    resource = None
 
 import torch
 from torch import nn
@@ -68,19 +85,40 @@ def _loss(model, x, y, js, bf16: bool):
     return loss
 
 
-def step_times(model, x, y, js, steps: int, sync, bf16: bool = False) -> list[float]:
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
+
+
+def step_times(model, x, y, js, steps: int, sync, bf16: bool = False,
+               faults: list[int] | None = None) -> list[float]:
+    """Seconds of each of ``steps`` training steps (a fresh Adam); the minor
+    page faults of each step are appended to ``faults`` when given."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     times = []
     for _ in range(steps):
         sync()
-        t0 = time.perf_counter()
+        f0, t0 = _faults(), time.perf_counter()
         loss = _loss(model, x, y, js, bf16)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sync()
         times.append(time.perf_counter() - t0)
+        if faults is not None:
+            faults.append(_faults() - f0)
     return times
+
+
+def penalty_seconds(model, x, y, js, steps: int = 5) -> float:
+    """Seconds per step spent in Jumpstart's deficits (forward and backward
+    nodes, children included), from ``torch.profiler`` over ``steps`` steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step_times(model, x, y, js, steps, lambda: None)
+    own = sum(e.cpu_time_total for e in prof.key_averages()
+              if e.key in ("_MarginDeficits", "_MarginDeficitsBackward"))
+    return own / 1e6 / steps
 
 
 def peak_bytes(model, x, y, js, bf16: bool) -> int:
@@ -172,13 +210,18 @@ def measure(name: str, make_model, x, y, steps: int, device, bf16: bool = False,
         peak_plain, peak_js = peak_bytes(plain, x, y, None, bf16), peak_bytes(regular, x, y, js, bf16)
     step_times(plain, x, y, None, 3, sync, bf16)  # warm-up
     step_times(regular, x, y, js, 3, sync, bf16)
-    t_plain, t_js = [], []
+    t_plain, t_js, f_plain, f_js = [], [], [], []
     for _ in range(steps):  # alternate step by step: each pair sees the same machine state
-        t_plain += step_times(plain, x, y, None, 1, sync, bf16)
-        t_js += step_times(regular, x, y, js, 1, sync, bf16)
+        t_plain += step_times(plain, x, y, None, 1, sync, bf16, f_plain)
+        t_js += step_times(regular, x, y, js, 1, sync, bf16, f_js)
     mp, mj = statistics.median(t_plain), statistics.median(t_js)
     row.update({"plain ms": mp * 1e3, "jumpstart ms": mj * 1e3,
                 "time x": statistics.median(j / p for p, j in zip(t_plain, t_js))})
+    if device.type == "cpu" and not compiled:
+        own = penalty_seconds(regular, x, y, js)
+        row.update({"penalty ms": own * 1e3, "penalty x": 1 + own / mp,
+                    "faults/step": f"{statistics.median(f_plain):.0f}, "
+                                   f"{statistics.median(f_js):.0f}"})
     if device.type == "cuda":
         row.update({"plain peak MiB": peak_plain / 2**20, "js peak MiB": peak_js / 2**20,
                     "peak x": peak_js / peak_plain})
@@ -191,14 +234,18 @@ def measure(name: str, make_model, x, y, steps: int, device, bf16: bool = False,
 
 
 def repeated(k: int, measure_row) -> dict:
-    """``measure_row()`` run ``k`` times: the first row, its ``time x`` the
-    median of the ``k`` ratios, with ``time x min`` / ``time x max``."""
+    """``measure_row()`` run ``k`` times: the first row, its ``time x`` (and
+    ``penalty x``) the median of the ``k`` ratios, with ``time x min`` /
+    ``time x max``."""
     rows = [measure_row() for _ in range(k)]
     if k == 1:
         return rows[0]
     ratios = [r["time x"] for r in rows]
-    return {**rows[0], "time x": statistics.median(ratios), "time x min": min(ratios),
-            "time x max": max(ratios)}
+    out = {**rows[0], "time x": statistics.median(ratios), "time x min": min(ratios),
+           "time x max": max(ratios)}
+    if "penalty x" in out:
+        out["penalty x"] = statistics.median(r["penalty x"] for r in rows)
+    return out
 
 
 def main() -> None:
@@ -241,8 +288,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {device} ({name}), {torch.get_num_threads()} threads, torch {torch.__version__}")
     for r in rows:
-        print(" | ".join(f"{k}: {v:.3f}" if isinstance(v, float) else str(v)
-                         for k, v in r.items()))
+        print(" | ".join(f"{k}: {v:.3f}" if isinstance(v, float) else
+                         str(v) if k == "model" else f"{k}: {v}" for k, v in r.items()))
 
 
 if __name__ == "__main__":

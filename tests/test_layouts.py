@@ -399,3 +399,33 @@ def test_compiled_functional_activations_raise_instead_of_a_stale_penalty():
     with pytest.raises(RuntimeError, match="layers="):
         js.penalty()  # before: the eager pass's penalty came back
     js.remove()
+
+
+def test_each_functional_call_keeps_its_own_producer_and_parameters():
+    """Two calls of one functional kind in one forward (names ``hardtanh()``
+    and ``hardtanh()#1``): the second's unit axis follows its own producer
+    (a Linear on tokens: the last dim), its pieces its own bounds."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 6)
+            self.head = nn.Linear(6, 2)
+
+        def forward(self, x):
+            h = nn.functional.hardtanh(self.conv(x), -1.0, 1.0)  # (N, 4, 5, 5): channels
+            t = h.flatten(2).transpose(1, 2)  # (N, 25, 4) tokens
+            t = nn.functional.hardtanh(self.fc(t), -2.0, 3.0)  # (N, 25, 6): last dim
+            return self.head(t.mean(1))
+
+    model = Net()
+    js = Jumpstart(model)
+    model(torch.randn(3, 3, 5, 5))
+    first, second = js._hooks.seen["hardtanh()"], js._hooks.seen["hardtanh()#1"]
+    assert (first.unit_dim, first.units) == (1, 4)
+    assert (second.unit_dim, second.units, second.guessed) == (2, 6, False)
+    assert [b for b, _ in first.pieces] == [-1.0, 1.0, float("inf")]
+    assert [b for b, _ in second.pieces] == [-2.0, 3.0, float("inf")]
+    g = torch.linspace(-4, 4, 9)
+    assert torch.equal(second.post(g), g.clamp(-2.0, 3.0))

@@ -402,11 +402,11 @@ class PreActivationHooks:
             return
         self._has_functional = True  # later forwards keep the mode on
         base = f"{enclosing}.{kind}()" if enclosing else f"{kind}()"
-        if base not in self._rule:
-            self._rule[base] = (f"{kind} (functional)", producer, pieces_of(kind, None, args,
-                                                                            kwargs),
-                                self._fixed(base), _functional_post(kind, args, kwargs))
-        self._emit(base, args[0])
+        # each call its own producer and parameters (two F.hardtanh calls of one
+        # forward may clip differently, follow a conv and a Linear)
+        self._emit(base, args[0], lambda: (
+            f"{kind} (functional)", producer, pieces_of(kind, None, args, kwargs),
+            self._fixed(base), _functional_post(kind, args, kwargs)))
 
     # -- naming and unit axes --------------------------------------------------------------
     def new_pass(self) -> None:
@@ -419,12 +419,13 @@ class PreActivationHooks:
         self._calls[name] = k + 1
         return name if k == 0 else f"{name}#{k}"
 
-    def _unit_dim(self, base: str, layer: str, g: Tensor) -> int:
-        """The unit axis of layer ``layer``'s tensor ``g`` (decided on its first call)."""
+    def _unit_dim(self, base: str, layer: str, g: Tensor, rule: Callable | None) -> int:
+        """The unit axis of layer ``layer``'s tensor ``g`` (decided on its first
+        call), by module ``base``'s rule or, for a functional call, ``rule()``."""
         dim = self._dims.get(layer)
         if dim is not None:
             return dim
-        what, where, pieces, fixed, post = self._rule[base]
+        what, where, pieces, fixed, post = self._rule[base] if rule is None else rule()
         guessed = False
         if fixed is not None:
             if not -g.dim() <= fixed < g.dim():
@@ -443,11 +444,11 @@ class PreActivationHooks:
                                        pieces, post)
         return dim
 
-    def _emit(self, base: str, g: Tensor) -> None:
+    def _emit(self, base: str, g: Tensor, rule: Callable | None = None) -> None:
         layer = self._name(base)  # counted even when excluded: later calls keep their names
         if layer in self._excluded:
             return
-        dim = self._unit_dim(base, layer, g)
+        dim = self._unit_dim(base, layer, g, rule)
         if self._record is not None:
             self._record.append((base, layer, self._weighted_ops))
         _TAPPING.depth += 1  # inline, not a context manager: this runs on every call
