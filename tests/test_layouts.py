@@ -376,6 +376,31 @@ def test_compiled_fullgraph_equals_eager(make):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-6 * float(a.abs().max()))
 
 
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+def test_compiled_model_takes_a_new_batch_size():
+    # a second batch size recompiles with a symbolic batch dim (an epoch's last,
+    # smaller batch); the penalty's constant vectors are then built in the graph,
+    # not cached from it (the cached ones broke dynamo: "Expected subgraph_vt ...")
+    torch._dynamo.reset()
+    xs = [torch.randn(n, 3, 8, 8, dtype=torch.float64) for n in (8, 5, 3)]
+    penalties = []
+    for compiled in (True, False):  # compiled first: no eager pass has run on these shapes
+        torch.manual_seed(0)
+        net = Reused().double()
+        js = Jumpstart(net)
+        run = torch.compile(net) if compiled else net
+        for x in xs:
+            out = run(x)
+            p = js.penalty()
+            (out.sum() + p).backward()
+            penalties += [js.deficits()[0].deficits.point_pos.shape[0], p.item()]
+        js.remove()
+    compiled, eager = penalties[:6], penalties[6:]
+    assert eager[0::2] == compiled[0::2] == [8, 5, 3]  # one point per sample
+    assert compiled[1::2] == pytest.approx(eager[1::2], rel=1e-6)
+
+
 class FunctionalOnly(nn.Module):
     def __init__(self):
         super().__init__()

@@ -96,21 +96,29 @@ def _layout(n: int, c: int, dtype: torch.dtype, device: torch.device):
     (C), point max (N), point min (N)]``. Returns ``sign`` (-1 for the maxima,
     +1 for the minima: deficit ``= relu(m + sign * extreme)``), ``stride`` and
     ``offset`` turning an arg-max/min along dim 0 (units) or dim 1 (points)
-    into a flat index into ``(N, C)``.
+    into a flat index into ``(N, C)``. A traced forward (``torch.compile``)
+    builds them in its graph and caches nothing: a tensor made while tracing,
+    possibly of a symbolic size, must not outlive its graph.
     """
+    if torch.compiler.is_compiling():
+        return _layout_vectors(n, c, dtype, device)
     key = (n, c, dtype, device)
     if key not in _LAYOUTS:
         if len(_LAYOUTS) > 256:
             _LAYOUTS.clear()
-        ones_c = torch.ones(c, dtype=torch.long, device=device)
-        ones_n = torch.ones(n, dtype=torch.long, device=device)
-        cols = torch.arange(c, device=device)
-        rows_c = torch.arange(n, device=device) * c
-        sign = torch.cat([-ones_c, ones_c, -ones_n, ones_n]).to(dtype)
-        stride = torch.cat([ones_c * c, ones_c * c, ones_n, ones_n])
-        offset = torch.cat([cols, cols, rows_c, rows_c])
-        _LAYOUTS[key] = (sign, stride, offset)
+        _LAYOUTS[key] = _layout_vectors(n, c, dtype, device)
     return _LAYOUTS[key]
+
+
+def _layout_vectors(n: int, c: int, dtype: torch.dtype, device: torch.device):
+    ones_c = torch.ones(c, dtype=torch.long, device=device)
+    ones_n = torch.ones(n, dtype=torch.long, device=device)
+    cols = torch.arange(c, device=device)
+    rows_c = torch.arange(n, device=device) * c
+    sign = torch.cat([-ones_c, ones_c, -ones_n, ones_n]).to(dtype)
+    stride = torch.cat([ones_c * c, ones_c * c, ones_n, ones_n])
+    offset = torch.cat([cols, cols, rows_c, rows_c])
+    return sign, stride, offset
 
 
 def _moved(t: Tensor, source: int, destination: int) -> Tensor:

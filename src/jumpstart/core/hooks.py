@@ -115,9 +115,13 @@ def _functional_post(kind: str, args: tuple, kwargs: dict) -> Callable[[Tensor],
 
 class _Tapping(threading.local):
     """How deep this thread is inside taps (any instance's): a tap's own
-    torch calls (deficits, status) are never activations of the model."""
+    torch calls (deficits, status) are never activations of the model.
+    Set per thread in ``__init__`` (not a class default): a forward traced by
+    ``torch.compile`` before any eager one would otherwise guard on the
+    attribute's absence and fail that guard in the same frame."""
 
-    depth = 0
+    def __init__(self) -> None:
+        self.depth = 0
 
 
 _TAPPING = _Tapping()
