@@ -227,3 +227,34 @@ def test_penalty_on_conv_pre_activations_reduces_space():
     assert d.unit_pos.shape == (3,) and d.point_pos.shape == (4,)
     assert js.penalty().item() == pytest.approx(
         aggregate([margin_deficits(model[0](x))], aggregation="sum").item(), rel=1e-6)
+
+
+def test_a_listed_layer_feeding_a_sum_keeps_the_other_summands_gradient():
+    """``layers=[conv2]`` where conv2's output is added to a residual: the sum's
+    backward hands one gradient tensor to both summands, so the deficits'
+    gradient must not be written into it (the residual path would carry it
+    too). Gradients equal an independent dense computation."""
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+            self.fc = nn.Linear(3, 1)
+
+        def forward(self, x):
+            h = torch.relu(self.conv1(x))
+            return self.fc((self.conv2(h) + h).mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    model, x = Residual(), torch.randn(4, 2, 5, 5)
+    js = Jumpstart(model, layers=[model.conv2], margin=5.0)  # every constraint violated
+    (model(x).sum() + js.penalty()).backward()
+    got = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    js.remove()
+    h = torch.relu(model.conv1(x))
+    g = model.conv2(h)
+    out = model.fc((g + h).mean(dim=(2, 3)))
+    (out.sum() + aggregate([margin_deficits(g, 5.0)])).backward()
+    for a, p in zip(got, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6)

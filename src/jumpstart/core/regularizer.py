@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .deficits import (GRANULARITIES, TIE_BREAKS, Deficits, margin_deficits,
                        member_deficits)
-from .hooks import PreActivationHooks
+from .hooks import HIDDEN_ACTIVATIONS, PreActivationHooks
 from .options import Option, choice, number, subset
 
 AGGREGATIONS = ("balanced", "sum", "mean", "l2", "sq")
@@ -256,10 +256,7 @@ class Jumpstart:
         self._spent = False  # the last pass's penalty went through a backward
         self._no_grad: list[str] = []  # layers of this pass that ran without gradients
         self._model = model
-        # an activation's input: its one later use sends a gradient of its own, which
-        # the deficits' gradient joins in place (not a listed layer's output: see
-        # margin_deficits' pass_through)
-        self._through = layers is None
+        activations = None if activations is None else tuple(activations)
         self._manual = False
         self._hooks = PreActivationHooks(
             model,
@@ -272,6 +269,12 @@ class Jumpstart:
             hidden_only=True,
             move_units=False,  # margin_deficits reads the unit axis in place
         )
+        # an activation's input: the activation's backward sends a gradient tensor of
+        # its own, which the deficits' gradient joins in place (margin_deficits'
+        # pass_through). Not a listed layer's output, nor the input of a listed module
+        # type of no known kind, whose backward may pass one tensor to two places.
+        self._through = layers is None and (activations is None or all(
+            issubclass(t, HIDDEN_ACTIVATIONS) for t in activations))
 
     @contextmanager
     def collect(self) -> Iterator[None]:
