@@ -177,6 +177,13 @@ class Jumpstart:
     Forwards in eval mode or under ``torch.no_grad()`` collect nothing and do
     not disturb the last collected pass.
 
+    On the input of an activation of a known kind, each layer's deficits pass
+    their sparse gradient into the activation's gradient in place, with no
+    tensor of the layer's size made in backward
+    (:func:`~jumpstart.core.deficits.margin_deficits`, ``pass_through``);
+    a ``layers=[...]`` output or a listed type of no known kind gets the
+    dense gradient (same values).
+
     Example::
 
         model = jumpstart.models.Rectangular(30, 3, 2, 1)
