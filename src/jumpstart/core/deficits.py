@@ -125,6 +125,15 @@ def _moved(t: Tensor, source: int, destination: int) -> Tensor:
     return t if source == destination else t.movedim(source, destination)
 
 
+def _flat_rows(t: Tensor) -> bool:
+    """Whether ``t``'s leading dims may be merged by a view (a standard layout,
+    in eager). A traced graph (``torch.compile``) gets ``False``: inductor
+    picks its own layouts (channels-last for convolutions), and a view that
+    merges the batch and channel dims would make it copy the whole tensor
+    into the traced layout and read it back strided."""
+    return not torch.compiler.is_compiling() and t.is_contiguous()
+
+
 def _writable(grad: Tensor | None) -> bool:
     """Whether an incoming gradient may take the deficits' gradient in place:
     dense, not a view, and no graph being built of the backward itself."""
@@ -183,7 +192,7 @@ class _MarginDeficits(torch.autograd.Function):
             flat = torch.cat([u_max_n, u_min_n, p_max_c, p_min_c]) * stride + offset
             if spatial > 1:  # ... then its position, in the extreme's row of positions
                 # (2C + 2N, S): a gather of rows, gf is not copied
-                rows = gf.view(n * c, spatial).index_select(0, flat) if gf.is_contiguous() \
+                rows = gf.view(n * c, spatial).index_select(0, flat) if _flat_rows(gf) \
                     else gf[flat // c, flat % c]
                 unit, point = rows[:2 * c], rows[2 * c:]
                 flat = flat * spatial + torch.cat([
@@ -209,7 +218,7 @@ class _MarginDeficits(torch.autograd.Function):
         if not ctx.average:
             flat = saved[1]  # into g's (N, C, *rest) view, row-major
             if _writable(incoming):  # no tensor of g's size is allocated
-                if dim == 1 and incoming.is_contiguous():
+                if dim == 1 and _flat_rows(incoming):
                     incoming.view(-1).index_add_(0, flat, coef)
                 else:
                     _moved(incoming, dim, 1).index_put_(
