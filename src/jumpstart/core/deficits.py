@@ -169,10 +169,12 @@ class _MarginDeficits(torch.autograd.Function):
         else:  # values only: a reduction with indices is several times slower
             mx, mn = gf.amax(dim=2), gf.amin(dim=2)
         sign, stride, offset = _layout(n, c, g.dtype, g.device)
-        (u_max, u_max_n), (u_min, u_min_n) = mx.max(dim=0), mn.min(dim=0)
-        (p_max, p_max_c), (p_min, p_min_c) = mx.max(dim=1), mn.min(dim=1)
-        extremes = torch.cat([u_max, u_min, p_max, p_min])
-        deficit = (extremes * sign).add_(margin).relu_()
+        # maxima of [mx, -mn]: the units' (dim 1) and the points' (dim 2) maxima
+        # and minima at once, each with its first position
+        both = torch.stack([mx, mn.neg()])  # (2, N, C)
+        (u_ext, u_at), (p_ext, p_at) = both.max(dim=1), both.max(dim=2)
+        extremes = torch.cat([u_ext.view(-1), p_ext.view(-1)])  # [max, -min, max, -min]
+        deficit = torch.rsub(extremes, margin).relu_()
         # d deficit / d extreme: sign where the constraint is violated, else 0.
         slope = sign * (deficit > 0)
         ctx.g_shape, ctx.sizes, ctx.average, ctx.through = gm.shape, (c, c, n, n), average, through
@@ -182,22 +184,21 @@ class _MarginDeficits(torch.autograd.Function):
             shapes = ((1, c, 1), (1, c, 1), (n, 1, 1), (n, 1, 1))
             bits = torch.zeros(gf.shape, dtype=torch.uint8, device=g.device)
             counts = []
-            for k, (ext, shape) in enumerate(zip((u_max, u_min, p_max, p_min), shapes)):
+            values = (u_ext[0], -u_ext[1], p_ext[0], -p_ext[1])  # unit max, min, point max, min
+            for k, (ext, shape) in enumerate(zip(values, shapes)):
                 ties = gf == ext.view(shape)
                 counts.append(ties.sum(dim=(0, 2) if shape[0] == 1 else (1, 2)))
                 bits |= ties.to(torch.uint8) << k
             ctx.save_for_backward(slope, bits, torch.cat(counts).to(g.dtype))
         else:
             # flat index into (N, C) of each extreme's (sample, channel) ...
-            flat = torch.cat([u_max_n, u_min_n, p_max_c, p_min_c]) * stride + offset
+            flat = torch.cat([u_at.view(-1), p_at.view(-1)]) * stride + offset
             if spatial > 1:  # ... then its position, in the extreme's row of positions
                 # (2C + 2N, S): a gather of rows, gf is not copied
                 rows = gf.view(n * c, spatial).index_select(0, flat) if _flat_rows(gf) \
                     else gf[flat // c, flat % c]
-                unit, point = rows[:2 * c], rows[2 * c:]
-                flat = flat * spatial + torch.cat([
-                    unit[:c].argmax(1), unit[c:].argmin(1),
-                    point[:n].argmax(1), point[n:].argmin(1)])
+                # rows * sign: a maximum's row negated, so both kinds are argmins
+                flat = flat.mul_(spatial).add_(rows.mul_(sign.view(-1, 1)).argmin(1))
             ctx.save_for_backward(slope, flat)
         if through:
             ctx.mark_dirty(g)
