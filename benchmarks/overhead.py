@@ -19,10 +19,10 @@ the aggregation, about 0.3 ms, not counted) and ``penalty x``, one plus that
 over the plain step; and ``faults/step`` (plain, Jumpstart), the minor page
 faults of one step. On glibc's allocator a step that faults has its memory
 returned to the system and taken back each step; on the thin CNN that alone
-has moved the plain forward between 30 and 59 ms and makes most of the gap
-between ``time x`` and ``penalty x`` (``MALLOC_MMAP_THRESHOLD_=1073741824
-MALLOC_TRIM_THRESHOLD_=4294967296`` keeps the memory; both steps then fault
-almost never).
+has moved the plain forward between 30 and 59 ms and moves ``time x`` away
+from ``penalty x``, either way, from run to run
+(``MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296``
+keeps the memory; both steps then fault almost never).
 
 Models: a 20-layer, 8-filter 3x3 CNN on 28x28 inputs, batch 128 (CPU, 2
 threads); resnet18 (the toolkit's) and vgg11 (torchvision's, or its layout
