@@ -126,11 +126,12 @@ def _moved(t: Tensor, source: int, destination: int) -> Tensor:
 
 
 def _flat_rows(t: Tensor) -> bool:
-    """Whether ``t``'s leading dims may be merged by a view (a standard layout,
-    in eager). A traced graph (``torch.compile``) gets ``False``: inductor
-    picks its own layouts (channels-last for convolutions), and a view that
-    merges the batch and channel dims would make it copy the whole tensor
-    into the traced layout and read it back strided."""
+    """Whether ``t``'s batch and channel dims may be merged by a view (a
+    standard layout, in eager). A traced graph (``torch.compile``) gets
+    ``False``: inductor picks its own layouts (channels-last around
+    convolutions), and such a view pins the traced one (with it, inductor kept
+    each conv-ReLU layer's gradient in NCHW for the in-place add, then
+    transposed it whole for the convolution's backward)."""
     return not torch.compiler.is_compiling() and t.is_contiguous()
 
 
