@@ -94,7 +94,9 @@ def _layout(n: int, c: int, dtype: torch.dtype, device: torch.device):
 
     The four extremes are laid out as one vector ``[unit max (C), unit min
     (C), point max (N), point min (N)]``. Returns ``sign`` (-1 for the maxima,
-    +1 for the minima: deficit ``= relu(m + sign * extreme)``), ``stride`` and
+    +1 for the minima: deficit ``= relu(m + sign * extreme)``, so ``sign`` is
+    each deficit's slope in its extreme where violated, and ``sign * row`` has
+    its arg-min at a maximum's position and at a minimum's), ``stride`` and
     ``offset`` turning an arg-max/min along dim 0 (units) or dim 1 (points)
     into a flat index into ``(N, C)``. A traced forward (``torch.compile``)
     builds them in its graph and caches nothing: a tensor made while tracing,
