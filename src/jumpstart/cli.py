@@ -13,9 +13,11 @@ import typer
 
 from .core.regularizer import AGGREGATIONS, JUMPSTART_OPTIONS
 from .optim import OPTIMIZER_OPTIONS, OPTIMIZERS
+from .train.fast_path import FAST_OPTIONS
 
 _JS = {k: o.default for k, o in JUMPSTART_OPTIONS.items()}
 _OPT = {k: o.default for k, o in OPTIMIZER_OPTIONS.items()}
+_FAST = {k: o.default for k, o in FAST_OPTIONS.items()}
 
 app = typer.Typer(
     add_completion=False,
@@ -83,7 +85,14 @@ def train(
     model: str = typer.Option("rectangular", help="rectangular (dense), conv (3x3 convs, for "
                               "image data), moons_conv, or resnet (depth 18/34/50/101/152)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: str = typer.Option("32", help="32 or bf16 (autocast)."),
+    precision: str = typer.Option(
+        _FAST["precision"], help="auto (bf16 autocast for conv nets on images on a CPU with "
+        "native bf16, else 32), 32 or bf16."),
+    memory_format: str = typer.Option(
+        _FAST["memory_format"], help="auto (channels_last for conv nets on images), "
+        "contiguous or channels_last."),
+    flush_denormal: bool = typer.Option(
+        _FAST["flush_denormal"], help="Flush denormal floats to zero while training (CPU)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the data set's files."),
     target: str = typer.Option("target", help="Class column of a table."),
     loader_workers: int = typer.Option(4, help="DataLoader processes for data read from disk "
@@ -129,7 +138,8 @@ def train(
             dataset=dataset, model=model, depth=depth, width=width, technique=technique,
             epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, init=init, augment=augment,
             device=device,
-            precision=precision, data_dir=data_dir, target=target,
+            precision=precision, memory_format=memory_format, flush_denormal=flush_denormal,
+            data_dir=data_dir, target=target,
             loader_workers=loader_workers, progress=sys.stderr.isatty(), **options,
             **optimizer_options,
         )

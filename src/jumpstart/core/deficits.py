@@ -54,6 +54,8 @@ import torch
 from torch import Tensor
 from torch.autograd.grad_mode import _unsafe_preserve_version_counter
 
+from .extremes import margin_extremes
+
 TIE_BREAKS = ("single", "average")
 GRANULARITIES = ("channel", "position")
 
@@ -167,23 +169,35 @@ class _MarginDeficits(torch.autograd.Function):
         n, c = gm.shape[0], gm.shape[1]
         gf = gm.reshape(n, c, -1)  # a view wherever the rest dims merge (any layout's convs)
         spatial = gf.shape[2]
-        if spatial == 1:
+        sign, stride, offset = _layout(n, c, g.dtype, g.device)
+        ctx.g_shape, ctx.sizes, ctx.average, ctx.through = gm.shape, (c, c, n, n), average, through
+        ctx.unit_dim, ctx.strides = unit_dim, None
+        ctx.set_materialize_grads(False)
+        # the fused kernel: the extremes and their positions in one pass over g
+        found = margin_extremes(gf) if spatial > 1 and not average else None
+        if found is not None:
+            flat, mem, values = found
+            deficit = values.mul_(sign).add_(margin).relu_()  # relu(m - max), relu(m + min)
+            # mem: the offsets in g's memory, kept where they are not flat's (channels-last)
+            ctx.save_for_backward(sign * (deficit > 0), flat,
+                                  *(() if gm.is_contiguous() else (mem,)))
+            ctx.strides = gm.stride()  # mem's layout
+        elif spatial == 1:
             mx = mn = gf.view(n, c) if gf.is_contiguous() else gf[:, :, 0]
         else:  # values only: a reduction with indices is several times slower
             mx, mn = gf.amax(dim=2), gf.amin(dim=2)
-        sign, stride, offset = _layout(n, c, g.dtype, g.device)
-        # maxima of [mx, -mn]: the units' (dim 1) and the points' (dim 2) maxima
-        # and minima at once, each with its first position
-        both = torch.stack([mx, mn.neg()])  # (2, N, C)
-        (u_ext, u_at), (p_ext, p_at) = both.max(dim=1), both.max(dim=2)
-        extremes = torch.cat([u_ext.view(-1), p_ext.view(-1)])  # [max, -min, max, -min]
-        deficit = torch.rsub(extremes, margin).relu_()
-        # d deficit / d extreme: sign where the constraint is violated, else 0.
-        slope = sign * (deficit > 0)
-        ctx.g_shape, ctx.sizes, ctx.average, ctx.through = gm.shape, (c, c, n, n), average, through
-        ctx.unit_dim = unit_dim
-        ctx.set_materialize_grads(False)
-        if average:
+        if found is None:
+            # maxima of [mx, -mn]: the units' (dim 1) and the points' (dim 2) maxima
+            # and minima at once, each with its first position
+            both = torch.stack([mx, mn.neg()])  # (2, N, C)
+            (u_ext, u_at), (p_ext, p_at) = both.max(dim=1), both.max(dim=2)
+            extremes = torch.cat([u_ext.view(-1), p_ext.view(-1)])  # [max, -min, max, -min]
+            deficit = torch.rsub(extremes, margin).relu_()
+            # d deficit / d extreme: sign where the constraint is violated, else 0.
+            slope = sign * (deficit > 0)
+        if found is not None:
+            pass
+        elif average:
             shapes = ((1, c, 1), (1, c, 1), (n, 1, 1), (n, 1, 1))
             bits = torch.zeros(gf.shape, dtype=torch.uint8, device=g.device)
             counts = []
@@ -222,7 +236,11 @@ class _MarginDeficits(torch.autograd.Function):
         if not ctx.average:
             flat = saved[1]  # into g's (N, C, *rest) view, row-major
             if _writable(incoming):  # no tensor of g's size is allocated
-                if dim == 1 and _flat_rows(incoming):
+                if ctx.strides is not None and _moved(incoming, dim, 1).stride() == ctx.strides:
+                    # laid out as g was: the kernel's memory offsets
+                    incoming.as_strided((incoming.numel(),), (1,)).index_add_(
+                        0, saved[-1], coef)  # mem, or flat where they are the same
+                elif dim == 1 and _flat_rows(incoming):
                     incoming.view(-1).index_add_(0, flat, coef)
                 else:
                     _moved(incoming, dim, 1).index_put_(

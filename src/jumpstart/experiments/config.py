@@ -4,7 +4,9 @@ A sweep file has a ``name``, optional ``description``, and tables:
 
 - ``[fixed]``: settings every run shares (``dataset``, ``model``, ``epochs``,
   ``lr``, ``batch_size`` = ``"full"`` or an integer, ``curve_every``,
-  ``init``, ``data_dir``, ``precision``, ``loader_workers``, the optimizer
+  ``init``, ``data_dir``, ``loader_workers``, the fast path's ``precision``,
+  ``memory_format`` and ``flush_denormal``
+  (:data:`jumpstart.train.fast_path.FAST_OPTIONS`), the optimizer
   options of :data:`jumpstart.optim.OPTIMIZER_OPTIONS` (``optimizer``,
   ``momentum``, ``nesterov``, ``weight_decay``, ``lr_milestones``,
   ``lr_gamma``), ...);
@@ -45,7 +47,7 @@ from ..data.augment import AUGMENTATIONS
 from ..models.rectangular import INITS
 from ..optim import OPTIMIZER_OPTIONS, check_optimizer
 from ..techniques import TECHNIQUES, option_keys, technique_options, technique_parts
-from ..train.loop import PRECISIONS
+from ..train.fast_path import FAST_OPTIONS
 from ..train.run import MODELS
 
 BASE_DEFAULTS = {"model": "rectangular", "epochs": 5000, "lr": 0.01, "batch_size": "full",
@@ -88,8 +90,8 @@ CHECKS = {
     "min_class_rows": int_at_least(1),
     "test_split": number(lambda v: 0 < v < 1, "a number in (0, 1)"),
     "loader_workers": int_at_least(0),
-    "precision": choice(PRECISIONS),
     "augment": choice(AUGMENTATIONS),
+    **{k: (o.check, o.text) for k, o in FAST_OPTIONS.items()},
     **{k: (o.check, o.text) for k, o in OPTIMIZER_OPTIONS.items()},
 }
 

@@ -28,7 +28,8 @@ RESERVED_KEYS = frozenset({
     "dataset", "model", "depth", "width", "technique", "epochs", "curve_every", "seed", "lr",
     "batch_size", "init", "init_steps", "init_lr", "head", "data_dir", "target",
     "min_class_rows", "test_split", "loader_workers", "augment",
-    "precision", "device", "progress", "data", *OPTIMIZER_OPTIONS})
+    "precision", "memory_format", "flush_denormal", "device", "progress", "data",
+    *OPTIMIZER_OPTIONS})
 
 
 def register(cls: type[Technique]) -> type[Technique]:

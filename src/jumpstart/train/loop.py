@@ -18,9 +18,8 @@ from ..data.folder import FolderData
 from ..models import layer_widths
 from ..optim import build_optimizer, build_schedule, check_optimizer
 from ..techniques import Technique, TrainContext
+from .fast_path import FastPath, denormals_flushed, resolve_fast_path
 from .history import History
-
-PRECISIONS = ("32", "bf16")
 
 
 @dataclass
@@ -36,12 +35,15 @@ class FitResult:
         summary: :meth:`~jumpstart.train.history.History.metrics` of the run.
         model: the trained model: the one given, or the last one a technique
             put in its place (:meth:`~jumpstart.techniques.TrainContext.replace_model`).
+        fast_path: the precision, memory format, denormal flushing and threads
+            the run trained with (:mod:`jumpstart.train.fast_path`).
     """
 
     history: dict[str, list] = field(default_factory=dict)
     seconds: float = 0.0
     summary: dict = field(default_factory=dict)
     model: nn.Module | None = None
+    fast_path: FastPath | None = None
 
     @property
     def diverged(self) -> bool:
@@ -57,9 +59,11 @@ class FitResult:
         """Final and best accuracies, ``epochs``, ``seconds``, ``diverged``; with
         a test part also ``test_acc`` (final) and ``best_val_test_acc`` (test
         accuracy at the first epoch of best validation accuracy); ``widths``
-        (:func:`~jumpstart.models.layer_widths` of the final model)."""
+        (:func:`~jumpstart.models.layer_widths` of the final model);
+        ``fast_path`` (:meth:`~jumpstart.train.fast_path.FastPath.record`)."""
         return {**self.summary, "seconds": round(self.seconds, 3),
-                **({"widths": layer_widths(self.model)} if self.model is not None else {})}
+                **({"widths": layer_widths(self.model)} if self.model is not None else {}),
+                **({"fast_path": self.fast_path.record()} if self.fast_path else {})}
 
 
 def task_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -107,7 +111,9 @@ def fit(
     batch_size: int | None = None,
     seed: int = 0,
     technique: Technique | None = None,
-    precision: str = "32",
+    precision: str = "auto",
+    memory_format: str = "auto",
+    flush_denormal: bool = True,
     loader_workers: int = 4,
     progress: bool = False,
     augment: str = "none",
@@ -131,8 +137,11 @@ def fit(
 
     In-memory data are moved to the model's device once and sliced there;
     :class:`~jumpstart.data.FolderData` is streamed through DataLoaders
-    (``loader_workers`` processes, pinned memory on CUDA). On CUDA, image
-    batches ``(N, C, H, W)`` are passed in the channels-last layout.
+    (``loader_workers`` processes, pinned memory on CUDA). Image models train
+    on the fast path by default (:mod:`jumpstart.train.fast_path`: bfloat16
+    autocast on a CPU with native bfloat16, channels-last, denormals
+    flushed); ``precision="32"`` and ``memory_format="contiguous"`` restore
+    full float32 in the standard layout.
 
     Args:
         model: maps ``(N, *feature_shape)`` to logits ``(N, K)``, ``K = 1``
@@ -144,8 +153,12 @@ def fit(
         seed: seeds the minibatch order (and the DataLoader workers' augmentation).
         technique: from :func:`jumpstart.techniques.make_technique`;
             ``None`` trains the plain model.
-        precision: ``"32"`` or ``"bf16"`` (forward and loss under
+        precision: ``"auto"``, ``"32"`` or ``"bf16"`` (forward and loss under
             ``torch.autocast`` with bfloat16 on the model's device).
+        memory_format: ``"auto"``, ``"contiguous"`` or ``"channels_last"``
+            (of the parameters and the image batches).
+        flush_denormal: flush denormals to zero while training (CPU; the
+            previous state is restored after).
         loader_workers: DataLoader worker processes for on-disk data.
         progress: show a progress bar over the steps (stderr).
         augment: ``"none"`` or ``"crop_flip"`` (random crop of the 4-pixel
@@ -166,12 +179,11 @@ def fit(
             ``None`` for on-disk data), ``loader_workers < 0``, an unknown
             precision or augmentation (or one asked of data that are not
             in-memory images), a bad optimizer option, or a model whose output
-            does not fit the number of classes.
+            does not fit the number of classes, or a fast-path option not in
+            :data:`~jumpstart.train.fast_path.FAST_OPTIONS`.
     """
     check_schedule(lr, epochs, batch_size)
     opt_options = check_optimizer(**optimizer_options)
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
     if not (isinstance(loader_workers, int) and loader_workers >= 0):
         raise ValueError(f"loader_workers must be an integer >= 0; got {loader_workers!r}")
     check_augment(augment)
@@ -179,10 +191,15 @@ def fit(
         raise ValueError(f"augment {augment!r} takes in-memory images (N, C, H, W); "
                          f"{data.name} is not")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    sample = data.val[0][0][None] if isinstance(data, FolderData) else data.x_train[:1]
+    fast = resolve_fast_path(model, sample, device, precision=precision,
+                             memory_format=memory_format, flush_denormal=flush_denormal)
+    autocast = fast.autocast(device)
+    fast.apply(model)
     generator = torch.Generator().manual_seed(seed)
     batches = _Batches(data, batch_size, device, generator, loader_workers,
-                       torch.Generator().manual_seed(seed + 1) if augment != "none" else None)
+                       torch.Generator().manual_seed(seed + 1) if augment != "none" else None,
+                       fast)
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -194,7 +211,7 @@ def fit(
             f"model output shape {tuple(out.shape)} does not fit {data.num_classes} classes; "
             f"expected (N, {' or '.join(map(str, expected))})"
         )
-    run = _Run(model, technique, lr, opt_options, device)
+    run = _Run(model, technique, lr, opt_options, device, fast)
     run.ctx.data, run.ctx.criterion = data, task_loss
     n = batches.n
     history = History(1, epochs, keys=("loss", "penalty", "train_acc",
@@ -202,6 +219,8 @@ def fit(
     bar = _progress_bar(epochs * batches.steps) if progress else None
     ctx = run.ctx
     start = time.perf_counter()
+    flushed = denormals_flushed()  # restored after
+    torch.set_flush_denormal(fast.flush_denormal)
     try:
         run.attach()
         epoch = 0
@@ -265,12 +284,13 @@ def fit(
                     run.schedule.step()
     finally:
         run.detach()
+        torch.set_flush_denormal(flushed)
         if bar is not None:
             bar[0].stop()
         seconds = time.perf_counter() - start
         ctx.model.eval()
     return FitResult(history=history.member_curves(0), seconds=seconds,
-                     summary=history.metrics(0, seconds), model=ctx.model)
+                     summary=history.metrics(0, seconds), model=ctx.model, fast_path=fast)
 
 
 class _Run:
@@ -278,8 +298,9 @@ class _Run:
     optimizer and schedule, the activation recorder; rebuilt when a hook
     replaces the model."""
 
-    def __init__(self, model, technique, lr, opt_options, device) -> None:
+    def __init__(self, model, technique, lr, opt_options, device, fast) -> None:
         self.technique, self.lr, self.opt, self.device = technique, lr, opt_options, device
+        self.fast = fast
         self.ctx = TrainContext(model, build_optimizer(model.parameters(), lr, **opt_options))
         self.schedule = (build_schedule(self.ctx.optimizer, **opt_options)
                          if opt_options["lr_milestones"] else None)
@@ -326,7 +347,7 @@ class _Run:
             history.epochs += epochs_done
         self.ctx.replacement = None
         self.detach()
-        new.to(self.device)
+        self.fast.apply(new.to(self.device))
         self.ctx.model = new
         self.ctx.optimizer = build_optimizer(new.parameters(), self.lr, **self.opt)
         if self.schedule is not None:
@@ -340,9 +361,8 @@ class _Batches:
     tensors held there (in-memory data, one eval batch per part) or loaded
     by DataLoaders (on-disk data)."""
 
-    def __init__(self, data, batch_size, device, generator, workers, augment=None) -> None:
-        self.device, self.generator, self.augment = device, generator, augment
-        self.channels_last = device.type == "cuda"
+    def __init__(self, data, batch_size, device, generator, workers, augment, fast) -> None:
+        self.device, self.generator, self.augment, self.fast = device, generator, augment, fast
         if isinstance(data, FolderData):
             if batch_size is None:
                 raise ValueError(f"{data.name} is read from disk: give a batch_size "
@@ -370,9 +390,7 @@ class _Batches:
         return list(self._evals)
 
     def _move(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        x = x.to(self.device, non_blocking=True)
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.fast.layout(x.to(self.device, non_blocking=True))
         return x, y.to(self.device, non_blocking=True)
 
     def sample(self) -> Tensor:
@@ -395,7 +413,7 @@ class _Batches:
             yield self._augmented(x_tr[idx]), y_tr[idx]
 
     def _augmented(self, x: Tensor) -> Tensor:
-        return x if self.augment is None else crop_flip(x, self.augment)
+        return x if self.augment is None else self.fast.layout(crop_flip(x, self.augment))
 
     def evaluate(self, name: str):
         """Yield ``(x, y)`` batches of the part ``name``."""

@@ -186,7 +186,7 @@ def refusal(technique: Technique, config: dict | None = None) -> str | None:
         return None
     if config.get("model", "rectangular") != "rectangular":
         return f"model {config['model']!r} is not a dense rectangular net"
-    if config.get("precision", "32") != "32":
+    if config.get("precision") == "bf16":
         return "population training is float32 only"
     if config.get("dataset") in FOLDER_SETS:
         return "population training needs in-memory data"

@@ -107,7 +107,9 @@ def train_run(
     min_class_rows: int | None = None,
     test_split: float | None = None,
     device: str = "auto",
-    precision: str = "32",
+    precision: str = "auto",
+    memory_format: str = "auto",
+    flush_denormal: bool = True,
     loader_workers: int = 4,
     progress: bool = False,
     augment: str = "none",
@@ -166,8 +168,11 @@ def train_run(
             part (data sets without one: MNIST, CIFAR, MOONS; see
             :meth:`jumpstart.data.Dataset.with_test_split`); ``None``: none.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or
-            ``"cuda"``; image nets on CUDA use the channels-last layout.
-        precision: ``"32"`` or ``"bf16"`` (autocast), see :func:`fit`.
+            ``"cuda"``.
+        precision, memory_format, flush_denormal: the fast path
+            (:mod:`jumpstart.train.fast_path`; ``"auto"``: bfloat16 autocast
+            on a CPU with native bfloat16 and channels-last for conv nets on
+            images), see :func:`fit`; ``precision="32"`` trains in float32.
         augment: ``"none"`` or ``"crop_flip"`` (in-memory images), see :func:`fit`.
         data: the data set already loaded (as ``load_dataset(dataset,
             seed=seed, directory=data_dir, target=target)`` returns it), to
@@ -213,10 +218,9 @@ def train_run(
     net = build_model(model, tech, data.num_classes, shape, dataset=dataset, depth=depth,
                       width=width, init=init, head=head, init_steps=init_steps, init_lr=init_lr)
     net.to(dev)
-    if dev.type == "cuda" and len(shape) == 3:
-        net.to(memory_format=torch.channels_last)
     result = fit(net, data, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
-                 technique=tech, precision=precision, loader_workers=loader_workers,
+                 technique=tech, precision=precision, memory_format=memory_format,
+                 flush_denormal=flush_denormal, loader_workers=loader_workers,
                  progress=progress, augment=augment, **optimizer)
     net = result.model
     decorrelated = {"init_steps": init_steps, "init_lr": init_lr} if init == "decorrelated" else {}

@@ -79,7 +79,7 @@ def refusal(config: dict, technique) -> str | None:
         return f"model {config['model']!r} is not rectangular or moons_conv"
     if config.get("init", "glorot") != "glorot":
         return "the stacks build Glorot-initialized nets only"
-    if config.get("precision", "32") != "32":
+    if config.get("precision") == "bf16":
         return "the stacks train in float32 only"
     if config.get("augment", "none") != "none":
         return "the stacks train on unaugmented data only"
