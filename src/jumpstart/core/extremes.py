@@ -50,10 +50,11 @@ def _key(x, shift, mask):  # pragma: no cover - compiled
 
 
 @_kernel
-def _rows_last(a, shift, mask, hi, lo):  # pragma: no cover - compiled
+def _extremes_last(a, shift, mask, found, bits):  # pragma: no cover - compiled
     """``a`` ``(N, S, C)`` C-contiguous (a channels-last tensor's memory):
-    vectorized over the channels."""
+    the rows' extremes vectorized over the channels, then :func:`_pick`."""
     n, s, c = a.shape
+    hi, lo = np.empty((n, c), np.int64), np.empty((n, c), np.int64)
     for i in numba.prange(n):
         top = np.full(c, np.iinfo(np.int64).min, np.int64)
         bottom = np.full(c, np.iinfo(np.int64).max, np.int64)
@@ -66,13 +67,15 @@ def _rows_last(a, shift, mask, hi, lo):  # pragma: no cover - compiled
                 bottom[k] = min(bottom[k], key + j)
         hi[i] = top
         lo[i] = bottom
+    _pick(a, True, hi, lo, found[0], found[1], bits)
 
 
 @_kernel
-def _rows_first(a, shift, mask, hi, lo):  # pragma: no cover - compiled
-    """``a`` ``(N, C, S)`` C-contiguous (a standard tensor's memory): a
-    vectorized reduction along each row."""
+def _extremes_first(a, shift, mask, found, bits):  # pragma: no cover - compiled
+    """``a`` ``(N, C, S)`` C-contiguous (a standard tensor's memory): the rows'
+    extremes as a vectorized reduction along each row, then :func:`_pick`."""
     n, c, s = a.shape
+    hi, lo = np.empty((n, c), np.int64), np.empty((n, c), np.int64)
     for i in numba.prange(n):
         for k in range(c):
             row = a[i, k]
@@ -84,6 +87,7 @@ def _rows_first(a, shift, mask, hi, lo):  # pragma: no cover - compiled
                 bottom = min(bottom, key + j)
             hi[i, k] = top
             lo[i, k] = bottom
+    _pick(a, False, hi, lo, found[0], found[1], bits)
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
@@ -156,16 +160,15 @@ def margin_extremes(gf: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
     as_int, shift = _BITS[gf.dtype]
     mask = (1 << shift) - 1
     if gf.stride() == (s * c, 1, c) or (c == 1 and gf.is_contiguous()):
-        a, rows, last = gf.detach().transpose(1, 2).view(as_int).numpy(), _rows_last, True
+        kernel, a = _extremes_last, gf.detach().transpose(1, 2)
     elif gf.is_contiguous():
-        a, rows, last = gf.detach().view(as_int).numpy(), _rows_first, False
+        kernel, a = _extremes_first, gf.detach()
     else:
         return None
-    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    hi, lo = np.empty((n, c), np.int64), np.empty((n, c), np.int64)
-    rows(a, shift, mask, hi, lo)
+    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() != threads:
+        numba.set_num_threads(threads)
     k = 2 * (c + n)
-    flat, mem, bits = np.empty(k, np.int64), np.empty(k, np.int64), np.empty(k, a.dtype)
-    _pick(a, last, hi, lo, flat, mem, bits)
-    return (torch.from_numpy(flat), torch.from_numpy(mem),
-            torch.from_numpy(bits).view(gf.dtype))
+    found, bits = torch.empty(2, k, dtype=torch.int64), torch.empty(k, dtype=as_int)
+    kernel(a.view(as_int).numpy(), shift, mask, found.numpy(), bits.numpy())
+    return found[0], found[1], bits.view(gf.dtype)

@@ -48,6 +48,14 @@ def _train_group(configs: list[dict], save_weights: bool) -> list[dict]:
             for c, m, cv, model in train_group(configs)]
 
 
+def worker_threads(workers: int) -> int:
+    """Torch threads for each of ``workers`` local processes: the machine's
+    cores shared out, ``max(1, cores // workers)``, never oversubscribed
+    (``cores``: the CPUs this process may run on)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // workers)
+
+
 def run_group(configs: list[dict], threads: int | None = 1, save_weights: bool = False
               ) -> list[dict]:
     """Train one group of runs and return one result dict per run (with the
@@ -422,6 +430,7 @@ class _Local:
 
     def __init__(self, workers: int, _address, save_weights: bool) -> None:
         self.workers, self.save_weights = workers, save_weights
+        self.threads = worker_threads(workers)
         self.pool: ProcessPoolExecutor | None = None
         self.pending: dict = {}
 
@@ -430,7 +439,7 @@ class _Local:
             for g in groups:
                 g = claim(g)
                 if g:
-                    yield from run_group(g, None if self.workers == 1 else 1, self.save_weights)
+                    yield from run_group(g, self.threads, self.save_weights)
             return
         yield from _claimed(groups, self.workers, claim, self._submit, self._next)
 
@@ -439,7 +448,7 @@ class _Local:
             self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
                                             initializer=_die_with_parent,
                                             initargs=(os.getpid(),))
-        self.pending[self.pool.submit(run_group, group, 1, self.save_weights)] = group
+        self.pending[self.pool.submit(run_group, group, self.threads, self.save_weights)] = group
 
     def _next(self) -> list[dict]:
         done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
