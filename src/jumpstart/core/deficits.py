@@ -26,6 +26,16 @@ hook is safe, and no shape depends on the data, so ``torch.compile`` traces
 it without a graph break. The spatial dimensions are reduced once to per-(sample, channel) extremes; the
 unit and point reductions then run on that small ``(N, C)`` tensor.
 
+On CPU (eager, float32, bfloat16 or float16, standard or channels-last
+layout, tie-break ``"single"``) the extremes and their positions come from
+one fused Numba kernel (:func:`jumpstart.core.extremes.margin_extremes`), one
+pass over ``g``'s own memory, in place of four PyTorch passes (an ``amax``,
+an ``amin``, a row gather and an ``argmin``; about 5.5 ms against 0.3 ms for
+a ``(128, 16, 32, 32)`` channels-last bfloat16 layer on 2 threads). Values,
+positions and gradients are the same as on the PyTorch path, which runs
+everywhere else (CUDA, ``torch.compile``, other layouts and dtypes,
+``"average"``).
+
 In backward, the ``2 (C + N)`` coefficients would make a dense gradient of
 ``g``'s size, mostly zeros, that autograd then adds to the gradient ``g``
 gets from the activation: two more passes over memory the size of ``g`` per
@@ -146,6 +156,44 @@ def _writable(grad: Tensor | None) -> bool:
             and (grad.is_contiguous() or grad.is_contiguous(memory_format=torch.channels_last)))
 
 
+def _reduced(gf: Tensor, margin: float, average: bool, sign: Tensor, stride: Tensor,
+             offset: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The deficits of ``gf`` ``(N, C, S)`` by PyTorch reductions (where the
+    fused kernel does not apply), and what their backward needs: the flat
+    index of each extreme (``"single"``), or the tie bits and tie counts
+    (``"average"``)."""
+    n, c, spatial = gf.shape
+    if spatial == 1:
+        mx = mn = gf.view(n, c) if gf.is_contiguous() else gf[:, :, 0]
+    else:  # values only: a reduction with indices is several times slower
+        mx, mn = gf.amax(dim=2), gf.amin(dim=2)
+    # maxima of [mx, -mn]: the units' (dim 1) and the points' (dim 2) maxima
+    # and minima at once, each with its first position
+    both = torch.stack([mx, mn.neg()])  # (2, N, C)
+    (u_ext, u_at), (p_ext, p_at) = both.max(dim=1), both.max(dim=2)
+    extremes = torch.cat([u_ext.view(-1), p_ext.view(-1)])  # [max, -min, max, -min]
+    deficit = torch.rsub(extremes, margin).relu_()
+    if average:
+        shapes = ((1, c, 1), (1, c, 1), (n, 1, 1), (n, 1, 1))
+        bits = torch.zeros(gf.shape, dtype=torch.uint8, device=gf.device)
+        counts = []
+        values = (u_ext[0], -u_ext[1], p_ext[0], -p_ext[1])  # unit max, min, point max, min
+        for k, (ext, shape) in enumerate(zip(values, shapes)):
+            ties = gf == ext.view(shape)
+            counts.append(ties.sum(dim=(0, 2) if shape[0] == 1 else (1, 2)))
+            bits |= ties.to(torch.uint8) << k
+        return deficit, (bits, torch.cat(counts).to(gf.dtype))
+    # flat index into (N, C) of each extreme's (sample, channel) ...
+    flat = torch.cat([u_at.view(-1), p_at.view(-1)]) * stride + offset
+    if spatial > 1:  # ... then its position, in the extreme's row of positions
+        # (2C + 2N, S): a gather of rows, gf is not copied
+        rows = gf.view(n * c, spatial).index_select(0, flat) if _flat_rows(gf) \
+            else gf[flat // c, flat % c]
+        # rows * sign: a maximum's row negated, so both kinds are argmins
+        flat = flat.mul_(spatial).add_(rows.mul_(sign.view(-1, 1)).argmin(1))
+    return deficit, (flat,)
+
+
 class _MarginDeficits(torch.autograd.Function):
     """Custom autograd for :func:`margin_deficits` with a sparse backward.
 
@@ -179,44 +227,12 @@ class _MarginDeficits(torch.autograd.Function):
             flat, mem, values = found
             deficit = values.mul_(sign).add_(margin).relu_()  # relu(m - max), relu(m + min)
             # mem: the offsets in g's memory, kept where they are not flat's (channels-last)
-            ctx.save_for_backward(sign * (deficit > 0), flat,
-                                  *(() if gm.is_contiguous() else (mem,)))
+            saved = (flat, *(() if gm.is_contiguous() else (mem,)))
             ctx.strides = gm.stride()  # mem's layout
-        elif spatial == 1:
-            mx = mn = gf.view(n, c) if gf.is_contiguous() else gf[:, :, 0]
-        else:  # values only: a reduction with indices is several times slower
-            mx, mn = gf.amax(dim=2), gf.amin(dim=2)
-        if found is None:
-            # maxima of [mx, -mn]: the units' (dim 1) and the points' (dim 2) maxima
-            # and minima at once, each with its first position
-            both = torch.stack([mx, mn.neg()])  # (2, N, C)
-            (u_ext, u_at), (p_ext, p_at) = both.max(dim=1), both.max(dim=2)
-            extremes = torch.cat([u_ext.view(-1), p_ext.view(-1)])  # [max, -min, max, -min]
-            deficit = torch.rsub(extremes, margin).relu_()
-            # d deficit / d extreme: sign where the constraint is violated, else 0.
-            slope = sign * (deficit > 0)
-        if found is not None:
-            pass
-        elif average:
-            shapes = ((1, c, 1), (1, c, 1), (n, 1, 1), (n, 1, 1))
-            bits = torch.zeros(gf.shape, dtype=torch.uint8, device=g.device)
-            counts = []
-            values = (u_ext[0], -u_ext[1], p_ext[0], -p_ext[1])  # unit max, min, point max, min
-            for k, (ext, shape) in enumerate(zip(values, shapes)):
-                ties = gf == ext.view(shape)
-                counts.append(ties.sum(dim=(0, 2) if shape[0] == 1 else (1, 2)))
-                bits |= ties.to(torch.uint8) << k
-            ctx.save_for_backward(slope, bits, torch.cat(counts).to(g.dtype))
         else:
-            # flat index into (N, C) of each extreme's (sample, channel) ...
-            flat = torch.cat([u_at.view(-1), p_at.view(-1)]) * stride + offset
-            if spatial > 1:  # ... then its position, in the extreme's row of positions
-                # (2C + 2N, S): a gather of rows, gf is not copied
-                rows = gf.view(n * c, spatial).index_select(0, flat) if _flat_rows(gf) \
-                    else gf[flat // c, flat % c]
-                # rows * sign: a maximum's row negated, so both kinds are argmins
-                flat = flat.mul_(spatial).add_(rows.mul_(sign.view(-1, 1)).argmin(1))
-            ctx.save_for_backward(slope, flat)
+            deficit, saved = _reduced(gf, margin, average, sign, stride, offset)
+        # d deficit / d extreme: sign where the constraint is violated, else 0.
+        ctx.save_for_backward(sign * (deficit > 0), *saved)
         if through:
             ctx.mark_dirty(g)
             return (g, *deficit.split(ctx.sizes))

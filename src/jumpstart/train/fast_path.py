@@ -33,6 +33,8 @@ sweep gives each worker ``cores // workers``).
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -149,3 +151,17 @@ def denormals_flushed() -> bool:
     """Whether float32 denormals are flushed to zero now (a denormal times one is zero)."""
     return (torch.tensor([1e-39]) * 1.0).item() == 0.0
 
+
+
+@contextmanager
+def flushing(on: bool = True) -> Iterator[None]:
+    """Flush denormals to zero (``on``) or keep them while the block runs,
+    then restore the state before: every trainer trains inside it
+    (``fit`` with the run's ``flush_denormal``, the population trainers
+    with ``True``)."""
+    before = denormals_flushed()
+    torch.set_flush_denormal(on)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)

@@ -18,7 +18,7 @@ from ..data.folder import FolderData
 from ..models import layer_widths
 from ..optim import build_optimizer, build_schedule, check_optimizer
 from ..techniques import Technique, TrainContext
-from .fast_path import FastPath, denormals_flushed, resolve_fast_path
+from .fast_path import FastPath, flushing, resolve_fast_path
 from .history import History
 
 
@@ -219,76 +219,74 @@ def fit(
     bar = _progress_bar(epochs * batches.steps) if progress else None
     ctx = run.ctx
     start = time.perf_counter()
-    flushed = denormals_flushed()  # restored after
-    torch.set_flush_denormal(fast.flush_denormal)
-    try:
-        run.attach()
-        epoch = 0
-        while epoch < history.epochs:  # a replacement may extend the budget
-            epoch += 1
-            ctx.epoch = epoch
-            ctx.model.train()
-            loss_sum = pen_sum = 0.0
-            correct = 0
-            diverged = False
-            for xb, yb in batches.train():
-                ctx.batch = (xb, yb)
-                with autocast:
-                    logits = ctx.model(xb)
-                    run.observe()
-                    loss = run.task_loss(logits.float(), yb)
-                    extra = technique.loss(ctx) if technique is not None else None
-                total = loss
-                if extra is not None:
-                    total = loss + extra
-                    pen_sum += extra.item() * xb.shape[0]
-                value = total.item()
-                if not math.isfinite(value):
-                    diverged = True
+    with flushing(fast.flush_denormal):  # the previous state restored after
+        try:
+            run.attach()
+            epoch = 0
+            while epoch < history.epochs:  # a replacement may extend the budget
+                epoch += 1
+                ctx.epoch = epoch
+                ctx.model.train()
+                loss_sum = pen_sum = 0.0
+                correct = 0
+                diverged = False
+                for xb, yb in batches.train():
+                    ctx.batch = (xb, yb)
+                    with autocast:
+                        logits = ctx.model(xb)
+                        run.observe()
+                        loss = run.task_loss(logits.float(), yb)
+                        extra = technique.loss(ctx) if technique is not None else None
+                    total = loss
+                    if extra is not None:
+                        total = loss + extra
+                        pen_sum += extra.item() * xb.shape[0]
+                    value = total.item()
+                    if not math.isfinite(value):
+                        diverged = True
+                        break
+                    ctx.optimizer.zero_grad(set_to_none=True)
+                    total.backward()
+                    ctx.optimizer.step()
+                    ctx.step += 1
+                    task_value = loss.item()
+                    loss_sum += task_value * xb.shape[0]
+                    correct += int((predict(logits.detach()) == yb).sum())
+                    run.after("after_step", history, epochs_done=epoch - 1,
+                              schedule_steps=epoch - 1)
+                    if bar is not None:
+                        bar[0].update(bar[1], advance=1, loss=task_value, epoch=epoch)
+                ctx.batch = None
+                if diverged:
+                    history.stop(torch.tensor([False]))
                     break
-                ctx.optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                ctx.optimizer.step()
-                ctx.step += 1
-                task_value = loss.item()
-                loss_sum += task_value * xb.shape[0]
-                correct += int((predict(logits.detach()) == yb).sum())
-                run.after("after_step", history, epochs_done=epoch - 1,
-                          schedule_steps=epoch - 1)
-                if bar is not None:
-                    bar[0].update(bar[1], advance=1, loss=task_value, epoch=epoch)
-            ctx.batch = None
-            if diverged:
-                history.stop(torch.tensor([False]))
-                break
+                ctx.model.eval()
+                values = {"loss": loss_sum / n, "penalty": pen_sum / n, "train_acc": correct / n}
+                with torch.no_grad():
+                    for name in batches.evals:
+                        hits = total_n = 0
+                        for x, y in batches.evaluate(name):
+                            with autocast:
+                                logits = ctx.model(x)
+                            hits += int((predict(logits) == y).sum())
+                            total_n += len(y)
+                        values[f"{name}_acc"] = hits / max(1, total_n)
+                run.after("after_epoch", history, epochs_done=epoch, schedule_steps=epoch - 1)
+                if bar is not None and bar[0].tasks[0].total != history.epochs * batches.steps:
+                    bar[0].update(bar[1], total=history.epochs * batches.steps)  # extended
+                history.record(epoch, values, logged=ctx.logged)
+                ctx.logged.clear()
+                if run.schedule is not None:
+                    with warnings.catch_warnings():  # a model replaced this epoch: its new
+                        # optimizer has not stepped yet, which is expected here
+                        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+                        run.schedule.step()
+        finally:
+            run.detach()
+            if bar is not None:
+                bar[0].stop()
+            seconds = time.perf_counter() - start
             ctx.model.eval()
-            values = {"loss": loss_sum / n, "penalty": pen_sum / n, "train_acc": correct / n}
-            with torch.no_grad():
-                for name in batches.evals:
-                    hits = total_n = 0
-                    for x, y in batches.evaluate(name):
-                        with autocast:
-                            logits = ctx.model(x)
-                        hits += int((predict(logits) == y).sum())
-                        total_n += len(y)
-                    values[f"{name}_acc"] = hits / max(1, total_n)
-            run.after("after_epoch", history, epochs_done=epoch, schedule_steps=epoch - 1)
-            if bar is not None and bar[0].tasks[0].total != history.epochs * batches.steps:
-                bar[0].update(bar[1], total=history.epochs * batches.steps)  # extended
-            history.record(epoch, values, logged=ctx.logged)
-            ctx.logged.clear()
-            if run.schedule is not None:
-                with warnings.catch_warnings():  # a model replaced this epoch: its new
-                    # optimizer has not stepped yet, which is expected here
-                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
-                    run.schedule.step()
-    finally:
-        run.detach()
-        torch.set_flush_denormal(flushed)
-        if bar is not None:
-            bar[0].stop()
-        seconds = time.perf_counter() - start
-        ctx.model.eval()
     return FitResult(history=history.member_curves(0), seconds=seconds,
                      summary=history.metrics(0, seconds), model=ctx.model, fast_path=fast)
 

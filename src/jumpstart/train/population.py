@@ -37,6 +37,7 @@ from ..models import Rectangular
 from ..data import FOLDER_SETS, IMAGE_SETS
 from ..optim import MemberAdam, is_plain_adam
 from ..techniques import Technique, TrainContext
+from .fast_path import flushing
 from .history import History, MemberResult
 from .loop import check_schedule, predict, task_loss
 from .run import build_model
@@ -201,6 +202,7 @@ def refusal(technique: Technique, config: dict | None = None) -> str | None:
     return None
 
 
+@flushing()  # denormals flushed while training, as in every trainer
 def train_population(
     datas: list[Dataset],
     *,

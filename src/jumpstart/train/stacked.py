@@ -47,6 +47,7 @@ from ..core.status import status_ratios
 from ..data import DATASETS
 from ..models import MoonsConv, Rectangular
 from ..optim import MemberAdam, is_plain_adam
+from .fast_path import flushing
 from .history import History, MemberResult
 from .loop import check_schedule
 from .stacks import DenseStack, MoonsConvStack
@@ -126,6 +127,7 @@ def _masks(unit_mask: Tensor, layer_mask: Tensor, points: int) -> tuple[Tensor, 
     return _member_terms(units), _member_terms(layers[..., None].expand(-1, -1, points))
 
 
+@flushing()  # denormals flushed while training, as in every trainer
 def train_stacked(
     members: list[Member],
     *,
