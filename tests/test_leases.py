@@ -54,7 +54,8 @@ def _sweeper(path, db, out, ttl):
 
 def _start(n, path, db, tmp_path, ttl):
     ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_sweeper, args=(path, db, tmp_path / f"counts{i}.json", ttl))
+    procs = [ctx.Process(target=_sweeper, args=(path, db, tmp_path / f"counts{i}.json", ttl),
+                         daemon=True)  # a hung sweeper fails its test, not the session's exit
              for i in range(n)]
     for p in procs:
         p.start()

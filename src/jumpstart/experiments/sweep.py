@@ -426,7 +426,12 @@ class _Local:
     """Runs groups in this process (``workers == 1``) or on a pool of
     ``workers`` spawned processes, started on the first claimed group and
     kept for the whole sweep. A worker that dies (killed, out of memory)
-    fails the runs of its group with a message; the pool is then restarted."""
+    fails the runs of its group with a message; the pool is then restarted.
+
+    Threads: a pool worker gets :func:`worker_threads`; a group run in this
+    process keeps the torch threads its caller set (the caller owns them: a
+    process forked from one that used OpenMP threads hangs if it raises its
+    thread count, which is why the lease tests' forked sweepers pin 1)."""
 
     def __init__(self, workers: int, _address, save_weights: bool) -> None:
         self.workers, self.save_weights = workers, save_weights
@@ -439,7 +444,7 @@ class _Local:
             for g in groups:
                 g = claim(g)
                 if g:
-                    yield from run_group(g, self.threads, self.save_weights)
+                    yield from run_group(g, None, self.save_weights)
             return
         yield from _claimed(groups, self.workers, claim, self._submit, self._next)
 
