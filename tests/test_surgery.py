@@ -103,7 +103,7 @@ def test_zero_outgoing_silences_exactly_those_units():
     lambda: Rectangular(2, 3, 1, 4, kind="conv", head="maxavg"),
     lambda: MoonsConv(3, 4),
 ])
-def test_widen_keeps_the_function_bit_for_bit(make):
+def test_widen_keeps_the_function(make):
     torch.manual_seed(0)
     net = make().eval()
     x = torch.randn(6, 2) if not isinstance(net, Rectangular) or net.kind == "dense" else \
@@ -114,8 +114,11 @@ def test_widen_keeps_the_function_bit_for_bit(make):
     width = layer.width
     widen(layer, 3)
     assert layer.width == width + 3
+    # the same function in exact arithmetic; bitwise equality is up to the kernels'
+    # vectorization at the new width (BatchNorm1d at 7 features against 4 moved one
+    # output by one ulp, 6e-8, on an AMD EPYC), so: equal to float32 rounding
     with torch.no_grad():
-        assert torch.equal(net(x), before)
+        torch.testing.assert_close(net(x), before, rtol=1e-6, atol=1e-7)
 
 
 def test_widen_moves_the_optimizer_state():
