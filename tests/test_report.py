@@ -1,6 +1,7 @@
 """The sweep report (CPAIOR 2022 Fig. 2 heatmaps, trainable-depth table)."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -230,3 +231,78 @@ def test_cifar_table_best_setting_per_cell_and_largest_trained_depth():
     assert js["best_val_acc"] == pytest.approx(0.5)  # lam 1's one finished seed
     assert (js["depth"], js["width"], js["params"]) == (20, 4, 2000)
     assert js["largest_depth"] == "w4: 20, w8: -" and (js["trained"], js["cells"]) == (1, 2)
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every matplotlib figure saved while the test runs, by file name (saved as usual)."""
+    from matplotlib.figure import Figure
+
+    saved, save = {}, Figure.savefig
+
+    def record(fig, path, *args, **kwargs):
+        saved[Path(path).name] = fig
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return saved
+
+
+def test_cifar_report_cells_with_seed_ranges_heatmaps_and_scatter(tmp_path, figures):
+    """A hand-made CIFAR store (3 seeds per cell, a held-out test part): the
+    per-cell table holds median [min-max] over seeds of each accuracy, and the
+    figures are drawn from those numbers (annotations, labels, log axis)."""
+    import pandas as pd
+
+    # (technique, depth, width) -> best_val_acc of seeds 0, 1, 2; the other
+    # metrics are offsets of it: best train +0.1, final val -0.02, test -0.01
+    cells = {("baseline", 10, 8): (0.25, 0.35, 0.30), ("baseline", 20, 8): (0.10, 0.10, 0.12),
+             ("jumpstart", 10, 8): (0.40, 0.30, 0.35), ("jumpstart", 20, 8): (0.31, 0.20, 0.27)}
+    db = tmp_path / "c.db"
+    with ResultsStore(db) as store:
+        for (technique, depth, width), accs in cells.items():
+            for seed, acc in enumerate(accs):
+                config = {"dataset": "cifar10-10k", "model": "conv", "depth": depth,
+                          "width": width, "technique": technique, "epochs": 30, "lr": 0.001,
+                          "seed": seed, "batch_size": 128, "test_split": 0.5}
+                store.record(run_key(config), "fig3", config, "done", metrics={
+                    "best_train_acc": acc + 0.1, "best_val_acc": acc, "val_acc": acc - 0.02,
+                    "test_acc": acc, "best_val_test_acc": acc - 0.01, "diverged": False,
+                    "params": 1000 * depth, "status": {"unit_dead_ratio": 0.0}})
+    out = tmp_path / "rep"
+    paths = write_report(db, out)
+    assert [p.name for p in paths] == ["cifar_grid.csv", "cifar_grid.md", "cifar_cells.csv",
+                                       "cifar_heatmaps.png", "cifar_accuracy_vs_params.png"]
+    c = pd.read_csv(out / "cifar_cells.csv").set_index(["technique", "depth", "width"])
+    js = c.loc[("jumpstart", 20, 8)]
+    assert (js["best_val_acc"], js["best_val_acc_min"], js["best_val_acc_max"]) == \
+        pytest.approx((0.27, 0.20, 0.31))
+    assert (js["val_acc"], js["best_val_test_acc_max"], js["seeds"]) == \
+        pytest.approx((0.25, 0.30, 3))
+    text = (out / "cifar_grid.md").read_text()
+    assert "Chance accuracy 0.1; epochs 30" in text
+    assert "| jumpstart | 20 | 8 | 20,000 | 3 | 0.370 [0.300-0.410] | 0.270 [0.200-0.310] | " \
+           "0.250 [0.180-0.290] | 0.260 [0.190-0.300] |" in text
+
+    heat = figures["cifar_heatmaps.png"]
+    titled = {ax.get_title(): ax for ax in heat.axes if ax.get_title()}
+    assert set(titled) == {"best train, baseline", "best train, jumpstart",
+                           "best validation, baseline", "best validation, jumpstart"}
+    val_js = titled["best validation, jumpstart"]
+    assert sorted(t.get_text() for t in val_js.texts) == ["0.27", "0.35"]
+    assert [t.get_text() for t in val_js.get_xticklabels()] == ["10", "20"]
+    bar = [ax for ax in heat.axes if not ax.get_title()]
+    assert [ax.get_ylabel() for ax in bar] == ["best accuracy (0.1: chance)"]
+
+    scatter = figures["cifar_accuracy_vs_params.png"]
+    train, val = scatter.axes[:2]
+    assert (train.get_ylabel(), val.get_ylabel()) == ("best train accuracy",
+                                                      "best validation accuracy")
+    assert val.get_xscale() == "log" and val.get_xlabel() == "parameters (log scale)"
+    assert sorted(t.get_text() for t in val.texts) == ["w8"] * 4
+    labels = val.get_legend_handles_labels()[1]
+    assert labels == ["baseline, depth 10", "baseline, depth 20", "jumpstart, depth 10",
+                      "jumpstart, depth 20"]
+    points = {(round(x), round(y, 3)) for line in val.get_lines()
+              for x, y in zip(*line.get_data()) if len(line.get_xdata()) == 1}
+    assert (20000, 0.27) in points and (10000, 0.30) in points

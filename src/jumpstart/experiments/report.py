@@ -79,26 +79,43 @@ def _markdown(table, techniques: list[str], threshold: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _heatmaps(path: Path, runs, rows: list[tuple[str, str]], vmin: float, vmax: float,
-              title: str) -> None:
-    """One panel per (row metric, technique): width (y) x depth (x), shared colour scale."""
+def _heatmaps(path: Path, panels: list[tuple[str, pd.Series]], techniques: list[str],
+              vmin: float, vmax: float, title: str, label: str, annotate: bool = False) -> None:
+    """One row per panel, one column per technique: width (y) x depth (x),
+    one colour scale labelled ``label``.
+
+    Args:
+        panels: ``(name, values)`` per row; ``values`` indexed by
+            (technique, width, depth) (cells not in it are grey).
+        annotate: write each cell's value in it (small grids).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    techniques = _techniques(runs)
-    depths, widths = sorted(runs["depth"].unique()), sorted(runs["width"].unique())
+    index = pd.concat([v for _, v in panels]).index
+    depths = sorted(index.get_level_values("depth").unique())
+    widths = sorted(index.get_level_values("width").unique())
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
-    panel = (max(3.0, 1.2 + 0.22 * len(depths)), max(2.2, 1.0 + 0.25 * len(widths)))
-    fig, axes = plt.subplots(len(rows), len(techniques), squeeze=False, layout="constrained",
-                             figsize=(panel[0] * len(techniques) + 1, panel[1] * len(rows) + 0.5))
-    for (metric, name), ax_row in zip(rows, axes):
-        cells = _medians(runs, metric)
+    panel = (max(3.0, 1.2 + (0.5 if annotate else 0.22) * len(depths)),
+             max(2.2, 1.0 + (0.35 if annotate else 0.25) * len(widths)))
+    fig, axes = plt.subplots(len(panels), len(techniques), squeeze=False, layout="constrained",
+                             figsize=(panel[0] * len(techniques) + 1.2,
+                                      panel[1] * len(panels) + 0.5))
+    for (name, values), ax_row in zip(panels, axes):
         for technique, ax in zip(techniques, ax_row):
-            grid = cells[technique].unstack("depth").reindex(index=widths, columns=depths)
-            image = ax.imshow(np.ma.masked_invalid(grid.to_numpy(float)), origin="lower",
-                              aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
+            grid = (values[technique].unstack("depth") if technique in values.index
+                    .get_level_values("technique") else pd.DataFrame())
+            grid = grid.reindex(index=widths, columns=depths).to_numpy(float)
+            image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto",
+                              cmap=cmap, vmin=vmin, vmax=vmax)
+            if annotate:
+                for (i, j), v in np.ndenumerate(grid):
+                    if np.isfinite(v):
+                        shade = image.cmap(image.norm(v))
+                        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                                color="white" if sum(shade[:3]) < 1.5 else "black")
             ax.set_xticks(range(len(depths)), [str(d) for d in depths],
                           rotation=90 if len(depths) > 8 else 0, fontsize=7)
             ax.set_yticks(range(len(widths)), [str(w) for w in widths], fontsize=7)
@@ -106,7 +123,7 @@ def _heatmaps(path: Path, runs, rows: list[tuple[str, str]], vmin: float, vmax: 
             ax.set_ylabel("width")
             ax.set_title(f"{name},\n{technique}" if len(technique) > 12 else f"{name}, {technique}",
                          fontsize=9)
-    fig.colorbar(image, ax=axes, shrink=0.9)
+    fig.colorbar(image, ax=axes, shrink=0.9, label=label)
     fig.suptitle(title)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -215,43 +232,61 @@ def _write_image_report(runs, out: Path) -> list[Path]:
             lines.append(f"| {r.technique} | {r.best_train_acc:.4f} | {r.best_val_acc:.4f} | "
                          f"{r.successful}/{r.cells} | {r.best_cells} |")
         paths[1].write_text(coverage(runs) + "\n".join(lines) + "\n")
-        _heatmaps(paths[2], runs, [("best_train_acc", "train"), ("best_val_acc", "validation")],
-                  0.1, 1.0, "MNIST: best accuracy, median over seeds (CPAIOR 2022 Table 1)")
+        _heatmaps(paths[2], [("train", _medians(runs, "best_train_acc")),
+                             ("validation", _medians(runs, "best_val_acc"))], _techniques(runs),
+                  0.1, 1.0, "MNIST: best accuracy, median over seeds (CPAIOR 2022 Table 1)",
+                  "best accuracy (0.1: chance)")
     if runs["dataset"].astype(str).str.startswith("cifar").any():
+        cells = _cifar_cells(runs)
         table = cifar_table(runs)
-        paths += [out / "cifar_grid.csv", out / "cifar_grid.md",
-                  out / "cifar_accuracy_vs_params.png"]
-        table.to_csv(paths[-3], index=False)
-        lines = ["CPAIOR 2022 Fig. 3: per technique, the best validation accuracy over the "
-                 "depth x width cells (each cell: the best setting of the other options, e.g. "
-                 "lam, on validation accuracy, as the paper reports; seeds: median), the cells "
-                 f"that train (best validation accuracy above {CIFAR_SUCCESS}, twice chance), "
-                 "and the largest depth that trains at each width ('-': none).", "",
-                 "| technique | best val acc | at depth x width (params) | cells trained | "
-                 "largest depth trained per width |", "|---|---|---|---|---|"]
-        for r in table.itertuples():
-            lines.append(f"| {r.technique} | {r.best_val_acc:.4f} | {r.depth} x {r.width} "
-                         f"({r.params:,}) | {r.trained}/{r.cells} | {r.largest_depth} |")
-        paths[-2].write_text(coverage(runs) + "\n".join(lines) + "\n")
-        _accuracy_vs_params(paths[-1], _cifar_cells(runs))
+        paths += [out / "cifar_grid.csv", out / "cifar_grid.md", out / "cifar_cells.csv",
+                  out / "cifar_heatmaps.png", out / "cifar_accuracy_vs_params.png"]
+        table.to_csv(paths[-5], index=False)
+        cells.to_csv(paths[-3], index=False)
+        paths[-4].write_text(coverage(runs) + _cifar_markdown(runs, table, cells))
+        chance = _chance(runs)
+        values = cells.set_index(list(GRID))
+        top = max(0.2, float(np.ceil(10 * np.nanmax(values[["best_train_acc", "best_val_acc"]]
+                                                  .to_numpy(float))) / 10))
+        _heatmaps(paths[-2], [("best train", values["best_train_acc"]),
+                              ("best validation", values["best_val_acc"])],
+                  _techniques(runs), chance, top,
+                  f"CIFAR: best accuracy per cell, median over seeds (chance {chance:g})",
+                  f"best accuracy ({chance:g}: chance)", annotate=True)
+        _accuracy_vs_params(paths[-1], cells, chance)
     return paths
 
 
 #: a CIFAR-10 cell trains when its best validation accuracy exceeds this (twice chance)
 CIFAR_SUCCESS = 0.2
+#: per CIFAR cell, each as median, min and max over the chosen setting's seeds
+CELL_METRICS = {"best_train_acc": "best train", "best_val_acc": "best val",
+                "val_acc": "final val", "best_val_test_acc": "held-out test at best val"}
+
+
+def _chance(runs) -> float:
+    """Chance accuracy of a CIFAR sweep: 0.01 for CIFAR-100, else 0.1."""
+    return 0.01 if runs["dataset"].astype(str).str.startswith("cifar100").any() else 0.1
 
 
 def _cifar_cells(runs) -> pd.DataFrame:
-    """Per (technique, depth, width): the best over the cell's settings (all
-    config keys but the seed) of the median over seeds of ``best_val_acc``,
-    and the parameter count; runs that failed left out."""
+    """Per (technique, width, depth), the setting of the cell's other varying
+    config keys (e.g. ``lam``; not the seed) with the highest median over
+    seeds of ``best_val_acc`` (chosen on validation data, as the paper
+    reports), and for it: ``seeds`` (runs that did not fail), ``params``,
+    and each metric of :data:`CELL_METRICS` that the runs have as its median
+    over seeds with ``<metric>_min`` and ``<metric>_max``. Failed runs are
+    left out."""
     ok = runs[runs["state"] != "failed"]
     varying = [k for k in runs.attrs.get("config_keys", [])
                if k in ok and k not in ("seed", *GRID) and ok[k].astype(str).nunique() > 1]
-    keys = list(GRID) + varying
-    med = ok.groupby(keys, as_index=False, dropna=False).agg(
-        val=("best_val_acc", "median"), params=("params", "median"))
-    best = med.sort_values("val", ascending=False, kind="stable").groupby(list(GRID)).head(1)
+    metrics = [m for m in CELL_METRICS if m in ok and ok[m].notna().any()]
+    agg = {"seeds": ("best_val_acc", "size"), "params": ("params", "median")}
+    for m in metrics:
+        agg.update({m: (m, "median"), f"{m}_min": (m, "min"), f"{m}_max": (m, "max")})
+    med = ok.groupby(list(GRID) + varying, as_index=False, dropna=False).agg(**agg)
+    best = (med.sort_values("best_val_acc", ascending=False, kind="stable")
+            .groupby(list(GRID)).head(1))
     return best.sort_values(list(GRID), ignore_index=True)
 
 
@@ -277,41 +312,94 @@ def cifar_table(runs, success: float = CIFAR_SUCCESS) -> pd.DataFrame:
         c = cells[cells["technique"] == t]
         if c.empty:
             continue
-        top = c.loc[c["val"].idxmax()]
-        good = c[c["val"] > success]
+        top = c.loc[c["best_val_acc"].idxmax()]
+        good = c[c["best_val_acc"] > success]
         largest = ", ".join(
             f"w{w}: {int(good[good['width'] == w]['depth'].max())}"
             if (good["width"] == w).any() else f"w{w}: -" for w in sorted(c["width"].unique()))
-        rows.append({"technique": t, "best_val_acc": float(top["val"]),
+        rows.append({"technique": t, "best_val_acc": float(top["best_val_acc"]),
                      "depth": int(top["depth"]), "width": int(top["width"]),
                      "params": int(top["params"]), "trained": len(good), "cells": len(c),
                      "largest_depth": largest})
     return pd.DataFrame(rows)
 
 
-def _accuracy_vs_params(path: Path, cells: pd.DataFrame) -> None:
-    """CPAIOR 2022 Fig. 3: best validation accuracy against parameter count,
-    one colour per technique, one marker per depth, cells of one depth joined."""
+def _spread(row, metric: str) -> str:
+    """``"median [min-max]"`` of a cell's metric; empty where undefined."""
+    if pd.isna(row[metric]):
+        return ""
+    return f"{row[metric]:.3f} [{row[f'{metric}_min']:.3f}-{row[f'{metric}_max']:.3f}]"
+
+
+def _cifar_markdown(runs, table: pd.DataFrame, cells: pd.DataFrame) -> str:
+    epochs = sorted(runs["epochs"].dropna().astype(int).unique()) if "epochs" in runs else []
+    lines = [f"Chance accuracy {_chance(runs):g}; epochs "
+             f"{', '.join(map(str, epochs)) or 'not recorded'}; per cell the seeds that "
+             "did not fail in the `seeds` column.", "",
+             "CPAIOR 2022 Fig. 3: per technique, the best validation accuracy over the "
+             "depth x width cells (each cell: the best setting of the other options, e.g. "
+             "lam, on validation accuracy, as the paper reports; seeds: median), the cells "
+             f"that train (best validation accuracy above {CIFAR_SUCCESS}, twice chance), "
+             "and the largest depth that trains at each width ('-': none).", "",
+             "| technique | best val acc | at depth x width (params) | cells trained | "
+             "largest depth trained per width |", "|---|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.technique} | {r.best_val_acc:.4f} | {r.depth} x {r.width} "
+                     f"({r.params:,}) | {r.trained}/{r.cells} | {r.largest_depth} |")
+    metrics = [m for m in CELL_METRICS if m in cells]
+    lines += ["", "Per cell, median [min-max] over seeds (figures: `cifar_heatmaps.png`, "
+              "`cifar_accuracy_vs_params.png`):", "",
+              "| technique | depth | width | params | seeds | "
+              + " | ".join(CELL_METRICS[m] for m in metrics) + " |",
+              "|" + "---|" * (5 + len(metrics))]
+    for _, r in cells.iterrows():
+        lines.append(f"| {r['technique']} | {r['depth']} | {r['width']} | {int(r['params']):,} "
+                     f"| {r['seeds']} | " + " | ".join(_spread(r, m) for m in metrics) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _accuracy_vs_params(path: Path, cells: pd.DataFrame, chance: float) -> None:
+    """CPAIOR 2022 Fig. 3: best train (left) and validation (right) accuracy
+    against parameter count (log axis), one colour per technique, one marker
+    per depth, the cells of one depth joined, each point labelled with its
+    width, bars from the minimum to the maximum over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained", sharey=True)
     markers = dict(zip(sorted(cells["depth"].unique()), "os^Dv<>p*h"))
-    colours = {}
-    for (t, depth), part in cells.groupby(["technique", "depth"], sort=False):
-        colour = colours.setdefault(t, f"C{len(colours)}")
-        part = part.sort_values("params")
-        ax.plot(part["params"], part["val"], color=colour, marker=markers[depth], alpha=0.8,
-                label=f"{t}, depth {depth}")
-    ax.axhline(CIFAR_SUCCESS, color="grey", ls=":", lw=1)
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("best validation accuracy")
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title("CIFAR-10: accuracy vs parameter count (CPAIOR 2022 Fig. 3)", loc="left",
+    techniques = list(dict.fromkeys(cells["technique"]))
+    for ax, metric, name in zip(axes, ("best_train_acc", "best_val_acc"),
+                                ("best train accuracy", "best validation accuracy")):
+        for (t, depth), part in cells.groupby(["technique", "depth"], sort=False):
+            colour = f"C{techniques.index(t)}"
+            part = part.sort_values("params")
+            ax.errorbar(part["params"], part[metric],
+                        yerr=[part[metric] - part[f"{metric}_min"],
+                              part[f"{metric}_max"] - part[metric]],
+                        color=colour, marker=markers[depth], alpha=0.85, capsize=2, lw=1.2,
+                        label=f"{t}, depth {depth}")
+            for x, y, w in zip(part["params"], part[metric], part["width"]):
+                ax.annotate(f"w{w}", (x, y), textcoords="offset points", xytext=(4, 3),
+                            fontsize=7, color=colour)
+        ax.axhline(chance, color="grey", ls="--", lw=1)
+        ax.axhline(CIFAR_SUCCESS, color="grey", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(FuncFormatter(
+            lambda v, _: f"{v / 1e6:g}M" if v >= 1e6 else f"{v / 1e3:g}k" if v >= 1e3
+            else f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("parameters (log scale)")
+        ax.set_ylabel(name)
+        ax.set_title(name, loc="left", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=1, loc="best")
+    fig.suptitle(f"CIFAR: accuracy vs parameter count, median and range over seeds "
+                 f"(CPAIOR 2022 Fig. 3); dashed: chance {chance:g}, dotted: {CIFAR_SUCCESS}",
                  fontsize=10)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -361,8 +449,11 @@ def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = Non
     :func:`~jumpstart.experiments.tabular_report.write_tabular_report`: UCI
     results, key metrics, wins/draws/losses, box plots); an MNIST sweep
     (``table1_mnist.md/.csv`` as CPAIOR 2022 Table 1 and ``mnist_heatmaps.png``),
-    a CIFAR one (``cifar_grid.csv/.md``, :func:`cifar_table`, and
-    ``cifar_accuracy_vs_params.png``, Fig. 3) or an ImageNet
+    a CIFAR one (``cifar_grid.csv/.md``, :func:`cifar_table` and per cell
+    median [min-max] over seeds of best train / best val / final val /
+    held-out test accuracy; ``cifar_cells.csv``; ``cifar_heatmaps.png``,
+    depth x width per technique, annotated; ``cifar_accuracy_vs_params.png``,
+    Fig. 3, train and validation panels) or an ImageNet
     one (``imagenet_results.md/.csv``, :func:`imagenet_table`, and
     ``imagenet_curves.png``, validation top-1 per epoch); or any other
     depth x width x technique sweep (MOONS, CPAIOR 2022 Fig. 2), as below.
@@ -425,22 +516,25 @@ def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = Non
 
         with ResultsStore(db) as store:
             return write_nr_report(runs, store.curves(runs["key"]), out)
-    if "best_val_test_acc" in runs and runs["best_val_test_acc"].notna().any():
-        return write_tabular_report(runs, out)
     if set(runs["dataset"]) <= set(MNIST_SETS) or (
             runs["dataset"].astype(str).str.startswith("cifar").all()):
         return _write_image_report(runs, out)
+    if "best_val_test_acc" in runs and runs["best_val_test_acc"].notna().any():
+        return write_tabular_report(runs, out)
     if set(runs["dataset"]) <= set(FOLDER_SETS):
         with ResultsStore(db) as store:
             return _write_imagenet_report(runs, out, store.curves(runs["key"]))
     paths = [out / name for name in ("fig2_moons.png", "trainable_depth.csv",
                                      "trainable_depth.md", "unit_status_heatmaps.png")]
-    _heatmaps(paths[0], runs, [("best_train_acc", "train"), ("best_val_acc", "validation")],
-              0.5, 1.0, "Best accuracy, median over seeds (CPAIOR 2022 Fig. 2)")
+    _heatmaps(paths[0], [("train", _medians(runs, "best_train_acc")),
+                         ("validation", _medians(runs, "best_val_acc"))], _techniques(runs),
+              0.5, 1.0, "Best accuracy, median over seeds (CPAIOR 2022 Fig. 2)",
+              "best accuracy (0.5: chance)")
     table = trainable_depth(runs, threshold)
     table.to_csv(paths[1], index=False)
     paths[2].write_text(coverage(runs) + _markdown(table, _techniques(runs), threshold))
-    _heatmaps(paths[3], runs, [("unit_dead_ratio", "dead units"),
-                               ("unit_linear_ratio", "linear units")],
-              0.0, 1.0, "Unit status ratio, median over seeds")
+    _heatmaps(paths[3], [("dead units", _medians(runs, "unit_dead_ratio")),
+                         ("linear units", _medians(runs, "unit_linear_ratio"))],
+              _techniques(runs), 0.0, 1.0, "Unit status ratio, median over seeds",
+              "share of the net's units")
     return paths
