@@ -81,6 +81,13 @@ def test_report_aggregates_a_hand_made_store(tmp_path):
     assert base["convergence"] == pytest.approx((0.5 - 0.6) / 2)
     assert js["convergence"] == pytest.approx((0.75 - 0.8) / 2)
     assert base["vs_jumpstart"] == "1/0/1" and pd.isna(js["vs_jumpstart"])
+    # two problems: a resample's mean is one of the two values or their mean, so the
+    # percentile interval runs from one to the other; Wilcoxon on 2 pairs of opposite
+    # signs: W = 1 of a null distribution {0, 1, 2, 3}, two-sided p = 1
+    assert (base["ci_low"], base["ci_high"]) == pytest.approx((0.5, 0.8))
+    assert (js["ci_low"], js["ci_high"]) == pytest.approx((0.6, 0.75))
+    assert base["p_vs_jumpstart"] == pytest.approx(1.0) and pd.isna(js["p_vs_jumpstart"])
+    assert str(base["seeds"]) == "2" and str(js["seeds"]) == "2"
     assert base["dead_units"] == pytest.approx((0.3 + 0.6) / 2)
     # validation medians 0.6 and 0.9 (baseline), 0.8 and 0.85 (jumpstart) against 0.65
     assert base["trained"] == "1/2" and js["trained"] == "2/2"
@@ -88,7 +95,8 @@ def test_report_aggregates_a_hand_made_store(tmp_path):
     assert js["cost"] == pytest.approx(1.2) and base["cost"] == pytest.approx(1.0)
     assert (base["runs"], base["failed"], js["runs"], js["failed"]) == (4, 0, 8, 1)
     text = paths[1].read_text()
-    assert "| baseline | 1/0/1 |" in text and "lam in {0.1, 1}" in text
+    assert "| baseline | 1/0/1 (p=1) |" in text and "lam in {0.1, 1}" in text
+    assert "| baseline | 0.650 [0.500, 0.800] |" in text
     assert paths[2].read_bytes()[:4] == b"\x89PNG"
 
 
@@ -247,3 +255,27 @@ def test_the_cifar_benchmark_counts_a_cell_trained_as_the_preset_report_does():
 
     (bench,) = load_comparison(benchmarks=["cifar10-10k-cpu"]).benchmarks
     assert bench.success == CIFAR_SUCCESS == 0.2  # twice chance on 10 classes
+
+
+@pytest.mark.parametrize("chance, grey", [(0.65, True), (0.55, False)])
+def test_the_figure_shows_intervals_and_greys_a_benchmark_at_chance(tmp_path, figures,
+                                                                    chance, grey):
+    """Intervals (baseline 0.5-0.8, Jumpstart 0.6-0.75, as worked out above):
+    no lower end above 0.65, so that benchmark is greyed; 0.6 > 0.55 is not."""
+    _, db = _hand_store(tmp_path)
+    path = tmp_path / "chance.toml"
+    path.write_text(HAND.replace("success = 0.65", f"success = 0.65\nchance = {chance}"))
+    comparison = load_comparison(path)
+    write_comparison_report(comparison, db, tmp_path / "out")
+    (ax,) = figures["comparison.png"].axes
+    assert ax.get_title() == "cells" + ("\n(no technique above chance)" if grey else "")
+    assert (ax.get_facecolor()[:3] == (0.88, 0.88, 0.88)) == grey
+    assert ax.get_xlabel() == f"test accuracy (chance {chance:g})"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["baseline", "jumpstart"]
+    assert sorted(t.get_text() for t in ax.texts) == ["0.65", "0.68"]
+    bars = [seg for c in ax.collections for seg in c.get_segments()]
+    spans = sorted((round(s[0][0], 3), round(s[1][0], 3)) for s in bars if s[0][1] == s[1][1])
+    assert spans == [(0.5, 0.8), (0.6, 0.75)]
+    text = (tmp_path / "out" / "comparison.md").read_text()
+    assert f"- cells: chance {chance:g}; " + ("no technique is above it" if grey else
+                                             "some technique is above it") in text

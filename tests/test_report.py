@@ -1,7 +1,6 @@
 """The sweep report (CPAIOR 2022 Fig. 2 heatmaps, trainable-depth table)."""
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -231,21 +230,6 @@ def test_cifar_table_best_setting_per_cell_and_largest_trained_depth():
     assert js["best_val_acc"] == pytest.approx(0.5)  # lam 1's one finished seed
     assert (js["depth"], js["width"], js["params"]) == (20, 4, 2000)
     assert js["largest_depth"] == "w4: 20, w8: -" and (js["trained"], js["cells"]) == (1, 2)
-
-
-@pytest.fixture
-def figures(monkeypatch):
-    """Every matplotlib figure saved while the test runs, by file name (saved as usual)."""
-    from matplotlib.figure import Figure
-
-    saved, save = {}, Figure.savefig
-
-    def record(fig, path, *args, **kwargs):
-        saved[Path(path).name] = fig
-        return save(fig, path, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", record)
-    return saved
 
 
 def test_cifar_report_cells_with_seed_ranges_heatmaps_and_scatter(tmp_path, figures):

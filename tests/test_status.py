@@ -109,3 +109,50 @@ def test_errors():
         activation_status(hand_net(), torch.zeros(0, 1))
     with pytest.raises(ValueError, match="batch_size"):
         activation_status(hand_net(), X, batch_size=0)
+
+
+def _conv_net(channels_last: bool) -> nn.Module:
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(3 * 25, 2))
+    with torch.no_grad():
+        net[2].bias.copy_(torch.tensor([-50.0, 50.0, 0.0]))  # a dead and a linear channel
+    return net.to(memory_format=torch.channels_last) if channels_last else net
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("batch_size", [3, 256])
+def test_conv_status_matches_the_definition_computed_by_hand(channels_last, batch_size):
+    """The fused-kernel reduction (CPU conv pre-activations, either layout) gives
+    the statuses and post-activation sizes of Definitions 1 and 2 computed from
+    the pre-activations directly."""
+    net = _conv_net(channels_last)
+    x = torch.randn(7, 2, 5, 5)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    s = activation_status(net, x, batch_size=batch_size)
+    with torch.no_grad():
+        g1 = net[0](x)
+        g2 = net[2](torch.relu(g1))
+    for layer, g in enumerate((g1, g2)):
+        umax, umin = g.amax(dim=(0, 2, 3)), g.amin(dim=(0, 2, 3))
+        expect = np.where(umax <= 0, DEAD, np.where(umin > 0, LINEAR, NONLINEAR))
+        assert s.unit_status[layer].tolist() == expect.tolist()
+        pmax, pmin = g.amax(dim=(1, 2, 3)), g.amin(dim=(1, 2, 3))
+        points = np.where(pmax <= 0, DEAD, np.where(pmin > 0, LINEAR, NONLINEAR))
+        assert s.point_status[:, layer].tolist() == points.tolist()
+        mean_abs = torch.relu(g).mean(dim=(0, 2, 3))
+        np.testing.assert_allclose(s.unit_abs_mean[layer], mean_abs.numpy(), rtol=1e-5)
+    assert s.unit_status[1].tolist()[:2] == [DEAD, LINEAR]
+
+
+@pytest.mark.parametrize("value", [float("nan"), -float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_non_finite_conv_pre_activation_makes_the_status_undefined(value, channels_last):
+    from jumpstart.core.status import NonFiniteError
+
+    net = _conv_net(channels_last)
+    x = torch.randn(4, 2, 5, 5)
+    x[2, 1, 3, 4] = value  # reaches a 3x3 patch of every channel of the first layer
+    with pytest.raises(NonFiniteError, match="layer 1: pre-activations hold NaN or inf"):
+        activation_status(net, x)

@@ -14,7 +14,9 @@ A comparison file (TOML; the shipped one is ``comparisons/default.toml``,
   file (:mod:`jumpstart.experiments.config`), ``problem`` (the config keys
   that name one problem: ``["dataset"]`` for tables, ``["depth", "width"]``
   for a grid's cells), optional ``success`` (a problem counts as trained when
-  its selected best validation accuracy exceeds it) and ``options``
+  its selected best validation accuracy exceeds it), optional ``chance``
+  (the test accuracy of guessing, e.g. 0.1 for ten balanced classes; the
+  report greys out a benchmark where no technique is above it) and ``options``
   (technique options scaled to the protocol: each run takes those its
   technique has, below its own ``fixed``), optional ``max_group`` (as in a
   sweep file: 1 records each long single-loop run as soon as it ends).
@@ -40,7 +42,8 @@ from .config import MAX_GROUP, Sweep, SweepError, run_key, sweep_from_doc
 DEFAULT = "default"
 #: the keys of one ``[technique.LABEL]`` and one ``[benchmark.NAME]`` table
 TECHNIQUE_KEYS = {"technique", "fixed", "grid"}
-BENCHMARK_KEYS = {"description", "problem", "success", "fixed", "grid", "options", "max_group"}
+BENCHMARK_KEYS = {"description", "problem", "success", "chance", "fixed", "grid", "options",
+                  "max_group"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class Benchmark:
             ``("depth", "width")``).
         success: validation accuracy above which a problem counts as
             trained, or ``None`` (no such count).
+        chance: test accuracy of guessing, or ``None`` (not one level, e.g.
+            tables with different class balances).
         sweep: its runs (:class:`~jumpstart.experiments.config.Sweep`).
         labels: run key -> the compared technique's label.
     """
@@ -62,6 +67,7 @@ class Benchmark:
     description: str
     problem: tuple[str, ...]
     success: float | None
+    chance: float | None
     sweep: Sweep
     labels: dict[str, str]
 
@@ -202,6 +208,10 @@ def load_comparison(name_or_path: str | Path | None = None, *,
         if success is not None and not (isinstance(success, (int, float)) and 0 <= success < 1):
             raise SweepError(f"{source}: [benchmark.{name}] success must be a number in "
                              f"[0, 1); got {success!r}")
+        chance = mark.get("chance")
+        if chance is not None and not (isinstance(chance, (int, float)) and 0 < chance < 1):
+            raise SweepError(f"{source}: [benchmark.{name}] chance must be a number in "
+                             f"(0, 1); got {chance!r}")
         fixed = _table(source, f"benchmark.{name}.fixed", mark.get("fixed", {}))
         axes = _table(source, f"benchmark.{name}.grid", mark.get("grid", {}))
         scaled = _table(source, f"benchmark.{name}.options", mark.get("options", {}))
@@ -233,7 +243,8 @@ def load_comparison(name_or_path: str | Path | None = None, *,
                 configs.append(config)
         sweep = Sweep(one.name, configs, one.save_weights, one.max_group)
         out.append(Benchmark(name, mark.get("description", ""), tuple(problem),
-                             None if success is None else float(success), sweep, keys))
+                             None if success is None else float(success),
+                             None if chance is None else float(chance), sweep, keys))
     return Comparison(doc.get("name", source), doc.get("description", ""), tuple(labels),
                       {label: grids[label] for label in labels}, tuple(out))
 

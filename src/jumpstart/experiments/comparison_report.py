@@ -9,7 +9,11 @@ validation accuracy over seeds is selected, on validation data only, and
 reported by the median over its seeds of the test accuracy at the epoch of
 best validation accuracy. Then, per technique and benchmark:
 
-- ``test_acc``: mean over problems of that test accuracy;
+- ``test_acc``: mean over problems of that test accuracy, ``ci_low`` /
+  ``ci_high`` its 95% percentile bootstrap interval over problems
+  (:func:`~jumpstart.experiments.statistics.bootstrap_interval`; undefined
+  with fewer than two problems); ``seeds``: the seeds behind each problem's
+  median (runs that did not fail; ``"3"``, or a range ``"2-3"``);
 - ``trainability``, ``convergence`` (IEEE Access 2025; ``shared/DESIGN.md``):
   share of problems where it beats the worst technique there; mean gap to
   the best technique there (``<= 0``); over the problems where every
@@ -22,7 +26,14 @@ best validation accuracy. Then, per technique and benchmark:
   runs each trained alone (the single-run loop) in the same store; undefined
   (empty) where runs trained in populations share one clock;
 - ``vs_jumpstart``: problems won / drawn / lost against Jumpstart on test
-  accuracy (``w/d/l``).
+  accuracy (``w/d/l``), ``p_vs_jumpstart`` the two-sided Wilcoxon
+  signed-rank p-value over the problems both have, draws dropped
+  (:func:`~jumpstart.experiments.statistics.paired_test`; undefined where
+  every problem is a draw).
+
+The trainability and convergence references are the paper's five techniques
+(:mod:`~jumpstart.experiments.tabular_report`), so they do not move when
+techniques are added to a comparison.
 """
 
 from __future__ import annotations
@@ -34,18 +45,23 @@ import pandas as pd
 
 from .compare import Benchmark, Comparison
 from .config import run_key
+from .statistics import DRAW, bootstrap_interval, paired_test
 from .store import load
-from .tabular_report import DRAW, key_metrics, markdown_table, select
+from .tabular_report import key_metrics, markdown_table, select
 
 REFERENCE = "jumpstart"
-LEGEND = ("Columns: `test_acc` mean over problems; `trainability` share of problems above "
-          "the worst technique; `convergence` mean gap to the best; `dead_units` / "
+LEGEND = ("Columns: `test_acc` mean over problems, `ci_low`-`ci_high` its 95% bootstrap "
+          "interval over problems, `seeds` per problem; `trainability` share of problems "
+          "above the worst of the paper's five techniques; `convergence` mean gap to their "
+          "best; `dead_units` / "
           "`linear_units` unit ratios of the final nets; `trained` problems above the "
           "benchmark's success level (validation); `cost` seconds per epoch relative to the "
           "baseline's (runs trained alone; empty for runs trained in populations); "
-          "`vs_jumpstart` wins/draws/losses; `chosen` the settings selected (problems).")
-COLUMNS = ("test_acc", "trainability", "convergence", "dead_units", "linear_units", "trained",
-           "cost", "vs_jumpstart", "problems", "runs", "failed", "chosen")
+          "`vs_jumpstart` wins/draws/losses, `p_vs_jumpstart` Wilcoxon signed-rank p over "
+          "problems; `chosen` the settings selected (problems).")
+COLUMNS = ("test_acc", "ci_low", "ci_high", "seeds", "trainability", "convergence",
+           "dead_units", "linear_units", "trained", "cost", "vs_jumpstart", "p_vs_jumpstart",
+           "problems", "runs", "failed", "chosen")
 
 
 def _problem_name(row, keys: tuple[str, ...]) -> str:
@@ -114,6 +130,10 @@ def benchmark_table(bench: Benchmark, runs: pd.DataFrame, labels: list[str],
         metrics = key_metrics(chosen).set_index("technique")
         for label, group in chosen.groupby("technique"):
             table.loc[label, "test_acc"] = float(group["test_acc"].mean())
+            low, high = bootstrap_interval(group["test_acc"])
+            table.loc[label, "ci_low"], table.loc[label, "ci_high"] = low, high
+            fewest, most = int(group["seeds"].min()), int(group["seeds"].max())
+            table.loc[label, "seeds"] = str(most) if fewest == most else f"{fewest}-{most}"
             table.loc[label, "dead_units"] = float(group["unit_dead_ratio"].mean())
             table.loc[label, "linear_units"] = float(group["unit_linear_ratio"].mean())
             table.loc[label, "problems"] = len(group)
@@ -134,6 +154,7 @@ def benchmark_table(bench: Benchmark, runs: pd.DataFrame, labels: list[str],
                 table.loc[label, "vs_jumpstart"] = (f"{int((diff > DRAW).sum())}/"
                                                     f"{int((diff.abs() <= DRAW).sum())}/"
                                                     f"{int((diff < -DRAW).sum())}")
+                table.loc[label, "p_vs_jumpstart"] = paired_test(acc[label], acc[REFERENCE])[0]
         cost = _cost(runs, alone)
         for label in cost.index:
             table.loc[label, "cost"] = float(cost[label])
@@ -146,35 +167,57 @@ def _fmt(value, spec: str = ".3f") -> str:
     return format(value, spec) if isinstance(value, (float, np.floating)) else str(value)
 
 
-def _figure(path: Path, acc: pd.DataFrame) -> None:
-    """Rank heatmap: techniques (rows) x benchmarks (columns), colour the rank
-    of the technique's test accuracy on that benchmark (1 = best; ties share
-    the best rank), annotated with the accuracy; a last column, the mean rank."""
+def beats_chance(table: pd.DataFrame, chance: float | None) -> bool | None:
+    """Whether some technique of a benchmark is above chance: the lower end
+    of its interval (its mean where the interval is undefined) above
+    ``chance``; ``None`` where the benchmark has no chance level."""
+    if chance is None:
+        return None
+    low = pd.to_numeric(table["ci_low"]).fillna(pd.to_numeric(table["test_acc"]))
+    return bool((low > chance).any())
+
+
+def _figure(path: Path, tables: dict[str, pd.DataFrame], chances: dict[str, float | None]
+            ) -> None:
+    """One panel per benchmark: each technique's mean test accuracy (dot,
+    labelled) with its 95% bootstrap interval (bar), the chance level
+    (dashed); a benchmark where no technique is above chance
+    (:func:`beats_chance`) is drawn on grey and says so."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ranks = acc.rank(ascending=False, method="min")
-    ranks["mean rank"] = ranks.mean(axis=1)
-    fig, ax = plt.subplots(figsize=(max(5.5, 2.2 + 1.3 * ranks.shape[1]),
-                                    1.2 + 0.38 * len(ranks)),
-                           layout="constrained")
-    cmap = plt.get_cmap("viridis_r").with_extremes(bad="lightgrey")
-    image = ax.imshow(np.ma.masked_invalid(ranks.to_numpy(float)), cmap=cmap, aspect="auto",
-                      vmin=1, vmax=max(2, len(ranks)))
-    for i, label in enumerate(ranks.index):
-        for j, column in enumerate(ranks.columns):
-            value = ranks.loc[label, column] if column == "mean rank" else acc.loc[label, column]
-            if pd.notna(value):
-                text = f"{value:.1f}" if column == "mean rank" else f"{value:.3f}"
-                shade = image.cmap(image.norm(ranks.loc[label, column]))
-                ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                        color="white" if sum(shade[:3]) < 1.5 else "black")
-    ax.set_xticks(range(ranks.shape[1]), list(ranks.columns), rotation=20, ha="right")
-    ax.set_yticks(range(len(ranks)), list(ranks.index))
-    fig.colorbar(image, ax=ax, label="rank (1 = best)")
-    ax.set_title("Test accuracy and its rank per benchmark", loc="left", fontsize=10)
+    names = list(tables)
+    labels = list(next(iter(tables.values())).index)
+    fig, axes = plt.subplots(1, len(names), squeeze=False, sharey=True, layout="constrained",
+                             figsize=(2.0 + 2.6 * len(names), 1.0 + 0.32 * len(labels)))
+    for ax, name in zip(axes[0], names):
+        t = tables[name]
+        mean = pd.to_numeric(t["test_acc"])
+        low, high = pd.to_numeric(t["ci_low"]), pd.to_numeric(t["ci_high"])
+        y = np.arange(len(labels))
+        ax.errorbar(mean, y, xerr=[(mean - low).clip(lower=0), (high - mean).clip(lower=0)],
+                    fmt="o", color="C0", ecolor="C0", capsize=2, ms=4, lw=1.2)
+        for yi, m in zip(y, mean):
+            if pd.notna(m):
+                ax.annotate(f"{m:.2f}", (m, yi), textcoords="offset points", xytext=(0, 5),
+                            ha="center", fontsize=7)
+        chance = chances.get(name)
+        title = name
+        if chance is not None:
+            ax.axvline(chance, color="grey", ls="--", lw=1)
+            if not beats_chance(t, chance):
+                ax.set_facecolor("0.88")
+                title += "\n(no technique above chance)"
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("test accuracy" + ("" if chance is None else f" (chance {chance:g})"),
+                      fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
+    axes[0][0].set_ylim(len(labels) - 0.5, -0.9)  # first technique on top, room for labels
+    fig.suptitle("Mean test accuracy over problems, 95% bootstrap interval", fontsize=10)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -215,22 +258,49 @@ def write_comparison_report(comparison: Comparison, db: str | Path, out_dir: str
     frame = pd.concat({name: t for name, t in tables.items()}, names=["benchmark"]).reset_index()
     frame.to_csv(paths[0], index=False)
     acc = pd.DataFrame({name: pd.to_numeric(t["test_acc"]) for name, t in tables.items()})
-    _figure(paths[2], acc)
+    _figure(paths[2], tables, {b.name: b.chance for b in comparison.benchmarks})
     paths[1].write_text(_markdown(comparison, tables, parts, acc, wall or {}))
     return paths
+
+
+def _interval(row) -> str:
+    """``"0.722 [0.650, 0.790]"``: a row's mean test accuracy and interval."""
+    mean = _fmt(row["test_acc"])
+    if mean and _fmt(row["ci_low"]):
+        return f"{mean} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
+    return mean
+
+
+def _paired(row) -> str:
+    """``"14/0/10 (p=0.27)"``: a row's record against Jumpstart and its p-value."""
+    record = _fmt(row["vs_jumpstart"])
+    p = row["p_vs_jumpstart"]
+    return f"{record} (p={p:.2g})" if record and pd.notna(p) else record
 
 
 def _markdown(comparison: Comparison, tables: dict, parts: dict, acc: pd.DataFrame,
               wall: dict[str, float]) -> str:
     lines = [f"# Comparison: {comparison.name}", "", comparison.description.strip(), "",
-             "Test accuracy (mean over each benchmark's problems of the median over seeds, "
-             "the setting chosen per problem on validation data); empty where a technique has "
-             "no run that did not fail. Figure: `comparison.png`.", ""]
-    summary = acc.map(lambda v: _fmt(v))
+             "Test accuracy: mean over each benchmark's problems of the median over seeds "
+             "(the setting chosen per problem on validation data), with its 95% bootstrap "
+             "interval over problems in brackets; empty where a technique has no run that did "
+             "not fail. Figure: `comparison.png`.", ""]
+    summary = pd.DataFrame({name: [_interval(t.loc[label]) for label in t.index]
+                            for name, t in tables.items()}, index=acc.index)
     summary.index.name = "technique"
     lines += [markdown_table(summary, index=True), ""]
-    lines += ["## Wins / draws / losses against Jumpstart (test accuracy, per problem)", ""]
-    wdl = pd.DataFrame({name: t["vs_jumpstart"].map(_fmt) for name, t in tables.items()})
+    for bench in comparison.benchmarks:
+        table = tables[bench.name]
+        seeds = ", ".join(sorted(set(table["seeds"].dropna().astype(str)))) or "none"
+        above = beats_chance(table, bench.chance)
+        level = ("no single chance level" if bench.chance is None else
+                 f"chance {bench.chance:g}; " + ("some technique is above it (interval)"
+                                                 if above else "no technique is above it"))
+        lines.append(f"- {bench.name}: {level}; seeds per problem: {seeds}.")
+    lines += ["", "## Against Jumpstart, per problem: wins / draws / losses "
+              "(Wilcoxon signed-rank p, two-sided)", ""]
+    wdl = pd.DataFrame({name: [_paired(t.loc[label]) for label in t.index]
+                        for name, t in tables.items()}, index=acc.index)
     wdl.index.name = "technique"
     lines += [markdown_table(wdl.drop(index=REFERENCE, errors="ignore"), index=True), ""]
     lines += ["## Option grids (the same budget for every technique)", ""]
