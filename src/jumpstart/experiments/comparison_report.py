@@ -12,7 +12,7 @@ best validation accuracy. Then, per technique and benchmark:
 - ``test_acc``: mean over problems of that test accuracy, ``ci_low`` /
   ``ci_high`` its 95% percentile bootstrap interval over problems
   (:func:`~jumpstart.experiments.statistics.bootstrap_interval`; undefined
-  with fewer than two problems); ``seeds``: the seeds behind each problem's
+  below :data:`MIN_PROBLEMS` problems); ``seeds``: the seeds behind each problem's
   median (runs that did not fail; ``"3"``, or a range ``"2-3"``);
 - ``trainability``, ``convergence`` (IEEE Access 2025; ``shared/DESIGN.md``):
   share of problems where it beats the worst technique there; mean gap to
@@ -50,6 +50,9 @@ from .store import load
 from .tabular_report import key_metrics, markdown_table, select
 
 REFERENCE = "jumpstart"
+#: fewest problems for a bootstrap interval: with fewer, a percentile interval is
+#: little more than the range of the values (with 2, exactly their min and max)
+MIN_PROBLEMS = 6
 LEGEND = ("Columns: `test_acc` mean over problems, `ci_low`-`ci_high` its 95% bootstrap "
           "interval over problems, `seeds` per problem; `trainability` share of problems "
           "above the worst of the paper's five techniques; `convergence` mean gap to their "
@@ -130,8 +133,9 @@ def benchmark_table(bench: Benchmark, runs: pd.DataFrame, labels: list[str],
         metrics = key_metrics(chosen).set_index("technique")
         for label, group in chosen.groupby("technique"):
             table.loc[label, "test_acc"] = float(group["test_acc"].mean())
-            low, high = bootstrap_interval(group["test_acc"])
-            table.loc[label, "ci_low"], table.loc[label, "ci_high"] = low, high
+            if group["test_acc"].notna().sum() >= MIN_PROBLEMS:
+                low, high = bootstrap_interval(group["test_acc"])
+                table.loc[label, "ci_low"], table.loc[label, "ci_high"] = low, high
             fewest, most = int(group["seeds"].min()), int(group["seeds"].max())
             table.loc[label, "seeds"] = str(most) if fewest == most else f"{fewest}-{most}"
             table.loc[label, "dead_units"] = float(group["unit_dead_ratio"].mean())
@@ -170,10 +174,11 @@ def _fmt(value, spec: str = ".3f") -> str:
 def beats_chance(table: pd.DataFrame, chance: float | None) -> bool | None:
     """Whether some technique of a benchmark is above chance: the lower end
     of its interval (its mean where the interval is undefined) above
-    ``chance``; ``None`` where the benchmark has no chance level."""
-    if chance is None:
-        return None
+    ``chance``; ``None`` where the benchmark has no chance level or no
+    result."""
     low = pd.to_numeric(table["ci_low"]).fillna(pd.to_numeric(table["test_acc"]))
+    if chance is None or low.isna().all():
+        return None
     return bool((low > chance).any())
 
 
@@ -204,10 +209,10 @@ def _figure(path: Path, tables: dict[str, pd.DataFrame], chances: dict[str, floa
                 ax.annotate(f"{m:.2f}", (m, yi), textcoords="offset points", xytext=(0, 5),
                             ha="center", fontsize=7)
         chance = chances.get(name)
-        title = name
+        title = name if mean.notna().any() else f"{name}\n(no results)"
         if chance is not None:
             ax.axvline(chance, color="grey", ls="--", lw=1)
-            if not beats_chance(t, chance):
+            if beats_chance(t, chance) is False:
                 ax.set_facecolor("0.88")
                 title += "\n(no technique above chance)"
         ax.set_title(title, fontsize=9)
@@ -294,8 +299,9 @@ def _markdown(comparison: Comparison, tables: dict, parts: dict, acc: pd.DataFra
         seeds = ", ".join(sorted(set(table["seeds"].dropna().astype(str)))) or "none"
         above = beats_chance(table, bench.chance)
         level = ("no single chance level" if bench.chance is None else
-                 f"chance {bench.chance:g}; " + ("some technique is above it (interval)"
-                                                 if above else "no technique is above it"))
+                 f"chance {bench.chance:g}; " + {
+                     True: "some technique is above it (interval, or mean where undefined)",
+                     False: "no technique is above it", None: "no results"}[above])
         lines.append(f"- {bench.name}: {level}; seeds per problem: {seeds}.")
     lines += ["", "## Against Jumpstart, per problem: wins / draws / losses "
               "(Wilcoxon signed-rank p, two-sided)", ""]
@@ -326,5 +332,6 @@ def _markdown(comparison: Comparison, tables: dict, parts: dict, acc: pd.DataFra
         if bench.success is None:
             table = table.drop(columns="trained")
         shown = table.map(_fmt)
+        shown["p_vs_jumpstart"] = table["p_vs_jumpstart"].map(lambda v: _fmt(v, ".2g"))
         lines += [markdown_table(shown, index=True), ""]
     return "\n".join(lines)
