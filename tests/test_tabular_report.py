@@ -77,7 +77,7 @@ def _store(path):
                 store.record(run_key(config), "uci", config, "done", metrics=metrics)
 
 
-def test_selection_on_median_validation_and_report_files(tmp_path, capsys):
+def test_selection_on_median_validation_and_report_files(tmp_path, capsys, figures):
     db = tmp_path / "r.db"
     _store(db)
     from jumpstart.experiments import load
@@ -95,11 +95,17 @@ def test_selection_on_median_validation_and_report_files(tmp_path, capsys):
     assert main(["report", str(db), "--out", str(out)]) == 0
     names = {p.name for p in out.iterdir()}
     assert names == {"uci_results.csv", "uci_results.md", "key_metrics.csv", "key_metrics.md",
-                     "wins_draws_losses.md", "uci_boxplots.png"}
+                     "wins_draws_losses.md", "uci_paired.png"}
     km = pd.read_csv(out / "key_metrics.csv").set_index("technique")
     assert km.loc["jumpstart", "convergence"] == 0 and km.loc["jumpstart", "trainability"] == 1
     assert km.loc["baseline", "convergence"] == pytest.approx(((0.65 - 0.875) + (0.5 - 0.8)) / 2)
     assert "| jumpstart | - | 2/0/0 |" not in (out / "wins_draws_losses.md").read_text()
     assert "| jumpstart | 2/0/0 | - |" in (out / "wins_draws_losses.md").read_text()
-    assert (out / "uci_boxplots.png").read_bytes()[:4] == b"\x89PNG"
+    # the paired plot: baseline's (jumpstart, baseline) test accuracy per data set
+    (ax,) = [a for a in figures["uci_paired.png"].axes if a.get_visible()]
+    assert ax.get_title() == "baseline: 0/0/2"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("jumpstart test accuracy",
+                                                  "baseline test accuracy")
+    points = sorted(map(tuple, ax.collections[0].get_offsets().round(4).tolist()))
+    assert points == [(0.8, 0.5), (0.875, 0.65)]
     assert "trainability" in capsys.readouterr().out

@@ -201,32 +201,49 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str = ".3f", index: bool = Fal
     return "\n".join(lines) + "\n"
 
 
-def _boxplots(path: Path, selected) -> None:
+def _paired(path: Path, selected) -> None:
+    """Paired per-table plot: one panel per technique against Jumpstart (or,
+    without it, the first technique), one point per data set at (reference's
+    test accuracy, the technique's), the diagonal where they are equal, and
+    the technique's wins/draws/losses in the title; at most four panels a
+    row, about 2 inches each, so the figure fits a page."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = techniques(selected)
-    panels = [("test_acc", "test accuracy"), ("unit_dead_ratio", "dead unit ratio"),
-              ("unit_linear_ratio", "linear unit ratio")]
-    fig, axes = plt.subplots(1, 3, figsize=(4 + 1.1 * len(names) * 3, 4), layout="constrained")
-    for ax, (col, label) in zip(axes, panels):
-        data = [selected.loc[selected["technique"] == t, col].dropna().to_numpy() for t in names]
-        ax.boxplot(data, tick_labels=names)
-        ax.set_title(label)
-        ax.tick_params(axis="x", rotation=30)
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"Per data set, selected configuration, median over seeds "
-                 f"({selected['dataset'].nunique()} data sets)")
-    fig.savefig(path, dpi=120)
+    reference = "jumpstart" if "jumpstart" in names else names[0]
+    others = [t for t in names if t != reference] or [reference]
+    acc = selected.pivot(index="dataset", columns="technique", values="test_acc")
+    cols = min(4, len(others))
+    rows = -(-len(others) // cols)
+    fig, axes = plt.subplots(rows, cols, squeeze=False, sharex=True, sharey=True,
+                             figsize=(0.6 + 1.9 * cols, 0.8 + 1.9 * rows), layout="constrained")
+    record = wins_draws_losses(selected)
+    for ax, t in zip(axes.flat, others):
+        both = acc[[reference, t]].dropna()
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        ax.scatter(both[reference], both[t], s=12, alpha=0.8)
+        ax.set_title(f"{t}: {record.loc[t, reference]}" if t != reference else t, fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=7)
+        ax.set_ylabel(f"{t} test accuracy", fontsize=7)
+    for ax in axes.flat[len(others):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(f"{reference} test accuracy", fontsize=7)
+    fig.suptitle(f"Test accuracy per data set ({acc.shape[0]} data sets), each technique "
+                 f"against {reference}; title: its wins/draws/losses", fontsize=8)
+    fig.savefig(path, dpi=150)
     plt.close(fig)
 
 
 def write_tabular_report(runs, out: Path) -> list[Path]:
     """Write ``uci_results.md/.csv``, ``key_metrics.md/.csv``,
-    ``wins_draws_losses.md`` and ``uci_boxplots.png`` into ``out``.
+    ``wins_draws_losses.md`` and ``uci_paired.png`` (:func:`_paired`) into ``out``.
 
     Raises:
         ValueError: no run that did not fail.
@@ -245,7 +262,7 @@ def write_tabular_report(runs, out: Path) -> list[Path]:
     km = key_metrics(selected)
     wdl = wins_draws_losses(selected)
     paths = [out / n for n in ("uci_results.csv", "uci_results.md", "key_metrics.csv",
-                               "key_metrics.md", "wins_draws_losses.md", "uci_boxplots.png")]
+                               "key_metrics.md", "wins_draws_losses.md", "uci_paired.png")]
     table.to_csv(paths[0], index=False)
     head = coverage(runs)
     paths[1].write_text(
@@ -261,5 +278,5 @@ def write_tabular_report(runs, out: Path) -> list[Path]:
     wdl.index.name = "row vs column"
     paths[4].write_text(head + "Wins/draws/losses of the row technique against the column "
                         "technique, test accuracy per data set.\n\n" + markdown_table(wdl, index=True))
-    _boxplots(paths[5], selected)
+    _paired(paths[5], selected)
     return paths
