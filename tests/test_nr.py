@@ -212,7 +212,7 @@ def test_rejuvenation_restarts_and_shifts_the_schedule(extend, lrs):
     assert result.model is not model and isinstance(result.model.convs()[0], SplitConv2d)
 
 
-def test_sweep_run_rejuvenates_stores_widths_and_rebuilds(tmp_path):
+def test_sweep_run_rejuvenates_stores_widths_and_rebuilds(tmp_path, figures):
     rng = np.random.default_rng(0)
     for i in range(1, 6):
         cifar_batch(tmp_path / f"data_batch_{i}", 12, 10, rng)
@@ -245,6 +245,14 @@ def test_sweep_run_rejuvenates_stores_widths_and_rebuilds(tmp_path):
     assert (table["rejuvenation_epoch"] == 1).all() and (table["capped"] == 1).all()
     assert (table["utilization_at_rejuvenation"] == 1).all()
     assert (table["params_before"] == params).all() and (table["params_after"] == params).all()
+    # the curves: one utilization line per run, labelled, in its technique's colour
+    acc, util = figures["nr_curves.png"].axes
+    colour = {line.get_label(): line.get_color() for line in acc.get_lines()}
+    labelled = {line.get_label(): line.get_color() for line in util.get_lines()
+                if not line.get_label().startswith("_")}
+    assert labelled == {"nr[split], seed 0": colour["nr[split]"],
+                        "nr[cross], seed 0": colour["nr[cross]"]}
+    assert [t.get_text() for t in util.get_legend().get_texts()] == list(labelled)
 
 
 def _planted_resnet() -> "CifarResNet":

@@ -106,21 +106,25 @@ def write_nr_report(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list
         "it, not the target), dead and linear unit ratios of the final net on the training "
         "set.\n\n" + markdown_table(table, floatfmt=".3g"))
     labelled = runs.assign(label=[_label(r) for r in runs.to_dict("records")])
-    per_run = curves.merge(labelled[["key", "label"]], on="key")
+    per_run = curves.merge(labelled[["key", "label", "seed"]], on="key")
     fig, (acc, util) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     for label, part in per_run.groupby("label", sort=False):
         med = part.groupby("epoch")["val_acc"].median()
-        acc.plot(med.index, med.values, label=label, marker=".")
+        line, = acc.plot(med.index, med.values, label=label, marker=".")
         if "utilization" in part and part["utilization"].notna().any():
-            for _, one in part.groupby("key"):
-                line, = util.plot(one["epoch"], one["utilization"], alpha=0.7)
+            for (_, seed), one in part.groupby(["key", "seed"]):
+                util.plot(one["epoch"], one["utilization"], alpha=0.8, color=line.get_color(),
+                          label=f"{label}, seed {seed}")
                 epoch = one["rejuvenation_epoch"].dropna() if "rejuvenation_epoch" in one else []
                 if len(epoch):
                     util.plot([epoch.iloc[-1]], [one["rejuvenation_u"].dropna().iloc[-1]], "o",
                               color=line.get_color())
     acc.set(xlabel="epoch", ylabel="held-out accuracy (median over seeds)")
     acc.legend(fontsize=8)
-    util.set(xlabel="epoch", ylabel="utilization u", title="nr runs (dot: rejuvenation)")
+    util.set(xlabel="epoch", ylabel="utilization u",
+             title="nr runs, one line per seed (dot: rejuvenation)")
+    if util.lines:
+        util.legend(fontsize=7)
     fig.savefig(paths[2], dpi=110)
     plt.close(fig)
     return paths
