@@ -169,16 +169,16 @@ def test_sweep_store_and_load_columns(tmp_path):
 
 
 def test_failing_run_is_recorded_and_sweep_finishes(tmp_path, monkeypatch):
-    import jumpstart.train.stacked as population
+    import jumpstart.train.group as group
 
-    real = population.train_stacked
+    real = group.train_stacked
 
     def flaky(members, **kw):
         if any(m.width == 3 and m.lam > 0 for m in members):
             raise RuntimeError("boom at width 3")
         return real(members, **kw)
 
-    monkeypatch.setattr(population, "train_stacked", flaky)
+    monkeypatch.setattr(group, "train_stacked", flaky)
     db = tmp_path / "r.db"
     counts = run_sweep(load_sweep(tiny(tmp_path)), db, workers=1, progress=False)
     assert counts["failed"] == 2 and counts["done"] == 6

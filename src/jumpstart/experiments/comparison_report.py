@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..train.route import route
 from .compare import Benchmark, Comparison
 from .config import run_key
 from .statistics import DRAW, bootstrap_interval, paired_test
@@ -246,8 +247,6 @@ def write_comparison_report(comparison: Comparison, db: str | Path, out_dir: str
         FileNotFoundError: ``db`` does not exist.
         ValueError: ``db`` holds no run of the comparison.
     """
-    from ..train.route import route
-
     runs = load(db)
     labels = list(comparison.techniques)
     tables, parts = {}, {}

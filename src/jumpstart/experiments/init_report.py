@@ -67,8 +67,8 @@ def init_diversity(runs: pd.DataFrame) -> pd.DataFrame:
     layers), ``constant_units`` (summed over them)."""
     from ..data import load_dataset
     from ..diversification import diversity
-    from ..train.route import technique_of
-    from ..train.run import build_model
+    from ..techniques import technique_of
+    from ..train.build import build_model
 
     data, rows = {}, []
     for r in runs[runs["state"] != "failed"].itertuples():

@@ -28,8 +28,8 @@ def _params(row, widths, data) -> tuple[int, int]:
     import torch
 
     from ..models.split import effective_params
-    from ..train.route import technique_of
-    from ..train.run import build_model
+    from ..techniques import technique_of
+    from ..train.build import build_model
 
     # a frame holds one column per key: a technique's integer options come
     # back as floats where other techniques' runs left NaN

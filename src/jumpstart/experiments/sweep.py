@@ -31,6 +31,7 @@ from pathlib import Path
 
 from .. import strict_json
 from ..data import dataset_size
+from ..train.route import route
 from .config import MAX_GROUP, Sweep, group_key, run_key
 from .store import ResultsStore
 
@@ -97,8 +98,6 @@ def plan(runs, done: set[str], max_group: int = MAX_GROUP) -> list[list[dict]]:
     overhead without making any group costlier than the costliest depth alone.
     No group holds more than ``max_group`` runs (a bigger one is split in order).
     """
-    from ..train.route import route
-
     groups: dict[str, list[dict]] = defaultdict(list)
     merged: set[str] = set()  # keys of groups of stackable runs (any depth)
     if isinstance(runs, Sweep):

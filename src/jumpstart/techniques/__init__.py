@@ -105,6 +105,17 @@ def make_technique(name: str, **options) -> Technique:
     return built[0] if len(built) == 1 else Combined(built)
 
 
+def technique_of(config: dict) -> Technique:
+    """The technique a run config asks for (``config["technique"]``), built
+    with the options of it that ``config`` holds.
+
+    Raises:
+        ValueError: an unknown technique, or an option value it refuses.
+    """
+    options = {k: config[k] for k in technique_options(config["technique"]) if k in config}
+    return make_technique(config["technique"], **options)
+
+
 class Combined(Technique):
     """Several techniques applied in order: model options pass through each,
     loss terms add up, every other hook is called on each part. It supports
@@ -149,4 +160,5 @@ class Combined(Technique):
 
 
 __all__ = ["CAPABILITIES", "RESERVED_KEYS", "TECHNIQUES", "Combined", "Option", "Technique", "TrainContext",
-           "make_technique", "option_keys", "register", "technique_options", "technique_parts"]
+           "make_technique", "option_keys", "register", "technique_of", "technique_options",
+           "technique_parts"]

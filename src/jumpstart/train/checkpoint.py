@@ -12,6 +12,8 @@ from torch import nn
 
 from ..data import load_run_data
 from ..models import layer_widths
+from ..techniques import technique_of
+from .build import build_model
 
 
 def checkpoint_bytes(config: dict, model: nn.Module) -> bytes:
@@ -59,9 +61,6 @@ def rebuild_model(ckpt: dict, data=None) -> tuple[nn.Module, object]:
             a config the toolkit cannot build.
         FileNotFoundError: the run's data set is missing.
     """
-    from .route import technique_of
-    from .run import build_model
-
     c = ckpt["config"]
     if data is None:
         data = load_run_data(c)

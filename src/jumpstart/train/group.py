@@ -26,7 +26,11 @@ from torch import nn
 from ..core.regularizer import JUMPSTART_OPTIONS
 from ..data import load_run_data, run_data_key
 from ..models import layer_widths
-from .route import TRAINERS, refusals, route, technique_of
+from ..techniques import technique_of
+from .population import train_population
+from .route import TRAINERS, refusals, route
+from .run import train_run
+from .stacked import Member, train_stacked
 
 
 def _split(configs, key):
@@ -83,10 +87,6 @@ def train_group(configs: list[dict], trainer: str | None = None
             why), or an unknown trainer name.
         whatever the trainers raise (the sweep records it per run).
     """
-    from .population import train_population
-    from .run import train_run
-    from .stacked import Member, train_stacked
-
     first = configs[0]
     batch_size = None if first["batch_size"] == "full" else first["batch_size"]
     techs = {id(c): technique_of(c) for c in configs}

@@ -40,7 +40,7 @@ from ..techniques import Technique, TrainContext
 from .fast_path import flushing
 from .history import History, MemberResult
 from .loop import check_schedule, predict, task_loss
-from .run import build_model
+from .build import build_model
 
 
 def _stack(tensors) -> Tensor:

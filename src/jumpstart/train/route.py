@@ -18,33 +18,23 @@ names a technique.
 
 from __future__ import annotations
 
-from ..techniques import Technique, make_technique, technique_options
+from ..techniques import Technique, technique_of
+from .population import refusal as population_refusal
+from .stacked import refusal as stacked_refusal
 
 #: the trainers, fastest first
 TRAINERS = ("stacks", "population", "single")
 
 
-def technique_of(config: dict) -> Technique:
-    """The technique a run config asks for, built with its options.
-
-    Raises:
-        ValueError: an unknown technique, or an option value it refuses.
-    """
-    options = {k: config[k] for k in technique_options(config["technique"]) if k in config}
-    return make_technique(config["technique"], **options)
-
-
 def refusals(config: dict, technique: Technique | None = None) -> dict[str, str | None]:
     """Per trainer of :data:`TRAINERS`, why it cannot run ``config`` exactly
     (``None``: it can). ``technique`` is the run's built technique
-    (:func:`technique_of` when omitted).
+    (:func:`~jumpstart.techniques.technique_of` when omitted).
 
     Raises:
-        ValueError: as :func:`technique_of`, or a bad optimizer option.
+        ValueError: as :func:`~jumpstart.techniques.technique_of`, or a bad
+            optimizer option.
     """
-    from .population import refusal as population_refusal
-    from .stacked import refusal as stacked_refusal
-
     technique = technique if technique is not None else technique_of(config)
     return {"stacks": stacked_refusal(config, technique),
             "population": population_refusal(technique, config),

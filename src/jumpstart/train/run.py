@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +11,12 @@ from torch import nn
 from .. import strict_json
 from ..core.status import ActivationStatus, NonFiniteError, activation_status, undefined_ratios
 from ..data import Dataset, FolderData, load_dataset
-from ..models import MoonsConv, Rectangular, ResNet
+from ..data.augment import check_augment
 from ..models.rectangular import DECORRELATE_LR, DECORRELATE_STEPS
-from ..optim import OPTIMIZER_OPTIONS
-from ..techniques import Technique
+from ..optim import OPTIMIZER_OPTIONS, check_optimizer
+from ..techniques import Technique, make_technique
+from .build import MODELS, build_model
+from .checkpoint import checkpoint_bytes
 from .loop import FitResult, fit
 
 
@@ -49,8 +49,6 @@ class RunResult:
         ``status.png`` into ``out``."""
         import pandas as pd
 
-        from .checkpoint import checkpoint_bytes
-
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "model.pt").write_bytes(checkpoint_bytes(self.config, self.model))
@@ -69,7 +67,6 @@ class RunResult:
 
 DEVICES = ("auto", "cpu", "cuda")
 #: model families a run can build (see :func:`train_run`)
-MODELS = ("rectangular", "conv", "moons_conv", "resnet", "vgg", "cifar_resnet")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -118,7 +115,7 @@ def train_run(
 ) -> RunResult:
     """Train one ReLU net on a named data set under a technique and measure it.
 
-    ``model`` is one of :data:`MODELS`:
+    ``model`` is one of :data:`~jumpstart.train.build.MODELS`:
 
     - ``"rectangular"``: dense :class:`~jumpstart.models.Rectangular`;
     - ``"conv"``: Rectangular with 3x3 convs and ``head`` ``"flatten"`` or
@@ -190,10 +187,6 @@ def train_run(
             names the bad value.
         FileNotFoundError: an unknown data set name or missing files.
     """
-    from ..data.augment import check_augment
-    from ..optim import check_optimizer
-    from ..techniques import make_technique
-
     check_augment(augment)
 
     optimizer = {k: v for k, v in options.items() if k in OPTIMIZER_OPTIONS}
@@ -245,64 +238,3 @@ def train_run(
     except NonFiniteError:
         status = None
     return RunResult(config, net, result, status, getattr(data, "split", None))
-
-
-def build_model(model: str, tech, num_classes: int, shape: tuple[int, ...], *, dataset: str,
-                depth: int, width, init: str, head: str, init_steps: int = DECORRELATE_STEPS,
-                init_lr: float = DECORRELATE_LR, widths: list | None = None) -> nn.Module:
-    """The net :func:`train_run` trains: family ``model`` (one of
-    :data:`MODELS`) shaped by the technique ``tech``'s model options, for
-    inputs of feature ``shape`` and ``num_classes`` classes (one logit when
-    2). Initialized from torch's global RNG (seed it first). ``widths``
-    (:func:`~jumpstart.models.layer_widths` of a trained model) rebuilds a
-    model a technique reshaped (Neural Rejuvenation: ``[old, new]`` entries); the run's ``nr_mode``
-    must then be in ``tech``'s config.
-
-    Raises:
-        ValueError: a model that does not fit the data (shape, channels,
-            data set) or the technique (GELU on a ResNet), or bad sizes.
-    """
-    out_features = 1 if num_classes == 2 else num_classes
-    if model == "moons_conv":
-        if dataset != "moons":
-            raise ValueError("model moons_conv takes the moons data set only")
-        tech.model_options({})
-        return MoonsConv(depth, width)
-    options = tech.model_options({"activation": "relu", "norm": None, "skip": None})
-    if model == "rectangular":  # images are flattened (an MLP on pixels)
-        return Rectangular(depth, width, math.prod(shape), out_features, init=init,
-                           init_steps=init_steps, init_lr=init_lr, widths=widths,
-                           mode=tech.config.get("nr_mode", "split"), **options)
-    if len(shape) != 3:
-        raise ValueError(f"model {model} needs image data (N, C, H, W); {dataset} has "
-                         f"features of shape {shape}")
-    if model == "conv":
-        return Rectangular(depth, width, shape[0], out_features, init=init, kind="conv",
-                           head=head, input_size=shape[1:], init_steps=init_steps,
-                           init_lr=init_lr, widths=widths,
-                           mode=tech.config.get("nr_mode", "split"), **options)
-    if model == "cifar_resnet":
-        if options["activation"] != "relu" or options["skip"] is not None:
-            raise ValueError("model cifar_resnet has ReLU, BatchNorm and shortcuts built in; "
-                             "the technique asks for other activations or skips")
-        from ..models import CifarResNet
-
-        return CifarResNet(depth, float(width), out_features, in_channels=shape[0],
-                           widths=widths, mode=tech.config.get("nr_mode", "split"))
-    if model == "vgg":
-        if options["activation"] != "relu" or options["skip"] is not None:
-            raise ValueError("model vgg is a plain ReLU chain; the technique asks for "
-                             f"{options['activation']} activations or skips")
-        from ..models import VGG
-
-        return VGG(depth, width, out_features, in_channels=shape[0], norm=options["norm"],
-                   widths=widths, mode=tech.config.get("nr_mode", "split"))
-    if options["activation"] != "relu":
-        raise ValueError(f"model resnet has ReLU activations only; the technique asks for "
-                         f"{options['activation']}")
-    if shape[0] != 3:
-        raise ValueError(f"model resnet takes RGB images (3 channels); {dataset} has {shape[0]}")
-    if not (isinstance(width, (int, float)) and width > 0):
-        raise ValueError(f"width (the width multiplier) must be > 0 for model resnet; got {width!r}")
-    return ResNet(depth, norm=options["norm"], skip=options["skip"] is not None,
-                  width_multiplier=float(width), num_classes=out_features)
