@@ -19,19 +19,18 @@ def _expected(gf: torch.Tensor) -> tuple[list[int], list[float]]:
     point's the first (channel, position)."""
     n, c, s = gf.shape
     v = gf.float().tolist()
+    # each unit's and each point's elements as (value, flat index), in tie-break order
+    units = [[(v[i][k][j], (i * c + k) * s + j) for i in range(n) for j in range(s)]
+             for k in range(c)]
+    points = [[(v[i][k][j], (i * c + k) * s + j) for k in range(c) for j in range(s)]
+              for i in range(n)]
     flat, values = [], []
-    for pick in (max, min):  # unit maxima, unit minima
-        for k in range(c):
-            cells = [(v[i][k][j], i, j) for i in range(n) for j in range(s)]
-            best = pick(x for x, _, _ in cells)
-            x, i, j = next(t for t in cells if t[0] == best)
-            flat.append((i * c + k) * s + j), values.append(x)
-    for pick in (max, min):  # point maxima, point minima
-        for i in range(n):
-            cells = [(v[i][k][j], k, j) for k in range(c) for j in range(s)]
-            best = pick(x for x, _, _ in cells)
-            x, k, j = next(t for t in cells if t[0] == best)
-            flat.append((i * c + k) * s + j), values.append(x)
+    for group in (units, points):
+        for pick in (max, min):  # maxima, then minima
+            for cells in group:
+                best = pick(x for x, _ in cells)
+                x, f = next(t for t in cells if t[0] == best)
+                flat.append(f), values.append(x)
     return flat, values
 
 

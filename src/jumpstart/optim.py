@@ -23,7 +23,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from .core.options import Option, choice, number
+from .core.options import Option, choice, filled, number
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -53,14 +53,7 @@ def check_optimizer(**options) -> dict:
             says what is allowed), ``momentum`` or ``nesterov`` with an
             optimizer other than SGD, ``nesterov`` without momentum.
     """
-    unknown = set(options) - set(OPTIMIZER_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown optimizer option(s) {sorted(unknown)}; allowed: "
-                         f"{', '.join(OPTIMIZER_OPTIONS)}")
-    out = {k: options.get(k, o.default) for k, o in OPTIMIZER_OPTIONS.items()}
-    for key, value in out.items():
-        if not OPTIMIZER_OPTIONS[key].check(value):
-            raise ValueError(f"{key} must be {OPTIMIZER_OPTIONS[key].text}; got {value!r}")
+    out = filled(options, OPTIMIZER_OPTIONS, "optimizer")
     if out["optimizer"] != "sgd" and (out["momentum"] or out["nesterov"]):
         raise ValueError(f"momentum and nesterov apply to optimizer sgd; got optimizer "
                          f"{out['optimizer']!r} with momentum {out['momentum']!r}, "

@@ -57,3 +57,32 @@ def subset(values) -> tuple[Callable[[object], bool], str]:
                 and all(isinstance(x, str) and x in values for x in v))
 
     return check, "a non-empty list of distinct items of " + ", ".join(values)
+
+
+def reject_unknown(options: dict, spec: dict[str, Option], what: str) -> None:
+    """Refuse keys of ``options`` that ``spec`` does not declare.
+
+    Raises:
+        ValueError: ``"unknown <what> option(s) [...]; allowed: ..."``.
+    """
+    unknown = set(options) - set(spec)
+    if unknown:
+        raise ValueError(f"unknown {what} option(s) {sorted(unknown)}; allowed: "
+                         f"{', '.join(spec)}")
+
+
+def filled(options: dict, spec: dict[str, Option], what: str) -> dict:
+    """Every option of ``spec``: the value in ``options``, else its default,
+    each checked.
+
+    Raises:
+        ValueError: an unknown key (:func:`reject_unknown`), or a value its
+            check rejects (the message names the key, the value and what is
+            allowed).
+    """
+    reject_unknown(options, spec, what)
+    out = {k: options.get(k, o.default) for k, o in spec.items()}
+    for key, value in out.items():
+        if not spec[key].check(value):
+            raise ValueError(f"{key} must be {spec[key].text}; got {value!r}")
+    return out

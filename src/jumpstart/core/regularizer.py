@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from .deficits import (GRANULARITIES, TIE_BREAKS, Deficits, margin_deficits,
                        member_deficits)
 from .hooks import HIDDEN_ACTIVATIONS, PreActivationHooks
-from .options import Option, choice, number, subset
+from .options import Option, choice, number, reject_unknown, subset
 
 AGGREGATIONS = ("balanced", "sum", "mean", "l2", "sq")
 CONSTRAINTS = ("unit+", "unit-", "point+", "point-")
@@ -69,10 +69,7 @@ def check_options(**options) -> dict:
             granularity or constraint (the message names the bad value and the
             allowed ones).
     """
-    unknown = set(options) - set(JUMPSTART_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown Jumpstart option(s) {sorted(unknown)}; allowed: "
-                         f"{', '.join(JUMPSTART_OPTIONS)}")
+    reject_unknown(options, JUMPSTART_OPTIONS, "Jumpstart")
     out = {}
     for name, option in JUMPSTART_OPTIONS.items():
         if name == "lam" and name not in options:

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from ..core.options import Option, choice
+from ..core.options import Option, choice, filled
 
 PRECISIONS = ("auto", "32", "bf16")
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
@@ -60,17 +60,7 @@ def check_fast_path(**options) -> dict:
         ValueError: an unknown key, or a value its check rejects (the message
             names the key, the value and what is allowed).
     """
-    unknown = set(options) - set(FAST_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown fast-path option(s) {sorted(unknown)}; "
-                         f"allowed: {', '.join(FAST_OPTIONS)}")
-    out = {}
-    for key, option in FAST_OPTIONS.items():
-        value = options.get(key, option.default)
-        if not option.check(value):
-            raise ValueError(f"{key} must be {option.text}; got {value!r}")
-        out[key] = value
-    return out
+    return filled(options, FAST_OPTIONS, "fast-path")
 
 
 @dataclass(frozen=True)
