@@ -2,6 +2,7 @@
 
 import re
 
+import numpy as np
 import pytest
 
 from jumpstart.cli import main
@@ -290,3 +291,26 @@ def test_cifar_report_cells_with_seed_ranges_heatmaps_and_scatter(tmp_path, figu
     points = {(round(x), round(y, 3)) for line in val.get_lines()
               for x, y in zip(*line.get_data()) if len(line.get_xdata()) == 1}
     assert (20000, 0.27) in points and (10000, 0.30) in points
+
+
+def test_heatmaps_wrap_many_techniques_into_rows(tmp_path, figures):
+    """Ten techniques: each metric takes three rows of at most four panels,
+    the two panels left over hidden, every technique drawn once per metric."""
+    import pandas as pd
+
+    from jumpstart.experiments.report import _heatmaps
+
+    names = [f"t{i}" for i in range(10)]
+    index = pd.MultiIndex.from_product([names, [2, 4], [10, 20]],
+                                       names=["technique", "width", "depth"])
+    values = pd.Series(np.arange(len(index), dtype=float) / len(index), index=index)
+    _heatmaps(tmp_path / "h.png", [("train", values), ("validation", values)], names,
+              0.0, 1.0, "title", "accuracy")
+    fig = figures["h.png"]
+    shown = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert len(shown) == 20 and fig.get_size_inches()[0] < 14
+    assert [ax.get_title() for ax in shown[:5]] == [f"train, t{i}" for i in range(5)]
+    assert sum(1 for ax in fig.axes if not ax.get_visible()) == 4
+    t9 = next(ax for ax in shown if ax.get_title() == "validation, t9")
+    grid = t9.get_images()[0].get_array()
+    assert grid[1, 0] == pytest.approx(values[("t9", 4, 10)])  # width 4 (row 1), depth 10

@@ -22,6 +22,8 @@ from .tabular_report import techniques as _techniques
 from .tabular_report import write_tabular_report
 
 GRID = ("technique", "width", "depth")
+#: most technique panels a heatmap row holds
+HEATMAP_COLUMNS = 4
 
 
 def _medians(runs, metric: str):
@@ -81,11 +83,13 @@ def _markdown(table, techniques: list[str], threshold: float) -> str:
 
 def _heatmaps(path: Path, panels: list[tuple[str, pd.Series]], techniques: list[str],
               vmin: float, vmax: float, title: str, label: str, annotate: bool = False) -> None:
-    """One row per panel, one column per technique: width (y) x depth (x),
-    one colour scale labelled ``label``.
+    """One panel per (metric, technique): width (y) x depth (x), one colour
+    scale labelled ``label``. Each metric takes a block of rows with at most
+    :data:`HEATMAP_COLUMNS` techniques a row, so ten techniques do not make
+    a figure ten panels wide.
 
     Args:
-        panels: ``(name, values)`` per row; ``values`` indexed by
+        panels: ``(name, values)`` per metric; ``values`` indexed by
             (technique, width, depth) (cells not in it are grey).
         annotate: write each cell's value in it (small grids).
     """
@@ -100,11 +104,15 @@ def _heatmaps(path: Path, panels: list[tuple[str, pd.Series]], techniques: list[
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
     panel = (max(3.0, 1.2 + (0.5 if annotate else 0.22) * len(depths)),
              max(2.2, 1.0 + (0.35 if annotate else 0.25) * len(widths)))
-    fig, axes = plt.subplots(len(panels), len(techniques), squeeze=False, layout="constrained",
-                             figsize=(panel[0] * len(techniques) + 1.2,
-                                      panel[1] * len(panels) + 0.5))
-    for (name, values), ax_row in zip(panels, axes):
-        for technique, ax in zip(techniques, ax_row):
+    cols = min(len(techniques), HEATMAP_COLUMNS)
+    per = -(-len(techniques) // cols)  # rows of one metric
+    fig, axes = plt.subplots(len(panels) * per, cols, squeeze=False, layout="constrained",
+                             figsize=(panel[0] * cols + 1.2, panel[1] * len(panels) * per + 0.5))
+    for i, (name, values) in enumerate(panels):
+        block = list(axes[i * per:(i + 1) * per].flat)
+        for j, ax in enumerate(block):
+            ax.set_visible(j < len(techniques))
+        for technique, ax in zip(techniques, block):
             grid = (values[technique].unstack("depth") if technique in values.index
                     .get_level_values("technique") else pd.DataFrame())
             grid = grid.reindex(index=widths, columns=depths).to_numpy(float)
