@@ -269,6 +269,15 @@ def test_cifar_report_cells_with_seed_ranges_heatmaps_and_scatter(tmp_path, figu
     assert "| jumpstart | 20 | 8 | 20,000 | 3 | 0.370 [0.300-0.410] | 0.270 [0.200-0.310] | " \
            "0.250 [0.180-0.290] | 0.260 [0.190-0.300] |" in text
 
+    # paired by (depth, width, seed): baseline minus jumpstart best val
+    # -0.15, +0.05, -0.05 (depth 10) and -0.21, -0.10, -0.15 (depth 20)
+    from jumpstart.experiments.statistics import paired_test
+
+    base = [0.25, 0.35, 0.30, 0.10, 0.10, 0.12]
+    js_ = [0.40, 0.30, 0.35, 0.31, 0.20, 0.27]
+    p = paired_test(base, js_)[0]
+    assert f"| baseline | 6 | 1/0/5 | -0.102 | {p:.2g} |" in text
+
     heat = figures["cifar_heatmaps.png"]
     titled = {ax.get_title(): ax for ax in heat.axes if ax.get_title()}
     assert set(titled) == {"best train, baseline", "best train, jumpstart",

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import FOLDER_SETS
+from .statistics import DRAW, paired_test
 from .store import ResultsStore, load
 from .tabular_report import coverage
 from .tabular_report import techniques as _techniques
@@ -295,7 +296,41 @@ def _cifar_cells(runs) -> pd.DataFrame:
     med = ok.groupby(list(GRID) + varying, as_index=False, dropna=False).agg(**agg)
     best = (med.sort_values("best_val_acc", ascending=False, kind="stable")
             .groupby(list(GRID)).head(1))
-    return best.sort_values(list(GRID), ignore_index=True)
+    best = best.sort_values(list(GRID), ignore_index=True)
+    best.attrs["setting_keys"] = varying
+    return best
+
+
+def cifar_paired(runs, metric: str = "best_val_acc", reference: str = "jumpstart"
+                 ) -> pd.DataFrame:
+    """Each technique against ``reference``, paired by (depth, width, seed)
+    over the cells both ran, each cell at its chosen setting (:func:`_cifar_cells`).
+
+    Returns:
+        One row per other technique: ``pairs``, ``wins`` / ``draws`` /
+        ``losses`` of the technique, ``mean_diff`` (technique minus
+        reference) and ``p`` (two-sided Wilcoxon signed-rank,
+        :func:`~jumpstart.experiments.statistics.paired_test`; NaN when every
+        pair is a draw). Empty when ``reference`` has no run.
+    """
+    cells = _cifar_cells(runs)
+    keys = list(GRID) + cells.attrs["setting_keys"]
+    ok = runs[runs["state"] != "failed"]
+    chosen = ok.merge(cells[keys], on=keys)  # NaN settings (a technique without them) match
+    acc = chosen.pivot_table(index=["depth", "width", "seed"], columns="technique",
+                             values=metric, aggfunc="first")
+    rows = []
+    if reference in acc:
+        for t in [t for t in _techniques(runs) if t != reference and t in acc]:
+            both = acc[[t, reference]].dropna()
+            diff = both[t] - both[reference]
+            p, _ = paired_test(both[t], both[reference])
+            rows.append({"technique": t, "pairs": len(both), "wins": int((diff > DRAW).sum()),
+                         "draws": int((diff.abs() <= DRAW).sum()),
+                         "losses": int((diff < -DRAW).sum()),
+                         "mean_diff": float(diff.mean()) if len(diff) else np.nan, "p": p})
+    return pd.DataFrame(rows, columns=["technique", "pairs", "wins", "draws", "losses",
+                                       "mean_diff", "p"])
 
 
 def cifar_table(runs, success: float = CIFAR_SUCCESS) -> pd.DataFrame:
@@ -354,6 +389,20 @@ def _cifar_markdown(runs, table: pd.DataFrame, cells: pd.DataFrame) -> str:
     for r in table.itertuples():
         lines.append(f"| {r.technique} | {r.best_val_acc:.4f} | {r.depth} x {r.width} "
                      f"({r.params:,}) | {r.trained}/{r.cells} | {r.largest_depth} |")
+    for metric in ("best_val_acc", "best_val_test_acc"):
+        if metric not in runs or runs[metric].isna().all():
+            continue
+        paired = cifar_paired(runs, metric)
+        if paired.empty:
+            continue
+        lines += ["", f"Against Jumpstart, paired by (depth, width, seed), {CELL_METRICS[metric]} "
+                  "accuracy: the technique's wins / draws / losses, mean difference, and the "
+                  "two-sided Wilcoxon signed-rank p:", "",
+                  "| technique | pairs | w/d/l | mean difference | p |", "|---|---|---|---|---|"]
+        for r in paired.itertuples():
+            p = "" if pd.isna(r.p) else f"{r.p:.2g}"
+            lines.append(f"| {r.technique} | {r.pairs} | {r.wins}/{r.draws}/{r.losses} | "
+                         f"{r.mean_diff:+.3f} | {p} |")
     metrics = [m for m in CELL_METRICS if m in cells]
     lines += ["", "Per cell, median [min-max] over seeds (figures: `cifar_heatmaps.png`, "
               "`cifar_accuracy_vs_params.png`):", "",
