@@ -170,3 +170,11 @@ def test_jumpstart_trains_deep_thin_mnist_net_that_baseline_cannot():
     js = train_run(technique="jumpstart", lam=1.0, **kw).fit.metrics()
     assert base["best_val_acc"] <= 0.2
     assert js["best_val_acc"] > 0.5
+
+
+def test_chance_level_of_the_named_sets():
+    from jumpstart.data import chance_level
+
+    assert chance_level("cifar10-10k") == 0.1 and chance_level("cifar100") == 0.01
+    assert chance_level("mnist-5k") == 0.1 and chance_level("moons-1k") == 0.5
+    assert chance_level("iris") is None  # a table: its own class balance

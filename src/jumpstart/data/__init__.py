@@ -24,12 +24,15 @@ class Source:
         size: relative cost for scheduling (:func:`dataset_size`).
         kind: ``"builtin"`` (in memory, no files), ``"images"`` (in memory,
             read from a folder) or ``"streamed"`` (read from disk per batch).
+        classes: how many classes, all (about) equally frequent, so chance
+            accuracy is ``1 / classes`` (:func:`chance_level`).
     """
 
     load: Callable[[int, Path | None], Dataset | FolderData]
     folder: Callable[[str | Path | None], Path | None]
     size: float
     kind: str
+    classes: int
 
 
 def _named_folder(name: str, shared: str | None = None):
@@ -52,21 +55,22 @@ def _named_folder(name: str, shared: str | None = None):
 
 #: every named data set (tables are found by name or path in the data folder)
 SOURCES: dict[str, Source] = {
-    "moons": Source(lambda seed, d: moons(), lambda d: None, 1.0, "builtin"),
+    "moons": Source(lambda seed, d: moons(), lambda d: None, 1.0, "builtin", 2),
     # the paper's 85 training points, and 1,000 held-out points to tell techniques apart
     # (the paper's 15 validation points move accuracy in steps of 1/15)
     "moons-1k": Source(lambda seed, d: moons(n_samples=1085, val_fraction=1000 / 1085),
-                       lambda d: None, 1.0, "builtin"),
+                       lambda d: None, 1.0, "builtin", 2),
     **{name: Source(lambda seed, d, name=name: mnist(d, seed=seed, name=name),
                     _named_folder(name, "mnist-5k" if name == "mnist-5k" else None),
-                    1000.0, "images")
+                    1000.0, "images", 10)
        for name in ("mnist-5k", "mnist", "fashion-mnist")},
     **{name: Source(lambda seed, d, k=int(name[5:]): cifar(d, classes=k),
-                    _named_folder(name), 1000.0, "images") for name in ("cifar10", "cifar100")},
+                    _named_folder(name), 1000.0, "images", int(name[5:]))
+       for name in ("cifar10", "cifar100")},
     "cifar10-10k": Source(lambda seed, d: cifar(d, classes=10), _named_folder(
-        "cifar10-10k", "cifar10-10k"), 1000.0, "images"),
+        "cifar10-10k", "cifar10-10k"), 1000.0, "images", 10),
     "imagenet": Source(lambda seed, d: image_folder(d, name="imagenet"),
-                       _named_folder("imagenet"), 1e6, "streamed"),
+                       _named_folder("imagenet"), 1e6, "streamed", 1000),
 }
 #: built-in data sets (no files), by name -> loader
 DATASETS = {n: (lambda n=n: SOURCES[n].load(0, None)) for n, s in SOURCES.items()
@@ -75,6 +79,14 @@ DATASETS = {n: (lambda n=n: SOURCES[n].load(0, None)) for n, s in SOURCES.items(
 IMAGE_SETS = tuple(n for n, s in SOURCES.items() if s.kind == "images")
 #: data sets streamed from an ImageFolder tree ``data_dir/{train,val}/CLASS/IMAGE``
 FOLDER_SETS = tuple(n for n, s in SOURCES.items() if s.kind == "streamed")
+
+
+def chance_level(name: str) -> float | None:
+    """Chance accuracy of named data set ``name``: ``1 / classes`` of its
+    :class:`Source`; ``None`` for a table (each has its own class balance)
+    or an unknown name."""
+    source = SOURCES.get(name)
+    return None if source is None else 1 / source.classes
 
 
 def load_dataset(name: str, *, seed: int = 0, directory: str | Path | None = None,
@@ -157,6 +169,7 @@ def dataset_size(name: str, directory: str | Path | None = None) -> float:
 
 
 __all__ = ["DATASETS", "FOLDER_SETS", "IMAGE_SETS", "SOURCES", "Dataset",
-           "Source", "FolderData", "ImageFolder", "check_dataset", "cifar", "data_dir",
+           "Source", "FolderData", "ImageFolder", "chance_level", "check_dataset", "cifar",
+           "data_dir",
            "data_root", "dataset_size", "image_folder", "load_dataset", "load_run_data", "mnist",
            "moons", "read_idx", "run_data_key", "table_names", "tabular"]

@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ..data import chance_level
+
 #: epochs whose held-out accuracy the report shows, besides the last
 EARLY_EPOCHS = (1, 2, 3, 4, 5)
 #: samples of the training part the diversity at init is measured on
@@ -113,7 +115,11 @@ def write_init_report(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> li
     shown = ["dataset", "depth", "width", "init", "acc@1", "acc@5", "acc@end", "gain@1",
              "gain@2", "gain@3", "gain@4", "gain@5", "gain@end", "weight_corr_mean",
              "act_corr_mean", "constant_units", "seeds"]
+    sets = ", ".join(f"{d} (chance {chance_level(d):g})" if chance_level(d) else d
+                     for d in dict.fromkeys(table["dataset"]))
+    epochs = ", ".join(map(str, sorted(runs["epochs"].dropna().astype(int).unique())))
     paths[1].write_text(
+        f"Data: {sets}; epochs {epochs}; seeds per row in `seeds`.\n\n"
         f"Held-out accuracy ({metric}) at epochs 1-5 and at the end, median over seeds, and "
         f"the relative gain over {REFERENCE} init; diversity of the nets at init (mean "
         "|correlation| between weight rows and between unit activations, constant units).\n\n"

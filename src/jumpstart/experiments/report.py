@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data import FOLDER_SETS
+from ..data import FOLDER_SETS, chance_level
 from .statistics import DRAW, paired_test
 from .store import ResultsStore, load
 from .tabular_report import coverage
@@ -274,8 +274,9 @@ CELL_METRICS = {"best_train_acc": "best train", "best_val_acc": "best val",
 
 
 def _chance(runs) -> float:
-    """Chance accuracy of a CIFAR sweep: 0.01 for CIFAR-100, else 0.1."""
-    return 0.01 if runs["dataset"].astype(str).str.startswith("cifar100").any() else 0.1
+    """Chance accuracy of a CIFAR sweep (:func:`~jumpstart.data.chance_level`
+    of its data set; the lowest where several)."""
+    return min(chance_level(d) for d in runs["dataset"].astype(str).unique())
 
 
 def _cifar_cells(runs) -> pd.DataFrame:
