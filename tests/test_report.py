@@ -279,6 +279,7 @@ def test_cifar_report_cells_with_seed_ranges_heatmaps_and_scatter(tmp_path, figu
     assert f"| baseline | 6 | 1/0/5 | -0.102 | {p:.2g} |" in text
 
     heat = figures["cifar_heatmaps.png"]
+    assert heat.get_suptitle() == "CIFAR: best accuracy per cell, median over 3 seeds (chance 0.1)"
     titled = {ax.get_title(): ax for ax in heat.axes if ax.get_title()}
     assert set(titled) == {"best train, baseline", "best train, jumpstart",
                            "best validation, baseline", "best validation, jumpstart"}
