@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jumpstart.experiments.statistics import bootstrap_interval, paired_test
+from jumpstart.experiments.statistics import bootstrap_interval, paired_record, paired_test
 from jumpstart.experiments.tabular_report import key_metrics
 
 
@@ -69,3 +69,11 @@ def test_trainability_does_not_depend_on_the_other_techniques_reported():
     assert alone.loc["jumpstart", "trainability"] == more.loc["jumpstart", "trainability"] == 0.5
     assert more.loc["redo", "trainability"] == 0.0
     assert more.loc["redo", "convergence"] == pytest.approx(((0.4 - 0.9) + (0.3 - 0.6)) / 2)
+
+
+def test_paired_record_counts_by_hand():
+    # differences +0.1, 0 (a draw), -0.2, within DRAW (a draw); a NaN pair dropped
+    assert paired_record([0.6, 0.5, 0.3, 0.4 + 1e-12, math.nan],
+                         [0.5, 0.5, 0.5, 0.4, 0.1]) == (1, 2, 1)
+    with pytest.raises(ValueError, match="one length"):
+        paired_record([1, 2], [1])

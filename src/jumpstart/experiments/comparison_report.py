@@ -15,8 +15,8 @@ best validation accuracy. Then, per technique and benchmark:
   below :data:`MIN_PROBLEMS` problems); ``seeds``: the seeds behind each problem's
   median (runs that did not fail; ``"3"``, or a range ``"2-3"``);
 - ``trainability``, ``convergence`` (IEEE Access 2025; ``shared/DESIGN.md``):
-  share of problems where it beats the worst technique there; mean gap to
-  the best technique there (``<= 0``); over the problems where every
+  share of problems where it beats the worst reference technique there; mean
+  gap to the best reference technique there; over the problems where every
   technique has a result;
 - ``dead_units``, ``linear_units``: mean over problems of the selected runs'
   unit dead / linear ratios on the training set (final nets);
@@ -46,7 +46,7 @@ import pandas as pd
 from ..train.route import route
 from .compare import Benchmark, Comparison
 from .config import run_key
-from .statistics import DRAW, bootstrap_interval, paired_test
+from .statistics import bootstrap_interval, paired_record, paired_test
 from .store import load
 from .tabular_report import key_metrics, markdown_table, select
 
@@ -155,10 +155,8 @@ def benchmark_table(bench: Benchmark, runs: pd.DataFrame, labels: list[str],
             for label in acc.columns:
                 if label == REFERENCE:
                     continue
-                diff = (acc[label] - acc[REFERENCE]).dropna()
-                table.loc[label, "vs_jumpstart"] = (f"{int((diff > DRAW).sum())}/"
-                                                    f"{int((diff.abs() <= DRAW).sum())}/"
-                                                    f"{int((diff < -DRAW).sum())}")
+                record = paired_record(acc[label], acc[REFERENCE])
+                table.loc[label, "vs_jumpstart"] = "/".join(map(str, record))
                 table.loc[label, "p_vs_jumpstart"] = paired_test(acc[label], acc[REFERENCE])[0]
         cost = _cost(runs, alone)
         for label in cost.index:

@@ -115,8 +115,8 @@ def write_init_report(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> li
     shown = ["dataset", "depth", "width", "init", "acc@1", "acc@5", "acc@end", "gain@1",
              "gain@2", "gain@3", "gain@4", "gain@5", "gain@end", "weight_corr_mean",
              "act_corr_mean", "constant_units", "seeds"]
-    sets = ", ".join(f"{d} (chance {chance_level(d):g})" if chance_level(d) else d
-                     for d in dict.fromkeys(table["dataset"]))
+    chances = {d: chance_level(d) for d in dict.fromkeys(table["dataset"])}
+    sets = ", ".join(f"{d} (chance {c:g})" if c else d for d, c in chances.items())
     epochs = ", ".join(map(str, sorted(runs["epochs"].dropna().astype(int).unique())))
     paths[1].write_text(
         f"Data: {sets}; epochs {epochs}; seeds per row in `seeds`.\n\n"

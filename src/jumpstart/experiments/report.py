@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import FOLDER_SETS, chance_level
-from .statistics import DRAW, paired_test
+from .statistics import paired_record, paired_test
 from .store import ResultsStore, load
 from .tabular_report import coverage
 from .tabular_report import techniques as _techniques
@@ -258,7 +258,7 @@ def _write_image_report(runs, out: Path) -> list[Path]:
                   "best accuracy (0.1: chance)")
     if runs["dataset"].astype(str).str.startswith("cifar").any():
         cells = _cifar_cells(runs)
-        table = cifar_table(runs)
+        table = cifar_table(runs, cells=cells)
         paths += [out / "cifar_grid.csv", out / "cifar_grid.md", out / "cifar_cells.csv",
                   out / "cifar_heatmaps.png", out / "cifar_accuracy_vs_params.png"]
         table.to_csv(paths[-5], index=False)
@@ -299,8 +299,7 @@ def _cifar_cells(runs) -> pd.DataFrame:
     over seeds with ``<metric>_min`` and ``<metric>_max``. Failed runs are
     left out."""
     ok = runs[runs["state"] != "failed"]
-    varying = [k for k in runs.attrs.get("config_keys", [])
-               if k in ok and k not in ("seed", *GRID) and ok[k].astype(str).nunique() > 1]
+    varying = _setting_keys(runs)
     metrics = [m for m in CELL_METRICS if m in ok and ok[m].notna().any()]
     agg = {"seeds": ("best_val_acc", "size"), "params": ("params", "median")}
     for m in metrics:
@@ -308,13 +307,19 @@ def _cifar_cells(runs) -> pd.DataFrame:
     med = ok.groupby(list(GRID) + varying, as_index=False, dropna=False).agg(**agg)
     best = (med.sort_values("best_val_acc", ascending=False, kind="stable")
             .groupby(list(GRID)).head(1))
-    best = best.sort_values(list(GRID), ignore_index=True)
-    best.attrs["setting_keys"] = varying
-    return best
+    return best.sort_values(list(GRID), ignore_index=True)
 
 
-def cifar_paired(runs, metric: str = "best_val_acc", reference: str = "jumpstart"
-                 ) -> pd.DataFrame:
+def _setting_keys(runs) -> list[str]:
+    """The config keys that vary within a CIFAR cell besides the seed (e.g.
+    ``lam``): the settings :func:`_cifar_cells` chooses among."""
+    ok = runs[runs["state"] != "failed"]
+    return [k for k in runs.attrs.get("config_keys", [])
+            if k in ok and k not in ("seed", *GRID) and ok[k].astype(str).nunique() > 1]
+
+
+def cifar_paired(runs, metric: str = "best_val_acc", reference: str = "jumpstart",
+                 cells: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each technique against ``reference``, paired by (depth, width, seed)
     over the cells both ran, each cell at its chosen setting (:func:`_cifar_cells`).
 
@@ -323,10 +328,11 @@ def cifar_paired(runs, metric: str = "best_val_acc", reference: str = "jumpstart
         ``losses`` of the technique, ``mean_diff`` (technique minus
         reference) and ``p`` (two-sided Wilcoxon signed-rank,
         :func:`~jumpstart.experiments.statistics.paired_test`; NaN when every
-        pair is a draw). Empty when ``reference`` has no run.
+        pair is a draw). Empty when ``reference`` has no run. ``cells``:
+        :func:`_cifar_cells` of ``runs`` when the caller has it already.
     """
-    cells = _cifar_cells(runs)
-    keys = list(GRID) + cells.attrs["setting_keys"]
+    cells = _cifar_cells(runs) if cells is None else cells
+    keys = list(GRID) + _setting_keys(runs)
     ok = runs[runs["state"] != "failed"]
     chosen = ok.merge(cells[keys], on=keys)  # NaN settings (a technique without them) match
     acc = chosen.pivot_table(index=["depth", "width", "seed"], columns="technique",
@@ -336,22 +342,24 @@ def cifar_paired(runs, metric: str = "best_val_acc", reference: str = "jumpstart
         for t in [t for t in _techniques(runs) if t != reference and t in acc]:
             both = acc[[t, reference]].dropna()
             diff = both[t] - both[reference]
-            p, _ = paired_test(both[t], both[reference])
-            rows.append({"technique": t, "pairs": len(both), "wins": int((diff > DRAW).sum()),
-                         "draws": int((diff.abs() <= DRAW).sum()),
-                         "losses": int((diff < -DRAW).sum()),
-                         "mean_diff": float(diff.mean()) if len(diff) else np.nan, "p": p})
+            wins, draws, losses = paired_record(both[t], both[reference])
+            rows.append({"technique": t, "pairs": len(both), "wins": wins, "draws": draws,
+                         "losses": losses,
+                         "mean_diff": float(diff.mean()) if len(diff) else np.nan,
+                         "p": paired_test(both[t], both[reference])[0]})
     return pd.DataFrame(rows, columns=["technique", "pairs", "wins", "draws", "losses",
                                        "mean_diff", "p"])
 
 
-def cifar_table(runs, success: float = CIFAR_SUCCESS) -> pd.DataFrame:
+def cifar_table(runs, success: float = CIFAR_SUCCESS, cells: pd.DataFrame | None = None
+                ) -> pd.DataFrame:
     """CPAIOR 2022 Fig. 3 as a table, from a depth x width x technique sweep on CIFAR.
 
     Args:
         runs: DataFrame of runs (:func:`~jumpstart.experiments.store.load`)
             with ``best_val_acc`` and ``params``.
         success: a cell trains when its best validation accuracy exceeds it.
+        cells: :func:`_cifar_cells` of ``runs`` when the caller has it already.
 
     Returns:
         One row per technique: ``best_val_acc`` (best cell; each cell the
@@ -361,7 +369,7 @@ def cifar_table(runs, success: float = CIFAR_SUCCESS) -> pd.DataFrame:
         ``largest_depth`` (text: per width, the largest depth that trains,
         e.g. ``"w4: 30, w8: 20"``, ``-`` where none does).
     """
-    cells = _cifar_cells(runs)
+    cells = _cifar_cells(runs) if cells is None else cells
     rows = []
     for t in _techniques(runs):
         c = cells[cells["technique"] == t]
@@ -404,7 +412,7 @@ def _cifar_markdown(runs, table: pd.DataFrame, cells: pd.DataFrame) -> str:
     for metric in ("best_val_acc", "best_val_test_acc"):
         if metric not in runs or runs[metric].isna().all():
             continue
-        paired = cifar_paired(runs, metric)
+        paired = cifar_paired(runs, metric, cells=cells)
         if paired.empty:
             continue
         lines += ["", f"Against Jumpstart, paired by (depth, width, seed), {CELL_METRICS[metric]} "

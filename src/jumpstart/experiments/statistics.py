@@ -8,6 +8,7 @@ and two techniques are paired on the problems both have.
 - :func:`bootstrap_interval`: percentile bootstrap interval of the mean over
   problems (``scipy.stats.bootstrap``; Efron and Tibshirani, "An Introduction
   to the Bootstrap", 1993, ch. 13);
+- :func:`paired_record`: wins / draws / losses of paired differences;
 - :func:`paired_test`: Wilcoxon signed-rank test of paired differences
   (``scipy.stats.wilcoxon``, two-sided; Wilcoxon, "Individual comparisons by
   ranking methods", 1945), differences within :data:`DRAW` counted as ties
@@ -64,6 +65,28 @@ def bootstrap_interval(values, level: float = LEVEL, resamples: int = RESAMPLES,
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def paired_record(a, b) -> tuple[int, int, int]:
+    """Wins, draws and losses of ``a`` against ``b`` over the pairs where
+    neither is NaN: ``a - b`` above :data:`DRAW`, within it, below ``-DRAW``.
+
+    Args:
+        a, b: 1-D of equal length (array-like or pandas Series).
+
+    Raises:
+        ValueError: ``a`` and ``b`` of different lengths.
+    """
+    d = _differences(a, b)
+    return int((d > DRAW).sum()), int((np.abs(d) <= DRAW).sum()), int((d < -DRAW).sum())
+
+
+def _differences(a, b) -> np.ndarray:
+    """``a - b`` over the pairs where neither is NaN."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a and b must be 1-D of one length; got {a.shape} and {b.shape}")
+    return (a - b)[~(np.isnan(a) | np.isnan(b))]
+
+
 def paired_test(a, b) -> tuple[float, int]:
     """Two-sided Wilcoxon signed-rank test of ``a - b`` over paired problems.
 
@@ -79,10 +102,7 @@ def paired_test(a, b) -> tuple[float, int]:
     Raises:
         ValueError: ``a`` and ``b`` of different lengths.
     """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"a and b must be 1-D of one length; got {a.shape} and {b.shape}")
-    d = (a - b)[~(np.isnan(a) | np.isnan(b))]
+    d = _differences(a, b)
     d = d[np.abs(d) > DRAW]
     if len(d) == 0:
         return math.nan, 0

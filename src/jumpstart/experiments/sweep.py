@@ -16,7 +16,6 @@ import itertools
 import json
 import multiprocessing as mp
 import os
-import queue
 import socket
 import sqlite3
 import sys

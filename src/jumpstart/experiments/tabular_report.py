@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .statistics import DRAW
+from .statistics import DRAW, paired_record
 
 ACCURACY = "best_val_test_acc"
 STATUS = ("unit_dead_ratio", "unit_linear_ratio", "unit_nonlinear_ratio",
@@ -182,10 +182,7 @@ def wins_draws_losses(selected) -> pd.DataFrame:
             if a == b:
                 table.loc[a, b] = "-"
                 continue
-            both = acc[[a, b]].dropna()
-            diff = both[a] - both[b]
-            table.loc[a, b] = (f"{int((diff > DRAW).sum())}/{int((diff.abs() <= DRAW).sum())}/"
-                               f"{int((diff < -DRAW).sum())}")
+            table.loc[a, b] = "/".join(map(str, paired_record(acc[a], acc[b])))
     return table
 
 
