@@ -169,16 +169,16 @@ def test_sweep_store_and_load_columns(tmp_path):
 
 
 def test_failing_run_is_recorded_and_sweep_finishes(tmp_path, monkeypatch):
-    import jumpstart.train.group as group
+    import jumpstart.train.stacked as stacked
 
-    real = group.train_stacked
+    real = stacked.train_stacked
 
     def flaky(members, **kw):
         if any(m.width == 3 and m.lam > 0 for m in members):
             raise RuntimeError("boom at width 3")
         return real(members, **kw)
 
-    monkeypatch.setattr(group, "train_stacked", flaky)
+    monkeypatch.setattr(stacked, "train_stacked", flaky)
     db = tmp_path / "r.db"
     counts = run_sweep(load_sweep(tiny(tmp_path)), db, workers=1, progress=False)
     assert counts["failed"] == 2 and counts["done"] == 6
@@ -235,16 +235,15 @@ def test_ray_backend_matches_local(tmp_path):
 
 
 def test_baseline_runs_join_the_jumpstart_population_of_their_lr(tmp_path):
-    from jumpstart.train.group import _stack_parts, stack_spec
-    from jumpstart.train.route import technique_of
+    from jumpstart.train.run_options import parse_run
+    from jumpstart.train.stacked import stack_parts
 
     configs = load_sweep(tiny(tmp_path)).runs  # depths 2, 3 x widths 2, 3 x 2 techniques
     configs = [c for c in configs if c["depth"] == 2]
     configs += [{**c, "lr": 0.001} for c in configs if c["technique"] == "baseline"]
-    stacks = {id(c): stack_spec(technique_of(c)) for c in configs}
-    parts = _stack_parts(configs, stacks)
+    parts = stack_parts([parse_run(c) for c in configs])
     # lr 0.01: baseline and Jumpstart together; lr 0.001: the baselines alone
-    assert sorted(sorted(c["technique"] for c in p) for p in parts) == [
+    assert sorted(sorted(r["technique"] for r in p) for p in parts) == [
         ["baseline", "baseline"], ["baseline", "baseline", "jumpstart", "jumpstart"]]
 
 

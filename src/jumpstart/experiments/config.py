@@ -40,19 +40,17 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..core.options import choice, int_at_least, number
 from ..core.regularizer import CONSTRAINTS
 from ..data import check_dataset, table_names
-from ..data.augment import AUGMENTATIONS
-from ..models.rectangular import INITS
-from ..optim import OPTIMIZER_OPTIONS, check_optimizer
-from ..techniques import TECHNIQUES, option_keys, technique_options, technique_parts
-from ..train.fast_path import FAST_OPTIONS
-from ..train.run import MODELS
+from ..optim import OPTIMIZER_OPTIONS
+from ..techniques import TECHNIQUES, option_keys, technique_options
+from ..train.run_options import KEYED, RUN_OPTIONS, check_combination
 
-BASE_DEFAULTS = {"model": "rectangular", "epochs": 5000, "lr": 0.01, "batch_size": "full",
-                 "curve_every": 50, "seed": 0}
+#: the run keys a sweep must name itself (in ``[fixed]`` or ``[grid]``)
 REQUIRED = ("dataset", "depth", "width", "technique")
+#: the defaults a sweep writes into every run config, and so into its key
+#: (:data:`~jumpstart.train.run_options.KEYED`)
+BASE_DEFAULTS = {k: RUN_OPTIONS[k].default for k in KEYED if k not in REQUIRED}
 
 
 def member_keys() -> tuple[str, ...]:
@@ -61,39 +59,8 @@ def member_keys() -> tuple[str, ...]:
     return ("width", "seed", "lr", "technique", *option_keys())
 
 
-def _technique(v) -> bool:
-    try:
-        technique_parts(v)
-    except ValueError:
-        return False
-    return True
-
-
-CHECKS = {
-    "dataset": ((lambda v: isinstance(v, str) and bool(v)), "a data set name or file"),
-    "model": choice(MODELS),
-    "depth": int_at_least(1),
-    "width": number(lambda v: v > 0, "an integer >= 1 (for model resnet: a width multiplier > 0)"),
-    "technique": (_technique, "a registered technique or several joined by '+'"),
-    "epochs": int_at_least(1),
-    "curve_every": int_at_least(1),
-    "seed": int_at_least(0),
-    "lr": number(lambda v: v > 0, "a number > 0"),
-    "batch_size": ((lambda v: v == "full" or (isinstance(v, int) and not isinstance(v, bool)
-                                              and v >= 1)), '"full" or an integer >= 1'),
-    "init": choice(INITS),
-    "init_steps": int_at_least(0),
-    "init_lr": number(lambda v: v > 0, "a number > 0"),
-    "head": choice(("flatten", "maxavg")),
-    "data_dir": ((lambda v: isinstance(v, str) and bool(v)), "a folder path"),
-    "target": ((lambda v: isinstance(v, str) and bool(v)), "a column name"),
-    "min_class_rows": int_at_least(1),
-    "test_split": number(lambda v: 0 < v < 1, "a number in (0, 1)"),
-    "loader_workers": int_at_least(0),
-    "augment": choice(AUGMENTATIONS),
-    **{k: (o.check, o.text) for k, o in FAST_OPTIONS.items()},
-    **{k: (o.check, o.text) for k, o in OPTIMIZER_OPTIONS.items()},
-}
+#: each run key's check and text (:data:`~jumpstart.train.run_options.RUN_OPTIONS`)
+CHECKS = {k: (o.check, o.text) for k, o in RUN_OPTIONS.items()}
 
 
 def _option_check(key: str):
@@ -101,7 +68,7 @@ def _option_check(key: str):
         if key in cls.options:
             return cls.options[key].check, cls.options[key].text
     if key == "technique":
-        return _technique, ("one of " + ", ".join(TECHNIQUES) + " or several joined by '+'")
+        return CHECKS[key][0], ("one of " + ", ".join(TECHNIQUES) + " or several joined by '+'")
     return CHECKS[key]
 
 
@@ -356,14 +323,10 @@ STREAM_FROM = 100_000
 
 
 def _check_combination(source: str, config: dict) -> None:
-    """The checks of a run config that combine keys; raises :class:`SweepError`."""
-    if config["model"] == "moons_conv" and config["dataset"] != "moons":
-        raise SweepError(f"{source}: model moons_conv takes the moons data set only")
-    if config["model"] != "resnet" and not isinstance(config["width"], int):
-        raise SweepError(f"{source}: width must be an integer >= 1 for model "
-                         f"{config['model']}; got {config['width']!r}")
+    """The checks of a run config that combine keys
+    (:func:`~jumpstart.train.run_options.check_combination`); raises :class:`SweepError`."""
     try:
-        check_optimizer(**{k: v for k, v in config.items() if k in OPTIMIZER_OPTIONS})
+        check_combination(config)
     except ValueError as exc:
         raise SweepError(f"{source}: {exc}") from None
 

@@ -1,15 +1,18 @@
 """Model families: Rectangular dense and 3x3-conv nets, the MOONS conv net,
 the ResNet family with batch-norm and skip switches, and Neural
-Rejuvenation's CIFAR VGG and bottleneck ResNet."""
+Rejuvenation's CIFAR VGG and bottleneck ResNet; each registers itself in
+:data:`MODEL_FAMILIES` (:mod:`jumpstart.models.registry`)."""
 
+from .registry import MODEL_FAMILIES, ModelFamily, ModelRequest, model_family, register_model
 from .moons_conv import MoonsConv
 from .rectangular import Rectangular
 from .resnet import ResNet, resnet18, resnet34, resnet50, resnet101, resnet152
+from .vgg import VGG
 from .cifar_resnet import CifarResNet
 from .split import SplitConv2d
-from .vgg import VGG
 
-__all__ = ["CifarResNet", "MoonsConv", "Rectangular", "ResNet", "SplitConv2d", "VGG", "resnet18", "resnet34",
+__all__ = ["MODEL_FAMILIES", "ModelFamily", "ModelRequest", "model_family", "register_model",
+           "CifarResNet", "MoonsConv", "Rectangular", "ResNet", "SplitConv2d", "VGG", "resnet18", "resnet34",
            "resnet50", "resnet101", "resnet152"]
 
 

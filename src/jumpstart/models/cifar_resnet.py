@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .registry import ModelRequest, register_model
 from .split import (SPLIT_MODES, NRLayer, SplitConv2d, TwoHeads, he_fan_out_,
                     split_of)
 
@@ -149,3 +150,14 @@ class CifarResNet(TwoHeads, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.blocks(self.stem_relu(self.stem_bn(self.stem(x)))).mean((2, 3))
         return self._head(h, self.classifier.weight, self.classifier.bias)
+
+
+@register_model("cifar_resnet", images=True,
+                text="Neural Rejuvenation's CIFAR bottleneck ResNet (depth 9n+2, BN and "
+                     "shortcuts built in)")
+def _cifar_resnet(r: ModelRequest) -> CifarResNet:
+    if r.options["activation"] != "relu" or r.options["skip"] is not None:
+        raise ValueError("model cifar_resnet has ReLU, BatchNorm and shortcuts built in; "
+                         "the technique asks for other activations or skips")
+    return CifarResNet(r.depth, float(r.width), r.out_features, in_channels=r.shape[0],
+                       widths=r.widths, mode=r.mode)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .rectangular import init_weights
+from .registry import ModelRequest, register_model
 
 
 class MoonsConv(nn.Module):
@@ -68,3 +69,9 @@ class MoonsConv(nn.Module):
         for conv, act in zip(self.convs, self.activations):
             h = act(conv(F.pad(h, (0, 0, 0, 1))))  # one zero row at the bottom
         return self.output(h.flatten(1))
+
+
+@register_model("moons_conv", supports={"stacks"}, datasets=("moons",), model_options=False,
+                text="the CPAIOR Keras MOONS conv net (MoonsConv; the moons data set only)")
+def _moons_conv(r: ModelRequest) -> MoonsConv:
+    return MoonsConv(r.depth, r.width)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
+from .registry import ModelRequest, register_model
 from .split import NRLayer, TwoHeads
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
@@ -263,3 +266,19 @@ class Rectangular(TwoHeads, nn.Module):
         first = self.linears[0].weight
         return Rectangular(self.depth, self.width, first.shape[1], self.output.out_features,
                            widths=widths, mode=mode, **self._args).to(first.device)
+
+
+@register_model("rectangular", supports={"population", "stacks"},
+                text="dense Rectangular (images are flattened: an MLP on pixels)")
+def _dense(r: ModelRequest) -> Rectangular:
+    return Rectangular(r.depth, r.width, math.prod(r.shape), r.out_features, init=r.init,
+                       init_steps=r.init_steps, init_lr=r.init_lr, widths=r.widths,
+                       mode=r.mode, **r.options)
+
+
+@register_model("conv", images=True,
+                text="Rectangular of 3x3 convs with head flatten or maxavg (CPAIOR Sec. 4)")
+def _conv(r: ModelRequest) -> Rectangular:
+    return Rectangular(r.depth, r.width, r.shape[0], r.out_features, init=r.init, kind="conv",
+                       head=r.head, input_size=r.shape[1:], init_steps=r.init_steps,
+                       init_lr=r.init_lr, widths=r.widths, mode=r.mode, **r.options)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .registry import ModelRequest, register_model
+
 #: depth -> (block kind, blocks per stage), torchvision's table
 LAYOUTS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
            50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3)),
@@ -152,3 +154,20 @@ def resnet101(**kwargs) -> ResNet:
 def resnet152(**kwargs) -> ResNet:
     """ResNet-152 (bottleneck blocks 3-8-36-3); options as :class:`ResNet`."""
     return ResNet(152, **kwargs)
+
+
+@register_model("resnet", images=True, fractional_width=True,
+                text="ResNet 18-152, width a multiplier; BN and skips only if the technique "
+                     "adds them")
+def _resnet(r: ModelRequest) -> ResNet:
+    if r.options["activation"] != "relu":
+        raise ValueError(f"model resnet has ReLU activations only; the technique asks for "
+                         f"{r.options['activation']}")
+    if r.shape[0] != 3:
+        raise ValueError(f"model resnet takes RGB images (3 channels); {r.dataset} has "
+                         f"{r.shape[0]}")
+    if not (isinstance(r.width, (int, float)) and r.width > 0):
+        raise ValueError(f"width (the width multiplier) must be > 0 for model resnet; "
+                         f"got {r.width!r}")
+    return ResNet(r.depth, norm=r.options["norm"], skip=r.options["skip"] is not None,
+                  width_multiplier=float(r.width), num_classes=r.out_features)

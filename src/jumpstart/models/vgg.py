@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .registry import ModelRequest, register_model
 from .split import (CLASSIFIER_STD, SPLIT_MODES, NRLayer, SplitConv2d, TwoHeads, he_fan_out_,
                     split_of)
 
@@ -136,3 +137,13 @@ class VGG(TwoHeads, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.features(x).mean((2, 3))  # pooling first: the 1x1 conv is linear
         return self._head(h, self.classifier.weight, self.classifier.bias)
+
+
+@register_model("vgg", images=True,
+                text="Neural Rejuvenation's CIFAR VGG (first conv of width channels)")
+def _vgg(r: ModelRequest) -> VGG:
+    if r.options["activation"] != "relu" or r.options["skip"] is not None:
+        raise ValueError("model vgg is a plain ReLU chain; the technique asks for "
+                         f"{r.options['activation']} activations or skips")
+    return VGG(r.depth, r.width, r.out_features, in_channels=r.shape[0],
+               norm=r.options["norm"], widths=r.widths, mode=r.mode)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..optim import OPTIMIZER_OPTIONS
 from .base import CAPABILITIES, Option, Technique, TrainContext
 from .builtin import BatchNorm, Baseline, Gelu, JumpstartTechnique, Skip
 from .cbp import ContinualBackprop
@@ -21,15 +20,25 @@ from .nr import NeuralRejuvenation
 from .redo import ReDo
 
 TECHNIQUES: dict[str, type[Technique]] = {}
-#: run keys no technique option may take (a run config is one flat dict): the
-#: run's own settings (:data:`jumpstart.experiments.config.CHECKS`) and the
-#: optimizer's (:data:`jumpstart.optim.OPTIMIZER_OPTIONS`)
-RESERVED_KEYS = frozenset({
-    "dataset", "model", "depth", "width", "technique", "epochs", "curve_every", "seed", "lr",
-    "batch_size", "init", "init_steps", "init_lr", "head", "data_dir", "target",
-    "min_class_rows", "test_split", "loader_workers", "augment",
-    "precision", "memory_format", "flush_denormal", "device", "progress", "data",
-    *OPTIMIZER_OPTIONS})
+#: names no technique option may take (a run config is one flat dict): the
+#: run keys, added by :func:`reserve` (:data:`jumpstart.train.run_options.RUN_OPTIONS`)
+RESERVED_KEYS: set[str] = set()
+
+
+def reserve(names) -> None:
+    """Add ``names`` to :data:`RESERVED_KEYS`: names that no technique option
+    may take (the run keys, which the training layer declares).
+
+    Raises:
+        ValueError: a registered technique already has an option of one of
+            these names.
+    """
+    names = set(names)
+    for cls in TECHNIQUES.values():
+        taken = sorted(set(cls.options) & names)
+        if taken:
+            raise ValueError(f"technique {cls.name!r}: option(s) {taken} are run keys")
+    RESERVED_KEYS.update(names)
 
 
 def register(cls: type[Technique]) -> type[Technique]:
@@ -159,6 +168,6 @@ class Combined(Technique):
             part.detach(ctx)
 
 
-__all__ = ["CAPABILITIES", "RESERVED_KEYS", "TECHNIQUES", "Combined", "Option", "Technique", "TrainContext",
+__all__ = ["CAPABILITIES", "RESERVED_KEYS", "reserve", "TECHNIQUES", "Combined", "Option", "Technique", "TrainContext",
            "make_technique", "option_keys", "register", "technique_of", "technique_options",
            "technique_parts"]

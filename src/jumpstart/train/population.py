@@ -34,6 +34,7 @@ from ..core.hooks import ActivationRecorder
 from ..core.status import status_ratios
 from ..data.base import Dataset
 from ..models import Rectangular
+from ..models.registry import model_family
 from ..data import FOLDER_SETS, IMAGE_SETS
 from ..optim import MemberAdam, is_plain_adam
 from ..techniques import Technique, TrainContext
@@ -41,6 +42,7 @@ from .fast_path import flushing
 from .history import History, MemberResult
 from .loop import check_schedule, predict, task_loss
 from .build import build_model
+from .run_options import RunConfig, group_by
 
 
 def _stack(tensors) -> Tensor:
@@ -171,35 +173,65 @@ def _no_replacement(technique: Technique, ctx: TrainContext) -> None:
                          "training cannot do; it must not declare population support")
 
 
-def refusal(technique: Technique, config: dict | None = None) -> str | None:
-    """Why :func:`train_population` cannot run ``technique`` (and the run
-    ``config``, when given) exactly, or ``None``: the technique must declare
-    ``"population"`` (and, when it has a ``granularity``, ``"channel"``); the
-    run must be a dense net in float32 under plain Adam
-    (no weight decay, no learning-rate schedule) on in-memory data."""
+def technique_refusal(technique: Technique) -> str | None:
+    """Why :func:`train_population` cannot run ``technique``, or ``None``: it
+    must declare ``"population"`` and, when it has a ``granularity``,
+    ``"channel"``."""
     if "population" not in technique.supports:
         return (f"technique {technique.name!r} does not declare population support "
                 "(supports: " + (", ".join(sorted(technique.supports)) or "none") + "); "
                 "train it with fit / train_run")
     if technique.config.get("granularity", "channel") != "channel":
         return "population deficits are per channel (granularity 'channel') only"
-    if config is None:
-        return None
-    if config.get("model", "rectangular") != "rectangular":
-        return f"model {config['model']!r} is not a dense rectangular net"
-    if config.get("precision") == "bf16":
+    return None
+
+
+def refusal(run: RunConfig) -> str | None:
+    """Why :func:`train_population` cannot run ``run`` exactly, or ``None``:
+    the technique as :func:`technique_refusal`; the run a family that
+    declares ``"population"`` (the dense net) in float32 under plain Adam (no
+    weight decay, no learning-rate schedule) on in-memory, unaugmented flat
+    features, with the decorrelated init at its default steps and rate."""
+    reason = technique_refusal(run.technique)
+    if reason is not None:
+        return reason
+    if "population" not in model_family(run["model"]).supports:
+        return f"model {run['model']!r} is not a dense rectangular net"
+    if run["precision"] == "bf16":
         return "population training is float32 only"
-    if config.get("dataset") in FOLDER_SETS:
+    if run["dataset"] in FOLDER_SETS:
         return "population training needs in-memory data"
-    if config.get("augment", "none") != "none":
+    if run["augment"] != "none":
         return "population training takes no augmentation"
-    if config.get("dataset") in IMAGE_SETS:
+    if run["dataset"] in IMAGE_SETS:
         return "population training takes flat features, not images"
-    if not is_plain_adam(config):
+    if not is_plain_adam(run.optimizer):
         return "population training uses plain Adam only (no weight decay, no lr schedule)"
-    if "init_steps" in config or "init_lr" in config:
+    if "init_steps" in run.record or "init_lr" in run.record:
         return "the decorrelated init's steps and rate are options of the single-run loop"
     return None
+
+
+def train_runs(runs: list[RunConfig], data_of) -> list[tuple[RunConfig, MemberResult]]:
+    """The population trainer's entry for a group of runs
+    (:mod:`jumpstart.train.group`): each passes :func:`refusal`; runs equal
+    but for seed and learning rate train as one population, member ``p`` on
+    ``data_of(run)``.
+
+    Returns:
+        ``(run, result)`` per run, in any order.
+    """
+    out = []
+    for part in group_by(runs, lambda r: {k: v for k, v in r.record.items()
+                                          if k not in ("seed", "lr")}):
+        first = part[0]
+        results = train_population(
+            [data_of(r) for r in part], technique=first.technique, depth=first["depth"],
+            width=first["width"], seeds=[r["seed"] for r in part],
+            lrs=[r["lr"] for r in part], epochs=first["epochs"], batch_size=first.batch_size,
+            init=first["init"], curve_every=first["curve_every"])
+        out += zip(part, results)
+    return out
 
 
 @flushing()  # denormals flushed while training, as in every trainer
@@ -256,7 +288,7 @@ def train_population(
             mismatched lengths, bad sizes, parts of unequal shapes, a
             technique the model family cannot take.
     """
-    reason = refusal(technique)
+    reason = technique_refusal(technique)
     if reason is not None:
         raise ValueError(f"the population trainer refuses this run: {reason}")
     pop = len(datas)

@@ -1,52 +1,50 @@
-"""Routing: which trainer runs a run config, decided in one place.
+"""Routing: which trainer runs a run, decided in one place.
 
 The sweep planner and the worker both call :func:`route`. Trainers are tried
 fastest first, and each one takes a run only if it runs it exactly (the same
 trajectory as the single-run loop, up to float rounding); otherwise it says
 why not (its ``refusal``) and the next is tried:
 
-1. ``"stacks"``: the hand-written MOONS stacks
-   (:func:`jumpstart.train.stacked.train_stacked`);
-2. ``"population"``: the generic population trainer
-   (:func:`jumpstart.train.population.train_population`);
-3. ``"single"``: the single-run loop (:func:`jumpstart.train.train_run`),
-   which runs every technique.
+1. ``"stacks"``: the hand-written MOONS stacks (:mod:`jumpstart.train.stacked`);
+2. ``"population"``: the generic population trainer (:mod:`jumpstart.train.population`);
+3. ``"single"``: the single-run loop (:mod:`jumpstart.train.run`), which runs
+   every technique.
 
-A technique declares what it supports in ``Technique.supports``; nothing here
-names a technique.
+Each trainer module has the same two entries: ``refusal(run)`` (``None``: it
+runs it) and ``train_runs(runs, data_of)`` (a group's runs of that trainer,
+``(run, MemberResult)`` each). A technique declares what it supports in
+``Technique.supports``, a model family in ``ModelFamily.supports``; nothing
+here names a technique or a family.
 """
 
 from __future__ import annotations
 
-from ..techniques import Technique, technique_of
-from .population import refusal as population_refusal
-from .stacked import refusal as stacked_refusal
+from collections.abc import Mapping
 
-#: the trainers, fastest first
-TRAINERS = ("stacks", "population", "single")
+from . import population, run as single, stacked
+from .run_options import RunConfig, parse_run
+
+#: the trainers, fastest first: name -> module with ``refusal`` and ``train_runs``
+TRAINERS = {"stacks": stacked, "population": population, "single": single}
 
 
-def refusals(config: dict, technique: Technique | None = None) -> dict[str, str | None]:
-    """Per trainer of :data:`TRAINERS`, why it cannot run ``config`` exactly
-    (``None``: it can). ``technique`` is the run's built technique
-    (:func:`~jumpstart.techniques.technique_of` when omitted).
+def refusals(run: RunConfig | Mapping) -> dict[str, str | None]:
+    """Per trainer of :data:`TRAINERS`, why it cannot run ``run`` exactly
+    (``None``: it can). A mapping is parsed first (:func:`~jumpstart.train.run_options.parse_run`).
 
     Raises:
-        ValueError: as :func:`~jumpstart.techniques.technique_of`, or a bad
-            optimizer option.
+        ValueError: as :func:`~jumpstart.train.run_options.parse_run`.
     """
-    technique = technique if technique is not None else technique_of(config)
-    return {"stacks": stacked_refusal(config, technique),
-            "population": population_refusal(technique, config),
-            "single": None}
+    run = run if isinstance(run, RunConfig) else parse_run(run)
+    return {name: trainer.refusal(run) for name, trainer in TRAINERS.items()}
 
 
-def route(config: dict, technique: Technique | None = None) -> str:
-    """The trainer (one of :data:`TRAINERS`) that runs ``config``: the first
+def route(run: RunConfig | Mapping) -> str:
+    """The trainer (a name of :data:`TRAINERS`) that runs ``run``: the first
     whose refusal is ``None``.
 
     Raises:
         ValueError: as :func:`refusals`.
     """
-    reasons = refusals(config, technique)
+    reasons = refusals(run)
     return next(t for t in TRAINERS if reasons[t] is None)

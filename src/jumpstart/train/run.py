@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,14 +11,12 @@ from torch import nn
 
 from .. import strict_json
 from ..core.status import ActivationStatus, NonFiniteError, activation_status, undefined_ratios
-from ..data import Dataset, FolderData, load_dataset
-from ..data.augment import check_augment
-from ..models.rectangular import DECORRELATE_LR, DECORRELATE_STEPS
-from ..optim import OPTIMIZER_OPTIONS, check_optimizer
-from ..techniques import Technique, make_technique
-from .build import MODELS, build_model
+from ..data import Dataset, FolderData, load_run_data
+from .build import build_model
 from .checkpoint import checkpoint_bytes
+from .history import MemberResult
 from .loop import FitResult, fit
+from .run_options import RunConfig, parse_run
 
 
 @dataclass
@@ -66,7 +65,6 @@ class RunResult:
 
 
 DEVICES = ("auto", "cpu", "cuda")
-#: model families a run can build (see :func:`train_run`)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -84,38 +82,16 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def train_run(
-    *,
-    dataset: str = "moons",
-    model: str = "rectangular",
-    depth: int,
-    width: int | float,
-    technique: str | Technique = "baseline",
-    epochs: int = 5000,
-    lr: float = 0.01,
-    batch_size: int | None = None,
-    seed: int = 0,
-    init: str = "glorot",
-    init_steps: int = DECORRELATE_STEPS,
-    init_lr: float = DECORRELATE_LR,
-    head: str = "flatten",
-    data_dir: str | None = None,
-    target: str = "target",
-    min_class_rows: int | None = None,
-    test_split: float | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    memory_format: str = "auto",
-    flush_denormal: bool = True,
-    loader_workers: int = 4,
-    progress: bool = False,
-    augment: str = "none",
-    data: Dataset | FolderData | None = None,
-    **options,
-) -> RunResult:
+def train_run(run: RunConfig | Mapping | None = None, *, data: Dataset | FolderData | None = None,
+              device: str = "auto", progress: bool = False, **config) -> RunResult:
     """Train one ReLU net on a named data set under a technique and measure it.
 
-    ``model`` is one of :data:`~jumpstart.train.build.MODELS`:
+    The run is a flat config of run keys (:data:`~jumpstart.train.run_options.RUN_OPTIONS`:
+    each key's default, check and meaning) and technique options, given as
+    keyword arguments (``train_run(dataset="moons", depth=6, width=2,
+    technique="jumpstart", lam=1e-3)``), as a mapping, or already parsed
+    (:class:`~jumpstart.train.run_options.RunConfig`). ``model`` names a
+    registered family (:data:`jumpstart.models.MODEL_FAMILIES`):
 
     - ``"rectangular"``: dense :class:`~jumpstart.models.Rectangular`;
     - ``"conv"``: Rectangular with 3x3 convs and ``head`` ``"flatten"`` or
@@ -139,10 +115,15 @@ def train_run(
     The technique's model options shape the net. ``dataset`` is any name
     :func:`jumpstart.data.load_dataset` takes (tables split by ``seed``;
     ``imagenet`` is streamed from ``data_dir`` by DataLoaders with
-    ``loader_workers`` processes). The status (CPAIOR Definitions 1 and 2)
+    ``loader_workers`` processes; ``test_split`` holds out that share of the
+    validation part as a test part). The status (CPAIOR Definitions 1 and 2)
     is measured on the training set after training, with the eval transform
     for streamed images; it uses the technique's ``granularity`` when it has
-    one (Jumpstart), else ``"channel"``.
+    one (Jumpstart), else ``"channel"``. ``precision``, ``memory_format`` and
+    ``flush_denormal`` are the fast path (:mod:`jumpstart.train.fast_path`;
+    ``"auto"``: bfloat16 autocast on a CPU with native bfloat16 and
+    channels-last for conv nets on images; ``precision="32"`` trains in
+    float32).
 
     ``torch.manual_seed(seed)`` fixes the initialization and the minibatch
     order, so runs of different techniques with the same seed start from the
@@ -150,91 +131,85 @@ def train_run(
     tasks use one output logit (CPAIOR Sec. 4).
 
     Args:
-        technique: registered name, ``"a+b"`` for combinations
-            (:mod:`jumpstart.techniques`), or a technique already built (then
-            ``options`` hold no technique option).
-        init: one of :data:`jumpstart.models.rectangular.INITS` (``"glorot"``,
-            ``"kaiming"``, ``"zero"``, ``"orthogonal"``, ``"decorrelated"``).
-        init_steps, init_lr: the ``"decorrelated"`` init's data-free Adam
-            steps and rate (:func:`~jumpstart.models.rectangular.decorrelate_`).
-        target: the class column of a table.
-        min_class_rows: drop a table's classes with fewer rows than this
-            (:func:`jumpstart.data.tabular`; default: rare classes go to the
-            training part).
-        test_split: hold out this share of the validation part as a test
-            part (data sets without one: MNIST, CIFAR, MOONS; see
-            :meth:`jumpstart.data.Dataset.with_test_split`); ``None``: none.
-        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or
-            ``"cuda"``.
-        precision, memory_format, flush_denormal: the fast path
-            (:mod:`jumpstart.train.fast_path`; ``"auto"``: bfloat16 autocast
-            on a CPU with native bfloat16 and channels-last for conv nets on
-            images), see :func:`fit`; ``precision="32"`` trains in float32.
-        augment: ``"none"`` or ``"crop_flip"`` (in-memory images), see :func:`fit`.
-        data: the data set already loaded (as ``load_dataset(dataset,
-            seed=seed, directory=data_dir, target=target)`` returns it), to
-            share one load between runs; ``None`` loads it.
-        **options: the technique's options (``lam``, ``aggregation``, ...)
-            and the optimizer's (:data:`~jumpstart.optim.OPTIMIZER_OPTIONS`:
-            ``optimizer``, ``momentum``, ``nesterov``, ``weight_decay``,
-            ``lr_milestones``, ``lr_gamma``).
+        run: the run config (a mapping, merged under ``config``) or a parsed
+            one (then ``config`` must be empty).
+        data: the data set already loaded (as :func:`jumpstart.data.load_run_data`
+            returns it for the run), to share one load between runs;
+            ``None`` loads it.
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
+        progress: show a progress bar.
+        **config: run keys and technique options; ``technique`` may also be a
+            :class:`~jumpstart.techniques.Technique` already built (then no
+            technique option is given).
+
+    Returns:
+        :class:`RunResult`; its ``config`` is the run's record
+        (:attr:`~jumpstart.train.run_options.RunConfig.record`: the config a
+        sweep would store for it).
 
     Raises:
-        ValueError: before any training: unknown technique or model, an
-            option the technique does not take or a bad value, a model that
-            does not fit the data, a table that cannot be used, ``depth`` or
-            ``width`` out of range, ``epochs`` < 1, ``lr <= 0``; the message
-            names the bad value.
+        ValueError: before any training: as :func:`~jumpstart.train.run_options.parse_run`
+            (an unknown key, a bad value, a missing ``depth`` or ``width``),
+            an unknown device, a model that does not fit the data; the
+            message names the bad value.
         FileNotFoundError: an unknown data set name or missing files.
     """
-    check_augment(augment)
-
-    optimizer = {k: v for k, v in options.items() if k in OPTIMIZER_OPTIONS}
-    check_optimizer(**optimizer)
-    tech_options = {k: v for k, v in options.items() if k not in OPTIMIZER_OPTIONS}
-    if isinstance(technique, Technique):
-        if tech_options:
-            raise ValueError(f"technique {technique.name!r} is already built; it takes no "
-                             f"option(s) {sorted(tech_options)} here")
-        tech = technique
+    if isinstance(run, RunConfig):
+        if config:
+            raise ValueError(f"train_run got a parsed run and key(s) {sorted(config)}; give "
+                             "one or the other")
     else:
-        tech = make_technique(technique, **tech_options)
+        run = parse_run({**(run or {}), **config})
     dev = resolve_device(device)
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
     if data is None:
-        data = load_dataset(dataset, seed=seed, directory=data_dir, target=target,
-                            min_class_rows=min_class_rows, test_split=test_split)
+        data = load_run_data(run.values)
     streamed = isinstance(data, FolderData)
     shape = data.feature_shape if streamed else tuple(data.x_train.shape[1:])
-    torch.manual_seed(seed)
-    net = build_model(model, tech, data.num_classes, shape, dataset=dataset, depth=depth,
-                      width=width, init=init, head=head, init_steps=init_steps, init_lr=init_lr)
+    torch.manual_seed(run["seed"])
+    net = build_model(run["model"], run.technique, data.num_classes, shape,
+                      dataset=run["dataset"], depth=run["depth"], width=run["width"],
+                      init=run["init"], head=run["head"], init_steps=run["init_steps"],
+                      init_lr=run["init_lr"])
     net.to(dev)
-    result = fit(net, data, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
-                 technique=tech, precision=precision, memory_format=memory_format,
-                 flush_denormal=flush_denormal, loader_workers=loader_workers,
-                 progress=progress, augment=augment, **optimizer)
+    result = fit(net, data, lr=run["lr"], epochs=run["epochs"], batch_size=run.batch_size,
+                 seed=run["seed"], technique=run.technique, loader_workers=run["loader_workers"],
+                 progress=progress, augment=run["augment"], **run.fast_path, **run.optimizer)
     net = result.model
-    decorrelated = {"init_steps": init_steps, "init_lr": init_lr} if init == "decorrelated" else {}
-    config = {"dataset": dataset, "model": model, "depth": depth, "width": width,
-              **({"init": init, **decorrelated} if init != "glorot" else {}),
-              **({"min_class_rows": min_class_rows} if min_class_rows is not None else {}),
-              **({"test_split": test_split} if test_split is not None else {}),
-              **({"head": head} if model == "conv" else {}),
-              **({"augment": augment} if augment != "none" else {}),
-              "technique": tech.name, **tech.config, "lr": lr, **optimizer,
-              "batch_size": batch_size, "seed": seed}
-    granularity = tech.config.get("granularity", "channel")
+    granularity = run.technique.config.get("granularity", "channel")
     if streamed:
         from torch.utils.data import DataLoader
 
-        inputs = DataLoader(data.train.eval_view(), batch_size=batch_size,
-                            num_workers=loader_workers)
+        inputs = DataLoader(data.train.eval_view(), batch_size=run.batch_size,
+                            num_workers=run["loader_workers"])
     else:
         inputs = data.x_train
     try:
         status = activation_status(net, inputs, granularity=granularity)
     except NonFiniteError:
         status = None
-    return RunResult(config, net, result, status, getattr(data, "split", None))
+    return RunResult(run.record, net, result, status, getattr(data, "split", None))
+
+
+def refusal(run: RunConfig) -> None:
+    """The single-run loop runs every run: never a reason to refuse."""
+    return None
+
+
+def train_runs(runs: list[RunConfig], data_of) -> list[tuple[RunConfig, MemberResult]]:
+    """The single-run loop's entry for a group of runs (:mod:`jumpstart.train.group`):
+    each run alone (:func:`train_run` on ``data_of(run)``), its curves kept
+    every ``curve_every`` epochs and at the last, as the population trainers
+    keep them.
+
+    Returns:
+        ``(run, result)`` per run, in order.
+    """
+    out = []
+    for run in runs:
+        result = train_run(run, data=data_of(run))
+        h, every = result.fit.history, run["curve_every"]
+        keep = [i for i, e in enumerate(h["epoch"]) if e % every == 0 or e == run["epochs"]]
+        metrics = {**result.fit.metrics(), "status": result.metrics()["status"]}
+        out.append((run, MemberResult(metrics, {k: [h[k][i] for i in keep] for k in h},
+                                      result.model)))
+    return out

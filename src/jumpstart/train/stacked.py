@@ -42,14 +42,16 @@ import torch
 from torch import Tensor
 
 from ..core.deficits import Deficits
-from ..core.regularizer import aggregate, check_options
+from ..core.regularizer import JUMPSTART_OPTIONS, aggregate, check_options
 from ..core.status import status_ratios
 from ..data import DATASETS
 from ..models import MoonsConv, Rectangular
+from ..models.registry import MODEL_FAMILIES, model_family
 from ..optim import MemberAdam, is_plain_adam
 from .fast_path import flushing
 from .history import History, MemberResult
 from .loop import check_schedule
+from .run_options import RunConfig, group_by
 from .stacks import DenseStack, MoonsConvStack
 
 
@@ -64,35 +66,85 @@ class Member:
     depth: int | None = None
 
 
-def refusal(config: dict, technique) -> str | None:
-    """Why :func:`train_stacked` cannot run this run config exactly, or ``None``.
+def refusal(run: RunConfig) -> str | None:
+    """Why :func:`train_stacked` cannot run this run exactly, or ``None``.
 
     The stacks take runs whose whole effect is a Jumpstart penalty (the
-    technique declares ``"stacks"``), on a built-in binary data set, a dense
-    or MoonsConv net with Glorot init, float32, plain Adam (no weight decay,
-    no schedule); for MoonsConv also per-position deficits and full batch.
+    technique declares ``"stacks"``), on a built-in binary data set, a model
+    family that declares ``"stacks"`` (dense, MoonsConv) with Glorot init,
+    float32, plain Adam (no weight decay, no schedule); for MoonsConv also
+    per-position deficits and full batch.
     """
+    technique = run.technique
     if "stacks" not in technique.supports:
         return f"technique {technique.name!r} does not declare stacks support"
-    if config["dataset"] not in DATASETS:
-        return f"data set {config['dataset']!r} is not a built-in binary data set"
-    if config["model"] not in ("rectangular", "moons_conv"):
-        return f"model {config['model']!r} is not rectangular or moons_conv"
-    if config.get("init", "glorot") != "glorot":
+    if run["dataset"] not in DATASETS:
+        return f"data set {run['dataset']!r} is not a built-in binary data set"
+    if "stacks" not in model_family(run["model"]).supports:
+        return (f"model {run['model']!r} is not a family the stacks build ("
+                + ", ".join(n for n, f in MODEL_FAMILIES.items() if "stacks" in f.supports)
+                + ")")
+    if run["init"] != "glorot":
         return "the stacks build Glorot-initialized nets only"
-    if config.get("precision") == "bf16":
+    if run["precision"] == "bf16":
         return "the stacks train in float32 only"
-    if config.get("augment", "none") != "none":
+    if run["augment"] != "none":
         return "the stacks train on unaugmented data only"
-    if config.get("test_split") is not None:
+    if run["test_split"] is not None:
         return "the stacks hold no test part (test_split)"
-    if not is_plain_adam(config):
+    if not is_plain_adam(run.optimizer):
         return "the stacks train with plain Adam only (no weight decay, no lr schedule)"
-    if config["model"] == "moons_conv" and not (
-            technique.config.get("granularity", "position") == "position"
-            and config.get("batch_size", "full") in ("full", None)):
+    if run["model"] == "moons_conv" and not (
+            technique.config.get("granularity") in (None, "position")
+            and run.batch_size is None):
         return "MoonsConv stacks take granularity 'position' and full batch only"
     return None
+
+
+def stack_spec(technique) -> tuple[float, dict]:
+    """``(lam, Jumpstart options)`` of a technique that runs in the stacks: its
+    whole effect is the Jumpstart penalty its config describes (``lam`` 0 and
+    no options when it has none, e.g. the baseline)."""
+    config = technique.config
+    return (float(config.get("lam", 0.0)),
+            {k: config[k] for k in JUMPSTART_OPTIONS if k != "lam" and k in config})
+
+
+def stack_parts(runs: list[RunConfig]) -> list[list[RunConfig]]:
+    """Populations for the stacks: one per learning rate and penalty options;
+    unpenalized runs (``lam = 0``, e.g. the baseline) join the first
+    population of their learning rate, where they cost no penalty work."""
+    parts = []
+    for same_lr in group_by(runs, lambda r: r["lr"]):
+        plain = [r for r in same_lr if stack_spec(r.technique)[0] == 0]
+        penalized = group_by([r for r in same_lr if stack_spec(r.technique)[0] > 0],
+                             lambda r: stack_spec(r.technique)[1])
+        if penalized:
+            penalized[0] += plain
+        parts += penalized or [plain]
+    return parts
+
+
+def train_runs(runs: list[RunConfig], data_of=None) -> list[tuple[RunConfig, MemberResult]]:
+    """The stacks' entry for a group of runs (:mod:`jumpstart.train.group`):
+    they share data set, model, epochs, batch size and curve spacing and each
+    passes :func:`refusal`; trained as the populations of :func:`stack_parts`
+    (``data_of`` is unused: the stacks load their built-in data set).
+
+    Returns:
+        ``(run, result)`` per run, in any order.
+    """
+    out = []
+    for part in stack_parts(runs):
+        first = part[0]
+        members = [Member(r["width"], r["seed"], stack_spec(r.technique)[0], r["depth"])
+                   for r in part]
+        results = train_stacked(
+            members, dataset=first["dataset"], model=first["model"], epochs=first["epochs"],
+            lr=first["lr"], batch_size=first.batch_size,
+            jumpstart=stack_spec(first.technique)[1], curve_every=first["curve_every"])
+        out += zip(part, results)
+    return out
 
 
 def _member_terms(t: Tensor) -> Tensor:
