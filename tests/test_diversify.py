@@ -154,7 +154,7 @@ def test_init_comparison_report(tmp_path):
     path = tmp_path / "i.toml"
     path.write_text('name = "inits"\n[fixed]\ndataset = "moons"\nmodel = "rectangular"\n'
                     'depth = 1\ntechnique = "baseline"\nepochs = 6\nlr = 0.01\n'
-                    'curve_every = 1\n[grid]\nwidth = [4]\n'
+                    'curve_every = 1\ninit_diversity = true\n[grid]\nwidth = [4]\n'
                     'init = ["glorot", "decorrelated"]\nseed = [0, 1]\n')
     db = tmp_path / "r.db"
     run_sweep(load_sweep(path), db, workers=1, progress=False)

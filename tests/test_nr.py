@@ -409,22 +409,23 @@ def test_a_rejuvenated_dense_run_is_saved_and_rebuilt(tmp_path):
         assert torch.equal(model(data.x_val), run.model.eval()(data.x_val))
 
 
-def test_report_reads_a_runs_frame_of_mixed_techniques():
-    """A frame column is float where other techniques' runs are NaN, and list
-    cells are tuples: the report still rebuilds each net."""
-    import types
+def test_runs_record_the_parameter_counts_the_report_reads():
+    """The NR report reads parameter counts from the store (it rebuilds no
+    net): each run records them before any step and after training."""
+    from jumpstart.train import train_run
+    from jumpstart.train.group import train_group
 
-    from jumpstart.experiments.nr_report import _params
-    from jumpstart.models import VGG
-
-    data = types.SimpleNamespace(num_classes=10, x_train=torch.zeros(1, 3, 32, 32))
-    row = {"model": "vgg", "technique": "nr", "dataset": "cifar10-10k", "depth": 19.0,
-           "width": 8.0, "nr_max_epochs": 5.0, "nr_lam": 0.005, "seed": 1.0,
-           "lam": float("nan")}
-    full = sum(p.numel() for p in VGG(19, 8, num_classes=10).parameters())
-    assert _params(row, None, data) == (full, full)
-    # a conv net with the max+avg head (3 -> 4 -> 4 channels, 3x3; max and mean 8 -> 10),
-    # BatchNorm (nr's) and so no conv biases: 3*4*9 + 4*4*9 + 2 * (4 + 4) + 8*10 + 10
-    conv = {"model": "conv", "technique": "nr", "dataset": "cifar10-10k", "depth": 2.0,
-            "width": 4.0, "head": "maxavg", "seed": 0.0}
-    assert _params(conv, None, data) == (358, 358)
+    # 2 -> 3 -> 3 -> 1 dense: (2*3 + 3) + (3*3 + 3) + (3*1 + 1)
+    assert train_run(dataset="moons", depth=2, width=3, epochs=1).metrics()["params_at_init"] == 25
+    config = {"dataset": "moons", "model": "rectangular", "depth": 2, "width": 3,
+              "technique": "baseline", "epochs": 1, "lr": 0.01, "batch_size": "full",
+              "curve_every": 1, "seed": 0}
+    for trainer in ("stacks", "single"):
+        (_, metrics, _, _), = train_group([config], trainer=trainer)
+        assert (metrics["params_at_init"], metrics["params"], metrics["effective_params"]) == (
+            25, 25, 25)
+    # a rejuvenated net grows: the count before stays the fresh net's, with nr's
+    # BatchNorm (scale and shift, so no linear biases): (2*4 + 2*4) + 2 * (4*4 + 2*4) + (4 + 1)
+    run = train_run(dataset="moons", depth=3, width=4, technique="nr", nr_max_epochs=1,
+                    nr_lam=0.05, epochs=2, lr=0.05, optimizer="sgd", seed=1)
+    assert run.metrics()["params_at_init"] == 69

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from jumpstart.experiments.statistics import bootstrap_interval, paired_record, paired_test
-from jumpstart.experiments.tabular_report import key_metrics
+from jumpstart.experiments.selection import key_metrics
 
 
 def test_bootstrap_interval_of_a_small_sample_by_hand():

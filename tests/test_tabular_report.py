@@ -5,7 +5,7 @@ import pytest
 
 from jumpstart.cli import main
 from jumpstart.experiments import ResultsStore, run_key
-from jumpstart.experiments.tabular_report import key_metrics, select, wins_draws_losses
+from jumpstart.experiments.selection import key_metrics, select, wins_draws_losses
 
 # selected test accuracy and dead ratio per (dataset, technique), by hand
 ACC = {"d1": {"A": 0.9, "B": 0.8, "C": 0.7},

@@ -12,12 +12,13 @@ from typing import Optional
 import typer
 
 from .core.regularizer import AGGREGATIONS, JUMPSTART_OPTIONS
-from .optim import OPTIMIZER_OPTIONS, OPTIMIZERS
-from .train.fast_path import FAST_OPTIONS
+from .models import MODEL_FAMILIES
+from .optim import OPTIMIZERS
+from .train.run_options import RUN_OPTIONS
 
 _JS = {k: o.default for k, o in JUMPSTART_OPTIONS.items()}
-_OPT = {k: o.default for k, o in OPTIMIZER_OPTIONS.items()}
-_FAST = {k: o.default for k, o in FAST_OPTIONS.items()}
+#: the run options' defaults (:data:`jumpstart.train.run_options.RUN_OPTIONS`)
+_RUN = {k: o.default for k, o in RUN_OPTIONS.items()}
 
 app = typer.Typer(
     add_completion=False,
@@ -54,7 +55,7 @@ def _check_folder(path: Path, flag: str) -> None:
 
 @app.command()
 def train(
-    dataset: str = typer.Option("moons", help="Data set name."),
+    dataset: str = typer.Option(_RUN["dataset"], help="Data set name."),
     depth: int = typer.Option(..., help="Hidden layers (>= 1)."),
     width: float = typer.Option(..., help="Units per hidden layer (an integer >= 1); for "
                                 "model resnet the width multiplier (> 0)."),
@@ -66,36 +67,36 @@ def train(
                    f"(default {_JS['aggregation']})."),
     margin: Optional[float] = typer.Option(
         None, help=f"Jumpstart margin m > 0 (default {_JS['margin']})."),
-    epochs: int = typer.Option(5000, help="Epochs (full batch by default)."),
-    lr: float = typer.Option(0.01, help="Initial learning rate."),
-    optimizer: str = typer.Option(_OPT["optimizer"], help=f"One of {', '.join(OPTIMIZERS)}."),
-    momentum: float = typer.Option(_OPT["momentum"], help="SGD momentum."),
-    nesterov: bool = typer.Option(_OPT["nesterov"], help="SGD with Nesterov momentum."),
-    weight_decay: float = typer.Option(_OPT["weight_decay"], help="Weight decay (L2 for "
+    epochs: int = typer.Option(_RUN["epochs"], help="Epochs (full batch by default)."),
+    lr: float = typer.Option(_RUN["lr"], help="Initial learning rate."),
+    optimizer: str = typer.Option(_RUN["optimizer"], help=f"One of {', '.join(OPTIMIZERS)}."),
+    momentum: float = typer.Option(_RUN["momentum"], help="SGD momentum."),
+    nesterov: bool = typer.Option(_RUN["nesterov"], help="SGD with Nesterov momentum."),
+    weight_decay: float = typer.Option(_RUN["weight_decay"], help="Weight decay (L2 for "
                                        "adam and sgd, decoupled for adamw)."),
     lr_milestones: str = typer.Option("", help="Comma-separated epochs after which the "
                                       "learning rate is multiplied by --lr-gamma."),
-    lr_gamma: float = typer.Option(_OPT["lr_gamma"], help="Step-schedule factor."),
+    lr_gamma: float = typer.Option(_RUN["lr_gamma"], help="Step-schedule factor."),
     batch_size: Optional[int] = typer.Option(None, help="Minibatch size; default full batch."),
-    seed: int = typer.Option(0, help="Seed of the initialization and batch order."),
-    init: str = typer.Option("glorot", help="Weight init: glorot, kaiming, zero, orthogonal "
+    seed: int = typer.Option(_RUN["seed"], help="Seed of the initialization and batch order."),
+    init: str = typer.Option(_RUN["init"], help="Weight init: glorot, kaiming, zero, orthogonal "
                              "or decorrelated (-o init_steps=N -o init_lr=R)."),
-    augment: str = typer.Option("none", help="Training augmentation of in-memory images: none "
+    augment: str = typer.Option(_RUN["augment"], help="Training augmentation of in-memory images: none "
                                 "or crop_flip (4-pixel padded random crop, horizontal flip)."),
-    model: str = typer.Option("rectangular", help="rectangular (dense), conv (3x3 convs, for "
-                              "image data), moons_conv, or resnet (depth 18/34/50/101/152)."),
+    model: str = typer.Option(_RUN["model"], help="Model family: " + "; ".join(
+        f"{name}: {family.text}" for name, family in MODEL_FAMILIES.items()) + "."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     precision: str = typer.Option(
-        _FAST["precision"], help="auto (bf16 autocast for conv nets on images on a CPU with "
+        _RUN["precision"], help="auto (bf16 autocast for conv nets on images on a CPU with "
         "native bf16, else 32), 32 or bf16."),
     memory_format: str = typer.Option(
-        _FAST["memory_format"], help="auto (channels_last for conv nets on images), "
+        _RUN["memory_format"], help="auto (channels_last for conv nets on images), "
         "contiguous or channels_last."),
     flush_denormal: bool = typer.Option(
-        _FAST["flush_denormal"], help="Flush denormal floats to zero while training (CPU)."),
+        _RUN["flush_denormal"], help="Flush denormal floats to zero while training (CPU)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder of the data set's files."),
-    target: str = typer.Option("target", help="Class column of a table."),
-    loader_workers: int = typer.Option(4, help="DataLoader processes for data read from disk "
+    target: str = typer.Option(_RUN["target"], help="Class column of a table."),
+    loader_workers: int = typer.Option(_RUN["loader_workers"], help="DataLoader processes for data read from disk "
                                        "(imagenet)."),
     option: list[str] = typer.Option(
         [], "--option", "-o", help="A technique option KEY=VALUE (repeatable), e.g. -o "
@@ -132,7 +133,7 @@ def train(
                          f"got {lr_milestones!r}") from None
     given = {"optimizer": optimizer, "momentum": momentum, "nesterov": nesterov,
              "weight_decay": weight_decay, "lr_milestones": milestones, "lr_gamma": lr_gamma}
-    optimizer_options = {k: v for k, v in given.items() if v != _OPT[k] and v != []}
+    optimizer_options = {k: v for k, v in given.items() if v != _RUN[k] and v != []}
     try:
         run = train_run(
             dataset=dataset, model=model, depth=depth, width=width, technique=technique,
@@ -253,7 +254,7 @@ def sweep(
     )
     if counts["failed"] or counts["skipped"]:
         from .experiments import load
-        from .experiments.tabular_report import left_out
+        from .experiments.selection import left_out
 
         for name, why in left_out(load(db, sweep=spec.name)).items():
             typer.echo(f"  data set {name}: every run failed ({why})")
@@ -341,7 +342,7 @@ def report(
     if main_table is not None:
         typer.echo(main_table.read_text())
     from .experiments import load
-    from .experiments.tabular_report import left_out
+    from .experiments.selection import left_out
 
     missing = left_out(load(db, sweep=sweep))
     for name, why in missing.items():
@@ -434,7 +435,7 @@ def compress(
 def _compress_sweep(db: Path, sweep: str | None, techniques, out: Path | None) -> None:
     """``jumpstart compress --db DB``: the selected runs of a tabular sweep."""
     from .experiments.compression import compress_selected, summary
-    from .experiments.tabular_report import markdown_table
+    from .experiments.selection import markdown_table
 
     _check(db.is_file(), f"--db {db}: no such file")
     if out is not None:

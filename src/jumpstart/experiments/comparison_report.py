@@ -2,7 +2,7 @@
 technique on every benchmark in one table and one figure.
 
 Per benchmark, each *problem* (a table, or a depth x width cell) is treated
-as a data set of the tabular protocol (:mod:`~jumpstart.experiments.tabular_report`):
+as a data set of the tabular protocol (:mod:`~jumpstart.experiments.selection`):
 per (problem, technique) the setting of the technique's grid (and learning
 rate, where the benchmark has several) with the highest median best
 validation accuracy over seeds is selected, on validation data only, and
@@ -32,7 +32,7 @@ best validation accuracy. Then, per technique and benchmark:
   every problem is a draw).
 
 The trainability and convergence references are the paper's five techniques
-(:mod:`~jumpstart.experiments.tabular_report`), so they do not move when
+(:mod:`~jumpstart.experiments.selection`), so they do not move when
 techniques are added to a comparison.
 """
 
@@ -48,7 +48,7 @@ from .compare import Benchmark, Comparison
 from .config import run_key
 from .statistics import bootstrap_interval, paired_record, paired_test
 from .store import load
-from .tabular_report import key_metrics, markdown_table, select
+from .selection import key_metrics, markdown_table, select
 
 REFERENCE = "jumpstart"
 #: fewest problems for a bootstrap interval: with fewer, a percentile interval is

@@ -13,7 +13,7 @@ from ..data import run_data_key
 from ..surgery import prune_dead
 from ..train import read_checkpoint, rebuild_model
 from .store import ResultsStore, load
-from .tabular_report import selected_runs
+from .selection import selected_runs
 
 
 def compress_selected(db: str | Path, *, sweep: str | None = None,

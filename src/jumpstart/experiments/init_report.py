@@ -8,14 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from ..data import chance_level
+from .reports import ReportInput, register_report, varies_init
+from .selection import markdown_table
 
 #: epochs whose held-out accuracy the report shows, besides the last
 EARLY_EPOCHS = (1, 2, 3, 4, 5)
-#: samples of the training part the diversity at init is measured on
-DIVERSITY_SAMPLES = 2000
 #: the reference initialization of the relative gains
 REFERENCE = "glorot"
 
@@ -60,44 +59,33 @@ def init_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+#: what a run measured at init (run option ``init_diversity``,
+#: :func:`jumpstart.train.run.init_diversity`), as the report names it
+DIVERSITY = {"init_weight_corr_mean": "weight_corr_mean", "init_act_corr_mean": "act_corr_mean",
+             "init_constant_units": "constant_units"}
+
+
 def init_diversity(runs: pd.DataFrame) -> pd.DataFrame:
-    """Diversity of the nets at initialization (before any step), rebuilt
-    from each run's config as ``train_run`` builds them
-    (:func:`jumpstart.diversity` on the first :data:`DIVERSITY_SAMPLES`
-    training inputs); median over seeds per (dataset, depth, width, init):
-    ``weight_corr_mean``, ``act_corr_mean`` (averaged over the hidden
-    layers), ``constant_units`` (summed over them)."""
-    from ..data import load_dataset
-    from ..diversification import diversity
-    from ..techniques import technique_of
-    from ..train.build import build_model
-
-    data, rows = {}, []
-    for r in runs[runs["state"] != "failed"].itertuples():
-        key = (r.dataset, r.seed)
-        if key not in data:
-            data[key] = load_dataset(r.dataset, seed=int(r.seed))
-        d = data[key]
-        torch.manual_seed(int(r.seed))
-        config = {k: getattr(r, k) for k in ("init_steps", "init_lr") if hasattr(r, k)
-                  and pd.notna(getattr(r, k))}
-        model = build_model(r.model, technique_of({"technique": r.technique}), d.num_classes,
-                            tuple(d.x_train.shape[1:]), dataset=r.dataset, depth=int(r.depth),
-                            width=int(r.width), init=r.init, head="flatten",
-                            **{k: (int(v) if k == "init_steps" else float(v))
-                               for k, v in config.items()})
-        div = diversity(model, d.x_train[:DIVERSITY_SAMPLES])
-        rows.append({"dataset": r.dataset, "depth": r.depth, "width": r.width, "init": r.init,
-                     "weight_corr_mean": sum(div.weight_corr_mean) / len(div.units),
-                     "act_corr_mean": sum(div.act_corr_mean) / len(div.units),
-                     "constant_units": sum(div.constant_units)})
-    return pd.DataFrame(rows).groupby(["dataset", "depth", "width", "init"],
-                                      as_index=False).median()
+    """Diversity of the nets at initialization (before any step) as each run
+    recorded it (run option ``init_diversity``), median over seeds per
+    (dataset, depth, width, init): ``weight_corr_mean``, ``act_corr_mean``
+    (averaged over the hidden layers), ``constant_units`` (summed over them).
+    Runs that did not record it (older stores, ``init_diversity`` off) give
+    NaN: undefined, not measured here."""
+    ok = runs[runs["state"] != "failed"]
+    cols = {k: (ok[k] if k in ok else pd.Series(float("nan"), index=ok.index))
+            for k in DIVERSITY}
+    frame = ok[["dataset", "depth", "width", "init"]].assign(
+        **{name: pd.to_numeric(cols[k], errors="coerce") for k, name in DIVERSITY.items()})
+    return frame.groupby(["dataset", "depth", "width", "init"], as_index=False).median()
 
 
-def write_init_report(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]:
-    """``init_comparison.md/.csv`` (:func:`init_table` joined with
-    :func:`init_diversity`) and ``init_curves.png`` (held-out accuracy per
+@register_report("init", applies=varies_init,
+                 text="initialization comparison: held-out accuracy early and at the end, "
+                      "gain over glorot, diversity at init")
+def write_init_report(job: ReportInput) -> list[Path]:
+    """For runs that differ in ``init``: ``init_comparison.md/.csv``
+    (:func:`init_table` joined with :func:`init_diversity`) and ``init_curves.png`` (held-out accuracy per
     epoch, a row of panels per data set, one panel per depth x width, one
     line per init; median over seeds). Returns the paths written."""
     import matplotlib
@@ -105,8 +93,8 @@ def write_init_report(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> li
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .tabular_report import markdown_table
-
+    runs, out = job.runs, job.out
+    curves = job.store.curves(runs["key"])
     table = init_table(runs, curves).merge(init_diversity(runs),
                                            on=["dataset", "depth", "width", "init"])
     paths = [out / "init_comparison.csv", out / "init_comparison.md", out / "init_curves.png"]

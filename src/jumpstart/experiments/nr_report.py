@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .tabular_report import markdown_table
+from .reports import ReportInput, has_technique, register_report, varies_init
+from .selection import markdown_table
 
 #: the per-run columns the comparison takes the median of over seeds
 MEDIANS = ("best_acc", "final_acc", "params_before", "params_after", "effective_after",
@@ -22,27 +23,6 @@ def _label(row) -> str:
     return f"{row['technique']}[{mode}]" if "nr" in row["technique"].split("+") else row["technique"]
 
 
-def _params(row, widths, data) -> tuple[int, int]:
-    """(all parameters, parameters a forward uses) of the run's net built
-    from its config on ``data``, with ``widths`` when given (a rejuvenated net)."""
-    import torch
-
-    from ..models.split import effective_params
-    from ..techniques import technique_of
-    from ..train.build import build_model
-
-    # a frame holds one column per key: a technique's integer options come
-    # back as floats where other techniques' runs left NaN
-    config = {k: int(v) if isinstance(v, float) and v.is_integer() else v
-              for k, v in row.items() if not (isinstance(v, float) and np.isnan(v))}
-    with torch.device("meta"):
-        model = build_model(row["model"], technique_of(config), data.num_classes,
-                            tuple(data.x_train.shape[1:]), dataset=row["dataset"],
-                            depth=config["depth"], width=config["width"], init="glorot",
-                            head=config.get("head", "flatten"), widths=widths)
-    return sum(p.numel() for p in model.parameters()), effective_params(model)
-
-
 def nr_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """One row per technique (``nr`` split by ``nr_mode``): medians over
     seeds of the best and final held-out accuracy (``val_acc``), parameters
@@ -50,22 +30,15 @@ def nr_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     :func:`~jumpstart.models.split.effective_params`), the epoch rejuvenation
     fired, the utilization then, the dead and linear unit ratios of the final
     net; ``capped`` (runs whose rejuvenation the epoch cap fired) and
-    ``seeds``. Columns a technique lacks are NaN (undefined), never 0."""
-    from ..data import load_dataset
-
-    rows, data = [], {}
+    ``seeds``. The parameter counts are what each run recorded
+    (``params_at_init``, ``params``, ``effective_params``); columns a
+    technique or an older store lacks are NaN (undefined), never 0."""
+    rows = []
     for _, run in runs[runs["state"] != "failed"].iterrows():
         row = run.to_dict()
-        if row["dataset"] not in data:
-            folder = row.get("data_dir")
-            data[row["dataset"]] = load_dataset(row["dataset"], directory=folder
-                                                if isinstance(folder, str) else None)
-        d = data[row["dataset"]]
         curve = curves[curves["key"] == row["key"]].sort_values("epoch")
-        before, _ = _params(row, None, d)
-        widths = row.get("widths")
-        widths = list(widths) if isinstance(widths, (list, tuple)) else None  # cells: tuples
-        after, effective = _params(row, widths, d) if widths else (before, before)
+        before = row.get("params_at_init", np.nan)
+        after, effective = row.get("params", np.nan), row.get("effective_params", np.nan)
         last = curve.iloc[-1] if len(curve) else pd.Series(dtype=float)
         fired = pd.notna(last.get("rejuvenation_epoch", np.nan))
         rows.append({
@@ -85,8 +58,11 @@ def nr_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     return med.reset_index()
 
 
-def write_nr_report(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]:
-    """``nr_comparison.csv/.md`` (:func:`nr_table`) and ``nr_curves.png``
+@register_report("nr", applies=lambda runs: not varies_init(runs) and has_technique(runs, "nr"),
+                 text="Neural Rejuvenation beside other techniques: accuracy, parameters, "
+                      "utilization curves")
+def write_nr_report(job: ReportInput) -> list[Path]:
+    """For runs with technique ``nr`` (one init): ``nr_comparison.csv/.md`` (:func:`nr_table`) and ``nr_curves.png``
     (held-out accuracy per epoch, median over seeds per technique; the
     utilization of every ``nr`` run per epoch, a dot where it rejuvenated).
     Returns the paths written."""
@@ -95,6 +71,8 @@ def write_nr_report(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    runs, out = job.runs, job.out
+    curves = job.store.curves(runs["key"])
     table = nr_table(runs, curves)
     paths = [out / "nr_comparison.csv", out / "nr_comparison.md", out / "nr_curves.png"]
     table.to_csv(paths[0], index=False)

@@ -18,9 +18,11 @@ import pandas as pd
 from ..data import FOLDER_SETS, chance_level
 from .statistics import paired_record, paired_test
 from .store import ResultsStore, load
-from .tabular_report import coverage
-from .tabular_report import techniques as _techniques
-from .tabular_report import write_tabular_report
+from . import init_report, nr_report, tabular_report  # noqa: F401  (they register their reports)
+from .reports import (MNIST_SETS, ReportInput, depth_width_grid, has_test_part, image_sets, register_report,
+                      reports_for)
+from .selection import coverage
+from .selection import techniques as _techniques
 
 GRID = ("technique", "width", "depth")
 #: most technique panels a heatmap row holds
@@ -149,7 +151,6 @@ def _heatmaps(path: Path, panels: list[tuple[str, pd.Series]], techniques: list[
     plt.close(fig)
 
 
-MNIST_SETS = ("mnist", "mnist-5k", "fashion-mnist")
 SUCCESS = 0.5  # CPAIOR Table 1: a model is successful when its best val accuracy exceeds it
 
 
@@ -204,11 +205,18 @@ def imagenet_table(runs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _write_imagenet_report(runs, out: Path, curves) -> list[Path]:
+@register_report("imagenet", applies=lambda runs: (depth_width_grid(runs)
+                                                  and not has_test_part(runs)
+                                                  and set(runs["dataset"]) <= set(FOLDER_SETS)),
+                 text="ImageNet: top-1 table and validation curves (IEEE Access 2025)")
+def _write_imagenet_report(job: ReportInput) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    runs, out = job.runs, job.out
+    curves = job.store.curves(runs["key"])
 
     paths = [out / "imagenet_results.csv", out / "imagenet_results.md", out / "imagenet_curves.png"]
     table = imagenet_table(runs)
@@ -237,7 +245,11 @@ def _write_imagenet_report(runs, out: Path, curves) -> list[Path]:
     return paths
 
 
-def _write_image_report(runs, out: Path) -> list[Path]:
+@register_report("image", applies=lambda runs: depth_width_grid(runs) and image_sets(runs),
+                 text="MNIST (CPAIOR Table 1 and heatmaps) or CIFAR (cells with seed "
+                      "ranges, paired test, heatmaps, Fig. 3 scatter)")
+def _write_image_report(job: ReportInput) -> list[Path]:
+    runs, out = job.runs, job.out
     paths = []
     if set(runs["dataset"]) <= set(MNIST_SETS):
         table = table1(runs)
@@ -518,24 +530,27 @@ def split_techniques(runs, by: list[str]):
 
 def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = None,
                  threshold: float = 0.9, by: list[str] | None = None) -> list[Path]:
-    """Write the report of a sweep: an initialization comparison (runs that
-    differ in ``init``: :func:`~jumpstart.experiments.init_report.write_init_report`);
-    a Neural Rejuvenation comparison (any run with technique ``nr``:
-    :func:`~jumpstart.experiments.nr_report.write_nr_report`);
-    a tabular benchmark (runs with a test part,
+    """Write the reports of a sweep: every registered report whose
+    ``applies`` holds for its runs (:mod:`jumpstart.experiments.reports`;
+    each reads the store only). Built in: ``init``, an initialization
+    comparison (runs that differ in ``init``:
+    :func:`~jumpstart.experiments.init_report.write_init_report`); ``nr``, a
+    Neural Rejuvenation comparison (any run with technique ``nr``:
+    :func:`~jumpstart.experiments.nr_report.write_nr_report`); ``tabular``,
+    a tabular benchmark (runs with a test part, not images:
     :func:`~jumpstart.experiments.tabular_report.write_tabular_report`: UCI
-    results, key metrics, wins/draws/losses, box plots); an MNIST sweep
-    (``table1_mnist.md/.csv`` as CPAIOR 2022 Table 1 and ``mnist_heatmaps.png``),
-    a CIFAR one (``cifar_grid.csv/.md``, :func:`cifar_table` and per cell
-    median [min-max] over seeds of best train / best val / final val /
-    held-out test accuracy; ``cifar_cells.csv``; ``cifar_heatmaps.png``,
-    depth x width per technique, annotated; ``cifar_accuracy_vs_params.png``,
-    Fig. 3, train and validation panels) or an ImageNet
-    one (``imagenet_results.md/.csv``, :func:`imagenet_table`, and
-    ``imagenet_curves.png``, validation top-1 per epoch); or any other
+    results, key metrics, wins/draws/losses, paired per-table figure);
+    ``image``, an MNIST sweep (``table1_mnist.md/.csv`` as CPAIOR 2022
+    Table 1 and ``mnist_heatmaps.png``) or a CIFAR one (``cifar_grid.csv/.md``,
+    :func:`cifar_table` and per cell median [min-max] over seeds of best
+    train / best val / final val / held-out test accuracy; ``cifar_cells.csv``;
+    ``cifar_heatmaps.png``, depth x width per technique, annotated;
+    ``cifar_accuracy_vs_params.png``, Fig. 3, train and validation panels);
+    ``imagenet`` (``imagenet_results.md/.csv``, :func:`imagenet_table`, and
+    ``imagenet_curves.png``, validation top-1 per epoch); ``grid``, any other
     depth x width x technique sweep (MOONS, CPAIOR 2022 Fig. 2), as below.
 
-    Files written into ``out_dir`` (created if missing):
+    The ``grid`` report's files:
 
     - ``fig2_moons.png``: CPAIOR 2022 Fig. 2, heatmaps of best train (top row)
       and best validation (bottom row) accuracy per technique, depth on x,
@@ -583,24 +598,21 @@ def write_report(db: str | Path, out_dir: str | Path, *, sweep: str | None = Non
         raise ValueError(f"every run in {where} failed; nothing to report")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if "init" in runs and runs["init"].nunique() > 1:
-        from .init_report import write_init_report
+    with ResultsStore(db) as store:
+        job = ReportInput(runs, store, out, threshold)
+        return [p for report in reports_for(runs) for p in report.write(job)]
 
-        with ResultsStore(db) as store:
-            return write_init_report(runs, store.curves(runs["key"]), out)
-    if runs["technique"].astype(str).str.split("+").map(lambda t: "nr" in t).any():
-        from .nr_report import write_nr_report
 
-        with ResultsStore(db) as store:
-            return write_nr_report(runs, store.curves(runs["key"]), out)
-    if set(runs["dataset"]) <= set(MNIST_SETS) or (
-            runs["dataset"].astype(str).str.startswith("cifar").all()):
-        return _write_image_report(runs, out)
-    if "best_val_test_acc" in runs and runs["best_val_test_acc"].notna().any():
-        return write_tabular_report(runs, out)
-    if set(runs["dataset"]) <= set(FOLDER_SETS):
-        with ResultsStore(db) as store:
-            return _write_imagenet_report(runs, out, store.curves(runs["key"]))
+def _grid(runs) -> bool:
+    return (depth_width_grid(runs) and not image_sets(runs) and not has_test_part(runs)
+            and not set(runs["dataset"]) <= set(FOLDER_SETS))
+
+
+@register_report("grid", applies=_grid,
+                 text="depth x width x technique grid (MOONS, CPAIOR 2022 Fig. 2): best "
+                      "accuracy and unit status heatmaps, trainable depth")
+def _write_grid_report(job: ReportInput) -> list[Path]:
+    runs, out, threshold = job.runs, job.out, job.threshold
     paths = [out / name for name in ("fig2_moons.png", "trainable_depth.csv",
                                      "trainable_depth.md", "unit_status_heatmaps.png")]
     _heatmaps(paths[0], [("train", _medians(runs, "best_train_acc")),

@@ -2,7 +2,7 @@
 
 A benchmark's *problems* (tables, or depth x width cells) are the units: a
 technique's value on a problem is the median over its seeds of the selected
-setting's test accuracy (:func:`~jumpstart.experiments.tabular_report.select`),
+setting's test accuracy (:func:`~jumpstart.experiments.selection.select`),
 and two techniques are paired on the problems both have.
 
 - :func:`bootstrap_interval`: percentile bootstrap interval of the mean over

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..data import load_run_data, run_data_key
 from ..models import layer_widths
+from ..models.split import effective_params
 from .route import TRAINERS, refusals, route
 from .run_options import parse_run
 
@@ -38,8 +39,11 @@ def train_group(configs: list[dict], trainer: str | None = None
 
     Returns:
         ``(config, metrics, curves, model)`` per run, in any order; metrics as
-        ``jumpstart train --json`` plus ``params`` (the net's parameter
-        count) and ``widths`` (:func:`~jumpstart.models.layer_widths`);
+        ``jumpstart train --json`` plus ``params`` (the trained net's
+        parameter count), ``effective_params`` (those a forward uses:
+        :func:`~jumpstart.models.split.effective_params`), ``params_at_init``
+        (before any step; the trainers that never replace the net leave it
+        equal to ``params``) and ``widths`` (:func:`~jumpstart.models.layer_widths`);
         curves every ``curve_every`` epochs; the trained model (a standalone
         net, also for population members).
 
@@ -73,7 +77,8 @@ def train_group(configs: list[dict], trainer: str | None = None
     out = [done for name in TRAINERS for done in TRAINERS[name].train_runs(routes[name], data_of)]
     splits = {k: d.split for k, d in loaded.items() if getattr(d, "split", None)}
     return [(config_of[id(run)],
-             {**r.metrics, "params": sum(p.numel() for p in r.model.parameters()),
+             {"params_at_init": (params := sum(p.numel() for p in r.model.parameters())),
+              **r.metrics, "params": params, "effective_params": effective_params(r.model),
               "widths": layer_widths(r.model),
               **({"split": splits[key]} if (key := run_data_key(run.values)) in splits
                  else {})},

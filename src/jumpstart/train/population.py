@@ -207,6 +207,8 @@ def refusal(run: RunConfig) -> str | None:
         return "population training takes flat features, not images"
     if not is_plain_adam(run.optimizer):
         return "population training uses plain Adam only (no weight decay, no lr schedule)"
+    if run["init_diversity"]:
+        return "the diversity at init is measured by the single-run loop"
     if "init_steps" in run.record or "init_lr" in run.record:
         return "the decorrelated init's steps and rate are options of the single-run loop"
     return None

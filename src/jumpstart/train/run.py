@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -12,6 +12,7 @@ from torch import nn
 from .. import strict_json
 from ..core.status import ActivationStatus, NonFiniteError, activation_status, undefined_ratios
 from ..data import Dataset, FolderData, load_run_data
+from ..diversification import diversity
 from .build import build_model
 from .checkpoint import checkpoint_bytes
 from .history import MemberResult
@@ -26,7 +27,10 @@ class RunResult:
     ``status`` is measured on the training set after training (CPAIOR
     Definitions 1 and 2); ``None`` when it is undefined (a diverged net whose
     pre-activations are non-finite: every ratio NaN in ``metrics()``).
-    ``metrics()`` is what ``jumpstart train --json`` prints.
+    ``metrics()`` is what ``jumpstart train --json`` prints. ``at_init``:
+    what was measured on the net before any step: ``params_at_init`` (its
+    parameter count; a technique may replace the net later), and with the run
+    option ``init_diversity`` the :func:`init_diversity` keys.
     """
 
     config: dict
@@ -34,12 +38,14 @@ class RunResult:
     fit: FitResult
     status: ActivationStatus | None
     split: dict | None = None
+    at_init: dict = field(default_factory=dict)
 
     def metrics(self) -> dict:
-        """Config, accuracies, timings, ``diverged``, ``status`` ratios, and
-        ``split`` when the loader did more than a plain split (rare classes)."""
+        """Config, accuracies, timings, ``diverged``, ``status`` ratios, what
+        was measured at initialization (:attr:`at_init`), and ``split`` when
+        the loader did more than a plain split (rare classes)."""
         ratios = self.status.ratios() if self.status is not None else undefined_ratios()
-        return {**self.config, **self.fit.metrics(), "status": ratios,
+        return {**self.config, **self.fit.metrics(), "status": ratios, **self.at_init,
                 **({"split": self.split} if self.split else {})}
 
     def save(self, out: str | Path) -> Path:
@@ -171,6 +177,11 @@ def train_run(run: RunConfig | Mapping | None = None, *, data: Dataset | FolderD
                       init=run["init"], head=run["head"], init_steps=run["init_steps"],
                       init_lr=run["init_lr"])
     net.to(dev)
+    at_init = {"params_at_init": sum(p.numel() for p in net.parameters())}
+    if run["init_diversity"]:
+        if streamed:
+            raise ValueError("init_diversity is measured on in-memory data only")
+        at_init.update(init_diversity(net, data.x_train))
     result = fit(net, data, lr=run["lr"], epochs=run["epochs"], batch_size=run.batch_size,
                  seed=run["seed"], technique=run.technique, loader_workers=run["loader_workers"],
                  progress=progress, augment=run["augment"], **run.fast_path, **run.optimizer)
@@ -187,7 +198,30 @@ def train_run(run: RunConfig | Mapping | None = None, *, data: Dataset | FolderD
         status = activation_status(net, inputs, granularity=granularity)
     except NonFiniteError:
         status = None
-    return RunResult(run.record, net, result, status, getattr(data, "split", None))
+    return RunResult(run.record, net, result, status, getattr(data, "split", None), at_init)
+
+
+#: training inputs :func:`init_diversity` is measured on (the first ones)
+DIVERSITY_SAMPLES = 2000
+
+
+def init_diversity(model: nn.Module, x: torch.Tensor) -> dict:
+    """Redundancy of a net at initialization, as a run records it
+    (:func:`jumpstart.diversity` on the first :data:`DIVERSITY_SAMPLES` rows
+    of the training inputs ``x`` ``(N, ...)``): ``init_weight_corr_mean`` and
+    ``init_act_corr_mean`` (mean |correlation| between units' weight rows and
+    between their activations, averaged over the hidden layers) and
+    ``init_constant_units`` (units constant over the samples, summed over the
+    layers). The init report reads them (Kovalenko et al. 2021's diagnostics,
+    reconstructed: :mod:`jumpstart.diversification`).
+
+    Raises:
+        ValueError: as :func:`jumpstart.diversity`.
+    """
+    d = diversity(model, x[:DIVERSITY_SAMPLES])
+    return {"init_weight_corr_mean": sum(d.weight_corr_mean) / len(d.units),
+            "init_act_corr_mean": sum(d.act_corr_mean) / len(d.units),
+            "init_constant_units": sum(d.constant_units)}
 
 
 def refusal(run: RunConfig) -> None:
@@ -209,7 +243,8 @@ def train_runs(runs: list[RunConfig], data_of) -> list[tuple[RunConfig, MemberRe
         result = train_run(run, data=data_of(run))
         h, every = result.fit.history, run["curve_every"]
         keep = [i for i, e in enumerate(h["epoch"]) if e % every == 0 or e == run["epochs"]]
-        metrics = {**result.fit.metrics(), "status": result.metrics()["status"]}
+        metrics = {**result.fit.metrics(), "status": result.metrics()["status"],
+                   **result.at_init}
         out.append((run, MemberResult(metrics, {k: [h[k][i] for i in keep] for k in h},
                                       result.model)))
     return out

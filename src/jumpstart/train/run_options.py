@@ -91,6 +91,9 @@ RUN_OPTIONS: dict[str, Option] = {
     "loader_workers": Option(4, *int_at_least(0)),
     "augment": Option("none", lambda v: v in AUGMENTATIONS,
                       "one of " + ", ".join(AUGMENTATIONS)),
+    # measure the net's redundancy before any step (the init report reads it
+    # from the run; single-run loop, in-memory data)
+    "init_diversity": Option(False, lambda v: isinstance(v, bool), "true or false"),
     **FAST_OPTIONS,
     **OPTIMIZER_OPTIONS,
 }

@@ -92,6 +92,8 @@ def refusal(run: RunConfig) -> str | None:
         return "the stacks train on unaugmented data only"
     if run["test_split"] is not None:
         return "the stacks hold no test part (test_split)"
+    if run["init_diversity"]:
+        return "the diversity at init is measured by the single-run loop"
     if not is_plain_adam(run.optimizer):
         return "the stacks train with plain Adam only (no weight decay, no lr schedule)"
     if run["model"] == "moons_conv" and not (
