@@ -19,7 +19,7 @@ import torch
 
 from jumpstart.data import DATASETS
 from jumpstart.models import Rectangular
-from jumpstart.train.stacks import DenseStack
+from jumpstart.train.stacks.layers import DenseStack
 
 WIDTHS = (1, 2, 3, 4, 5, 10, 15, 20, 25)
 

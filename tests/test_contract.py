@@ -450,7 +450,7 @@ def test_register_refuses_option_names_that_are_run_keys():
 
 
 def test_populations_refuse_position_granularity_and_stacks_refuse_lam_in_options():
-    from jumpstart.train.stacked import Member, train_stacked
+    from jumpstart.train.stacks import Member, train_stacked
 
     config = _config("jumpstart", granularity="position", dataset="iris")
     assert route(config) == "single"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jumpstart.train import kernels
+from jumpstart.train.stacks import kernels
 
 # one member, one row position, 3 points x 3 units; unit 2 is padding (width 2),
 # filled with 9 here to show that point extremes ignore it

@@ -12,7 +12,7 @@ import torch
 
 from jumpstart.experiments import ResultsStore, load, load_sweep, run_key, run_sweep
 from jumpstart.train import train_run
-from jumpstart.train.stacked import Member, train_stacked as train_population
+from jumpstart.train.stacks import Member, train_stacked as train_population
 
 TINY = """
 name = "tiny"
@@ -75,7 +75,7 @@ def test_population_average_tie_break_gradient_matches_core(monkeypatch):
     from jumpstart.data import DATASETS
     from jumpstart.models import Rectangular
     from jumpstart.optim import MemberAdam as Adam
-    from jumpstart.train.stacks import DenseStack
+    from jumpstart.train.stacks.layers import DenseStack
 
     members = [Member(width=4, seed=1, lam=0.0), Member(width=3, seed=0, lam=1e-2),
                Member(width=5, seed=2, lam=1e-2, depth=3)]
@@ -169,7 +169,7 @@ def test_sweep_store_and_load_columns(tmp_path):
 
 
 def test_failing_run_is_recorded_and_sweep_finishes(tmp_path, monkeypatch):
-    import jumpstart.train.stacked as stacked
+    import jumpstart.train.stacks.trainer as stacked
 
     real = stacked.train_stacked
 
@@ -236,7 +236,7 @@ def test_ray_backend_matches_local(tmp_path):
 
 def test_baseline_runs_join_the_jumpstart_population_of_their_lr(tmp_path):
     from jumpstart.train.run_options import parse_run
-    from jumpstart.train.stacked import stack_parts
+    from jumpstart.train.stacks import stack_parts
 
     configs = load_sweep(tiny(tmp_path)).runs  # depths 2, 3 x widths 2, 3 x 2 techniques
     configs = [c for c in configs if c["depth"] == 2]

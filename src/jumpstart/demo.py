@@ -7,7 +7,7 @@ result here: at lr 0.01 a deep thin net may train and then collapse, and a
 change of float rounding moves single runs (issue 19), so every cell is the
 median and range over ``seeds`` seeds. All runs of one learning rate train
 together as one population in the MOONS stacks
-(:func:`jumpstart.train.stacked.train_stacked`), so five seeds cost about what
+(:func:`jumpstart.train.stacks.train_stacked`), so five seeds cost about what
 one run per cell cost.
 """
 
@@ -32,7 +32,7 @@ def _population(job: dict) -> list[dict]:
     trained net's state for the status figures."""
     import torch
 
-    from .train.stacked import Member, train_stacked
+    from .train.stacks import Member, train_stacked
 
     torch.set_num_threads(1)
     members = [Member(job["width"], seed, lam, depth) for depth, _, lam, seed in job["cells"]]

@@ -119,7 +119,7 @@ def aggregate(
             and the point terms of all layers concatenated (``(..., sum C_l)``
             and ``(..., L * N)``); a term of weight 0 is left out of every sum
             and every count (the MOONS stacks' padded units and pass-through
-            layers, :mod:`jumpstart.train.stacks`).
+            layers, :mod:`jumpstart.train.stacks.layers`).
 
     Returns:
         0-dim tensor (shape ``(P,)`` for a population), differentiable, ``>= 0``.

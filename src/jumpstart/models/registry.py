@@ -25,7 +25,7 @@ from torch import nn
 #: what a family may support (:attr:`ModelFamily.supports`):
 #: ``"population"``: dense nets the generic population trainer stacks
 #: (:mod:`jumpstart.train.population`); ``"stacks"``: nets the hand-written
-#: MOONS stacks build (:mod:`jumpstart.train.stacked`)
+#: MOONS stacks build (:mod:`jumpstart.train.stacks`)
 MODEL_CAPABILITIES = frozenset({"population", "stacks"})
 
 #: the model options a technique shapes (``Technique.model_options``), at the

@@ -45,7 +45,7 @@ from ..optim import zero_state
 #:   ``(P, N, ...)``, a loss term of shape ``(P,)``, parameters with a leading
 #:   member dimension, the optimizer :class:`~jumpstart.optim.MemberAdam`);
 #: - ``"stacks"``: the hand-written MOONS stacks
-#:   (:func:`jumpstart.train.stacked.train_stacked`), which call no hook: the
+#:   (:func:`jumpstart.train.stacks.train_stacked`), which call no hook: the
 #:   technique's whole effect is a Jumpstart penalty whose options are in its
 #:   config (``lam`` absent: no penalty).
 CAPABILITIES = ("population", "stacks")

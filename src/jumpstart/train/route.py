@@ -5,7 +5,7 @@ fastest first, and each one takes a run only if it runs it exactly (the same
 trajectory as the single-run loop, up to float rounding); otherwise it says
 why not (its ``refusal``) and the next is tried:
 
-1. ``"stacks"``: the hand-written MOONS stacks (:mod:`jumpstart.train.stacked`);
+1. ``"stacks"``: the hand-written MOONS stacks (:mod:`jumpstart.train.stacks`);
 2. ``"population"``: the generic population trainer (:mod:`jumpstart.train.population`);
 3. ``"single"``: the single-run loop (:mod:`jumpstart.train.run`), which runs
    every technique.
@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from . import population, run as single, stacked
+from . import population, run as single, stacks
 from .run_options import RunConfig, parse_run
 
 #: the trainers, fastest first: name -> module with ``refusal`` and ``train_runs``
-TRAINERS = {"stacks": stacked, "population": population, "single": single}
+TRAINERS = {"stacks": stacks, "population": population, "single": single}
 
 
 def refusals(run: RunConfig | Mapping) -> dict[str, str | None]:

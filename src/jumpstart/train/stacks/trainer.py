@@ -4,7 +4,7 @@ Thousands of tiny networks are dominated by per-operation overhead, not
 arithmetic. A population stacks the weights of ``P`` nets into
 ``(P, out, in)`` tensors and runs each pass over all members at once: the
 dense stack in fused kernels that loop over each member's own units
-(:mod:`jumpstart.train.kernels`), the MOONS conv stack as batched matmuls.
+(:mod:`jumpstart.train.stacks.kernels`), the MOONS conv stack as batched matmuls.
 Narrower nets are zero-padded to the widest: a padded unit has zero
 incoming weights and bias, so its pre-activation is exactly 0, ReLU's gradient
 at 0 is 0, and its outgoing weights multiply an output of 0; it therefore gets
@@ -17,7 +17,7 @@ single-run trajectory up to float rounding (different matmul summation order).
 Members may differ in width, depth, seed and ``lam``; they share the data set,
 epochs, learning rate, batch size and Jumpstart options. Members shallower
 than the deepest run through exact pass-through layers (see
-:mod:`jumpstart.train.stacks`), so one population can hold a whole grid.
+:mod:`jumpstart.train.stacks.layers`), so one population can hold a whole grid.
 
 Per-operation overhead is the cost that matters here, so the backward pass
 is written out by hand (a ReLU net's backward is a few matmuls per layer)
@@ -41,18 +41,18 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from ..core.deficits import Deficits
-from ..core.regularizer import JUMPSTART_OPTIONS, aggregate, check_options
-from ..core.status import status_ratios
-from ..data import DATASETS
-from ..models import MoonsConv, Rectangular
-from ..models.registry import MODEL_FAMILIES, model_family
-from ..optim import MemberAdam, is_plain_adam
-from .fast_path import flushing
-from .history import History, MemberResult
-from .loop import check_schedule
-from .run_options import RunConfig, group_by
-from .stacks import DenseStack, MoonsConvStack
+from ...core.deficits import Deficits
+from ...core.regularizer import JUMPSTART_OPTIONS, aggregate, check_options
+from ...core.status import status_ratios
+from ...data import DATASETS
+from ...models import MoonsConv, Rectangular
+from ...models.registry import MODEL_FAMILIES, model_family
+from ...optim import MemberAdam, is_plain_adam
+from ..fast_path import flushing
+from ..history import History, MemberResult
+from ..loop import check_schedule
+from ..run_options import RunConfig, group_by
+from .layers import DenseStack, MoonsConvStack
 
 
 @dataclass(frozen=True)

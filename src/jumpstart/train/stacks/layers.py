@@ -41,7 +41,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..models import MoonsConv, Rectangular
+from ...models import MoonsConv, Rectangular
 from . import kernels
 
 
