@@ -175,6 +175,14 @@ class Technique:
                 raise ValueError(f"technique {self.name!r}: {key} must be "
                                  f"{self.options[key].text}; got {value!r}")
 
+    @property
+    def granularity(self) -> str:
+        """How deficits and the status pool a conv layer's positions
+        (:func:`jumpstart.core.activation_status`): the technique's
+        ``granularity`` option when it has one (Jumpstart), else
+        ``"channel"`` (CPAIOR Sec. 3: a channel is the unit)."""
+        return self.config.get("granularity", "channel")
+
     def model_options(self, options: dict) -> dict:
         """Return the model constructor options to use (``options`` is not modified).
 

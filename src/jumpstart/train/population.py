@@ -181,7 +181,7 @@ def technique_refusal(technique: Technique) -> str | None:
         return (f"technique {technique.name!r} does not declare population support "
                 "(supports: " + (", ".join(sorted(technique.supports)) or "none") + "); "
                 "train it with fit / train_run")
-    if technique.config.get("granularity", "channel") != "channel":
+    if technique.granularity != "channel":
         return "population deficits are per channel (granularity 'channel') only"
     return None
 

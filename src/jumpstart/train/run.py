@@ -186,7 +186,6 @@ def train_run(run: RunConfig | Mapping | None = None, *, data: Dataset | FolderD
                  seed=run["seed"], technique=run.technique, loader_workers=run["loader_workers"],
                  progress=progress, augment=run["augment"], **run.fast_path, **run.optimizer)
     net = result.model
-    granularity = run.technique.config.get("granularity", "channel")
     if streamed:
         from torch.utils.data import DataLoader
 
@@ -195,7 +194,7 @@ def train_run(run: RunConfig | Mapping | None = None, *, data: Dataset | FolderD
     else:
         inputs = data.x_train
     try:
-        status = activation_status(net, inputs, granularity=granularity)
+        status = activation_status(net, inputs, granularity=run.technique.granularity)
     except NonFiniteError:
         status = None
     return RunResult(run.record, net, result, status, getattr(data, "split", None), at_init)

@@ -116,11 +116,12 @@ def stack_parts(runs: list[RunConfig]) -> list[list[RunConfig]]:
     """Populations for the stacks: one per learning rate and penalty options;
     unpenalized runs (``lam = 0``, e.g. the baseline) join the first
     population of their learning rate, where they cost no penalty work."""
+    specs = {id(r): stack_spec(r.technique) for r in runs}
     parts = []
     for same_lr in group_by(runs, lambda r: r["lr"]):
-        plain = [r for r in same_lr if stack_spec(r.technique)[0] == 0]
-        penalized = group_by([r for r in same_lr if stack_spec(r.technique)[0] > 0],
-                             lambda r: stack_spec(r.technique)[1])
+        plain = [r for r in same_lr if specs[id(r)][0] == 0]
+        penalized = group_by([r for r in same_lr if specs[id(r)][0] > 0],
+                             lambda r: specs[id(r)][1])
         if penalized:
             penalized[0] += plain
         parts += penalized or [plain]
