@@ -11,7 +11,7 @@ OUT ?= demo-out
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	if ! nvidia-smi -L >/dev/null 2>&1; then $(PY) -m pip install -q torch==2.13.0; fi
-	$(PY) -m pip install -q -e '.[test,ray,lightning]'
+	$(PY) -m pip install -q -e '.[test,ray,lightning,surgery]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -27,7 +27,7 @@ ZOO ?= .venv-zoo
 $(ZOO)/.installed: pyproject.toml
 	test -x $(ZOO)/bin/python || python3 -m venv $(ZOO)
 	$(ZOO)/bin/pip install -q torch==2.14.1 torchvision==0.29.1 timm
-	$(ZOO)/bin/pip install -q -e '.[test]'
+	$(ZOO)/bin/pip install -q -e '.[test,surgery]'
 	touch $(ZOO)/.installed
 
 test-zoo: $(ZOO)/.installed

@@ -25,11 +25,13 @@ The package: layer discovery (:mod:`.layers`), the unit operations
 """
 
 from .compression import CompressionReport, prune_dead
-from .layers import NORMS, PASS_THROUGH, WEIGHTED, HiddenLayer, Reader, hidden_layers, layer_outputs
+from .graph import EXACT_OPS, UnitGraph, UnitGroup
+from .layers import (NORMS, PASS_THROUGH, WEIGHTED, HiddenLayer, Reader, hidden_layers, known_model,
+                     layer_outputs, layers_of)
 from .units import (INITS, Touched, absorb, draw, outgoing_weight_sum, prune_units, reinit_units,
                     silence_units, widen, zero_outgoing)
 
-__all__ = ["INITS", "NORMS", "PASS_THROUGH", "WEIGHTED", "CompressionReport", "HiddenLayer",
-           "Reader", "Touched", "absorb", "draw", "hidden_layers", "layer_outputs",
+__all__ = ["EXACT_OPS", "INITS", "NORMS", "PASS_THROUGH", "WEIGHTED", "CompressionReport", "HiddenLayer",
+           "Reader", "Touched", "UnitGraph", "UnitGroup", "absorb", "draw", "hidden_layers", "known_model", "layer_outputs", "layers_of",
            "outgoing_weight_sum", "prune_dead", "prune_units", "reinit_units", "silence_units",
            "widen", "zero_outgoing"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from ..core.hooks import HIDDEN_ACTIVATIONS
 from ..core.status import DEAD, activation_status
-from .layers import WEIGHTED, hidden_layers
+from .graph import UnitGraph
+from .layers import NORMS, WEIGHTED, hidden_layers, known_model
 from .units import prune_units, silence_units
 
 
@@ -30,13 +31,18 @@ class CompressionReport:
         max_logit_diff: the largest ``|logits_before - logits_after|`` over the data set.
         max_logit: the largest ``|logits_before|`` (for the relative difference).
         emptied: names of hidden layers left without units (dense: width 0;
-            conv: one silenced unit), including those only an emptied layer read.
+            conv: one silenced unit), including those only an emptied layer
+            read; on the dependency-graph path, groups left with one (dead) unit.
+        skipped: dependency-graph path: group (root layer name) -> why it was
+            not pruned (its channels pass through a LayerNorm, layer scale or
+            attention split; or its removal moved the logits and was undone).
     """
 
     layers: list[dict]
     max_logit_diff: float
     max_logit: float
     emptied: list[str]
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def totals(self) -> dict[str, float]:
         """Parameters and multiply-adds before and after, summed, and the share removed."""
@@ -60,23 +66,35 @@ class CompressionReport:
         return pd.DataFrame(self.layers)
 
 
-def _costs(model: nn.Module, x: Tensor) -> dict[str, tuple[int, int, int]]:
-    """Per weighted module: (units, parameters incl. a following BatchNorm's
-    affine, multiply-adds per sample) measured on one forward of ``x``."""
+def _costs(model: nn.Module, x: Tensor, own_norm: dict[int, nn.Module] | None
+           ) -> dict[str, tuple[int, int, int]]:
+    """Per weighted module: (units, parameters, multiply-adds per sample)
+    measured on one forward of ``x``; a module in ``own_norm`` (id -> its
+    BatchNorm) counts that BatchNorm's affine parameters, and with
+    ``own_norm=None`` every BatchNorm is a row of its own (units,
+    parameters, 0 multiply-adds)."""
     names = {id(m): n for n, m in model.named_modules()}
     out: dict[str, tuple[int, int, int]] = {}
     handles = []
+    norms = own_norm is None
+    own_norm = own_norm or {}
 
     def hook(module, inputs, output):
+        if isinstance(module, NORMS):
+            out[names[id(module)]] = (module.num_features,
+                                      sum(p.numel() for p in module.parameters()), 0)
+            return
         per_sample = output[0].numel()
         fan = module.weight[0].numel() if module.weight.shape[0] else 0
+        norm = own_norm.get(id(module))
         out[names[id(module)]] = (int(module.weight.shape[0]),
-                                  sum(p.numel() for p in module.parameters(recurse=False)),
+                                  sum(p.numel() for p in module.parameters(recurse=False))
+                                  + (sum(p.numel() for p in norm.parameters()) if norm else 0),
                                   int(per_sample * fan))
 
     try:
         for m in model.modules():
-            if isinstance(m, WEIGHTED):
+            if isinstance(m, WEIGHTED) or (norms and isinstance(m, NORMS)):
                 handles.append(m.register_forward_hook(hook))
         with torch.no_grad():
             model(x[:1].to(_device(model)))
@@ -96,11 +114,13 @@ def _logits(model: nn.Module, data: Tensor, batch_size: int = 1024) -> Tensor:
         return torch.cat([model(x.to(device)).cpu() for x in data.split(batch_size)])
 
 
-def prune_dead(model: nn.Module, data: Tensor, *, batch_size: int = 1024
-               ) -> tuple[nn.Module, CompressionReport]:
+def prune_dead(model: nn.Module, data: Tensor, *, batch_size: int = 1024, inplace: bool = False,
+               optimizer=None, tolerance: float = 1e-5) -> tuple[nn.Module, CompressionReport]:
     """Remove every hidden unit dead on ``data`` (exact compression).
 
-    Dead is :func:`~jumpstart.activation_status`'s definition (pre-activation
+    The toolkit's nets and ``nn.Sequential`` chains
+    (:func:`~jumpstart.surgery.layers.known_model`): dead is
+    :func:`~jumpstart.activation_status`'s definition (pre-activation
     ``<= 0`` on every sample and position, in eval mode); a dead ReLU unit
     outputs 0 on all of ``data``, so removing it (:func:`prune_units`) leaves
     the logits there unchanged up to float rounding. A layer whose units are
@@ -111,49 +131,88 @@ def prune_dead(model: nn.Module, data: Tensor, *, batch_size: int = 1024
     with ``g <= 0`` does not output a constant) and layers a residual
     connection ties are left whole.
 
+    Any other model (a torchvision or timm net) goes through Torch-Pruning's
+    dependency graph (:class:`~jumpstart.surgery.graph.UnitGraph`): a unit is
+    a root layer's output channel together with every channel coupled to it
+    (BatchNorm entries, residual adds, concatenations, depthwise convs), and
+    it is removed only when every layer reading the group sees exactly 0 at
+    it on all of ``data`` (a residual-stream channel: every branch writing it
+    is dead), so the removal is exact whatever the activation. A group whose
+    channels pass through a LayerNorm, a layer scale or attention's q/k/v is
+    never touched (listed in ``report.skipped``); a group keeps at least one
+    unit (listed in ``report.emptied`` when all were dead); each group's
+    removal is checked on the first 64 samples and undone if the logits moved
+    beyond ``tolerance`` (listed in ``report.skipped``). Both paths are
+    exact on ``data`` only: a unit dead there may be live elsewhere.
+
     Args:
-        model: a model :func:`hidden_layers` knows; not modified (a deep copy
-            is pruned).
+        model: the network.
         data: inputs ``(N, ...)`` the pruned model must reproduce.
         batch_size: samples per forward.
+        inplace: prune ``model`` itself (else a deep copy; ``model`` is left as it was).
+        optimizer: ``model``'s optimizer; needs ``inplace``. The pruned
+            parameters replace the old ones in it with the survivors' state
+            (Adam moments, momentum: :func:`jumpstart.optim.move_state`).
+        tolerance: the graph path's per-group check, relative to ``max(1, max |logit|)``.
 
     Returns:
-        ``(pruned_model, report)``: the pruned copy (eval mode) and a
+        ``(pruned_model, report)``: the pruned model (eval mode) and a
         :class:`CompressionReport`.
 
     Raises:
-        ValueError: a model family surgery does not know; empty data;
-            non-finite pre-activations (:class:`~jumpstart.core.status.NonFiniteError`).
+        ValueError: empty data; an optimizer without ``inplace``; non-finite
+            pre-activations (:class:`~jumpstart.core.status.NonFiniteError`);
+            a model outside the toolkit traced with no Torch-Pruning
+            (``ImportError``).
     """
     if not isinstance(data, Tensor) or data.dim() < 1 or data.shape[0] == 0:
         raise ValueError("data must be a tensor of at least one sample")
-    layers = hidden_layers(model)
-    pruned = copy.deepcopy(model).eval()
-    model_was = model.training
-    model.eval()
-    try:
-        before_logits = _logits(model, data, batch_size)
-        before = _costs(model, data)
-    finally:
-        model.train(model_was)
-    new_layers = hidden_layers(pruned)
-    by_act = {l.activation_name: l for l in new_layers}
+    if optimizer is not None and not inplace:
+        raise ValueError("an optimizer belongs to the model's own parameters: pass "
+                         "inplace=True with it")
+    pruned = (model if inplace else copy.deepcopy(model)).eval()
+    graph = None if known_model(pruned) else UnitGraph(pruned, data[:2])
+    before_logits = _logits(pruned, data, batch_size)
+    own_norm = None if graph is not None else {
+        id(l.module): l.norm for l in hidden_layers(pruned) if l.norm is not None}
+    before = _costs(pruned, data, own_norm)
+    if graph is None:
+        emptied, skipped = _prune_known(pruned, data, batch_size, optimizer), {}
+    else:
+        emptied, skipped = _prune_graph(graph, data, batch_size, optimizer, tolerance)
+    after_logits = _logits(pruned, data, batch_size)
+    after = _costs(pruned, data, own_norm)
+    rows = [{"name": n, "units_before": u0, "units_after": after[n][0],
+             "params_before": p0, "params_after": after[n][1],
+             "macs_before": m0, "macs_after": after[n][2]}
+            for n, (u0, p0, m0) in before.items()]
+    report = CompressionReport(
+        layers=rows,
+        max_logit_diff=float((after_logits - before_logits).abs().max()),
+        max_logit=float(before_logits.abs().max()),
+        emptied=emptied, skipped=skipped)
+    return pruned, report
+
+
+def _prune_known(pruned: nn.Module, data: Tensor, batch_size: int, optimizer) -> list[str]:
+    layers = hidden_layers(pruned)
+    by_act = {l.activation_name: l for l in layers}
     status = activation_status(pruned, data, batch_size=batch_size,
                                layers=None, activations=HIDDEN_ACTIVATIONS)
     dead: dict[str, np.ndarray] = {}
     for name, codes in zip(status.layer_names, status.unit_status):
         if name in by_act and isinstance(by_act[name].activation, nn.ReLU):
             dead[name] = np.flatnonzero(codes == DEAD)
-    plain = all(l.resizable for l in new_layers) and all(
-        a.readers[0].module is b.module for a, b in zip(new_layers, new_layers[1:]))
+    plain = all(l.resizable for l in layers) and all(
+        a.readers[0].module is b.module for a, b in zip(layers, layers[1:]))
     targets = {l.name: dead.get(l.activation_name, np.array([], dtype=np.int64))
-               for l in new_layers if l.resizable}
+               for l in layers if l.resizable}
     if plain:
-        empty = [i for i, l in enumerate(new_layers) if len(targets[l.name]) == l.width]
-        for layer in new_layers[:max(empty) if empty else 0]:
+        empty = [i for i, l in enumerate(layers) if len(targets[l.name]) == l.width]
+        for layer in layers[:max(empty) if empty else 0]:
             targets[layer.name] = np.arange(layer.width)
     emptied = []
-    for layer in new_layers:
+    for layer in layers:
         units = targets.get(layer.name)
         if units is None or not len(units):
             continue
@@ -163,23 +222,25 @@ def prune_dead(model: nn.Module, data: Tensor, *, batch_size: int = 1024
                 silence_units(layer, units[:1])
                 units = units[1:]
         if len(units):
-            prune_units(layer, units)
-    after_logits = _logits(pruned, data, batch_size)
-    after = _costs(pruned, data)
-    rows = [{"name": n, "units_before": u0, "units_after": after[n][0],
-             "params_before": p0, "params_after": after[n][1],
-             "macs_before": m0, "macs_after": after[n][2]}
-            for n, (u0, p0, m0) in before.items()]
-    for layer in new_layers:  # BatchNorm parameters count with their layer
-        if layer.norm is not None:
-            row = next(r for r in rows if r["name"] == layer.name)
-            before_norm = [l for l in layers if l.name == layer.name][0].norm
-            row["params_before"] += sum(p.numel() for p in before_norm.parameters())
-            row["params_after"] += sum(p.numel() for p in layer.norm.parameters())
-    report = CompressionReport(
-        layers=rows,
-        max_logit_diff=float((after_logits - before_logits).abs().max()),
-        max_logit=float(before_logits.abs().max()),
-        emptied=emptied)
-    return pruned, report
+            prune_units(layer, units, optimizer=optimizer)
+    return emptied
 
+
+def _prune_graph(graph: UnitGraph, data: Tensor, batch_size: int, optimizer,
+                 tolerance: float) -> tuple[list[str], dict[str, str]]:
+    dead = graph.dead(data, batch_size=batch_size)
+    check = data[:64]
+    emptied, skipped = [], {}
+    for group in graph.groups:
+        if group.refusal is not None:
+            skipped[group.name] = group.refusal
+            continue
+        units = dead[group.name]
+        if len(units) == group.width:
+            emptied.append(group.name)
+            units = units[1:]
+        why = graph.remove(group, units, check=check, optimizer=optimizer,
+                           tolerance=tolerance)
+        if why is not None:
+            skipped[group.name] = why
+    return emptied, skipped

@@ -5,6 +5,7 @@ weighted module with its optional BatchNorm, activation and readers
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
@@ -62,7 +63,10 @@ class HiddenLayer:
         name: qualified name of ``module`` in the model.
         module: ``nn.Linear`` or ``nn.Conv2d``; unit ``i`` is row ``i`` of its
             weight (its incoming weights) and entry ``i`` of its bias.
-        activation: the activation module applied to the units.
+        activation: the activation module applied to the units; ``None`` for
+            a layer found through the dependency graph (an activation module
+            may serve several layers there, or be a function), whose units'
+            outputs are then read at the input of its first reader.
         readers: the modules reading the units (their outgoing weights).
         norm: a BatchNorm between ``module`` and ``activation``, or ``None``.
         resizable: ``False`` when a residual connection ties the layer's width,
@@ -72,7 +76,7 @@ class HiddenLayer:
 
     name: str
     module: nn.Module
-    activation: nn.Module
+    activation: nn.Module | None
     readers: tuple[Reader, ...]
     norm: nn.Module | None = None
     resizable: bool = True
@@ -83,15 +87,63 @@ class HiddenLayer:
         """Number of units."""
         return int(self.module.weight.shape[0])
 
+    def watch(self, fn) -> object:
+        """Call ``fn(module, h)`` on every forward with the units' outputs
+        ``h`` ``(N, C, *spatial)`` (units at dim 1; a linear layer's
+        ``(..., C)`` input flattened to ``(N', C)``), detached: the
+        activation's output, or for a graph-found layer the first reader's
+        input (after any pooling between them: ReDo and CBP then score the
+        pooled outputs, zero exactly where the units are). Returns the hook
+        handle (``.remove()`` it)."""
+        if self.activation is not None:
+            return self.activation.register_forward_hook(
+                lambda m, i, out: fn(m, out.detach()))
+        reader = self.readers[0].module
 
-def hidden_layers(model: nn.Module) -> list[HiddenLayer]:
+        def pre(m, inputs):
+            h = inputs[0].detach()
+            fn(m, h if isinstance(m, nn.Conv2d) else h.reshape(-1, h.shape[-1]))
+        return reader.register_forward_pre_hook(pre)
+
+
+def known_model(model: nn.Module) -> bool:
+    """Whether :func:`hidden_layers` finds ``model``'s layers by hand (the
+    toolkit's nets, plain ``nn.Sequential`` chains) rather than through the
+    dependency graph (:mod:`jumpstart.surgery.graph`)."""
+    return isinstance(model, (Rectangular, MoonsConv, ResNet, nn.Sequential))
+
+
+def hidden_layers(model: nn.Module, example_inputs: Tensor | None = None) -> list[HiddenLayer]:
     """The hidden layers of ``model`` that surgery can operate on, input to output.
 
+    The toolkit's nets and ``nn.Sequential`` chains (:func:`known_model`)
+    are read by hand (exact, no example needed). Any other model is traced
+    through Torch-Pruning's dependency graph on ``example_inputs``
+    (:class:`~jumpstart.surgery.graph.UnitGraph`); its hidden layers are
+    the unit groups a :class:`HiddenLayer` can describe
+    (:attr:`~jumpstart.surgery.graph.UnitGroup.simple`: one conv or linear
+    layer, at most one BatchNorm, its readers reading each unit at one input
+    channel). Every other group (a residual stream, a concatenation, a
+    depthwise conv, a LayerNorm, attention's q/k/v) is skipped with a
+    ``UserWarning`` that names it: recycling there would corrupt coupled
+    channels.
+
+    Args:
+        model: the network.
+        example_inputs: ``(N, ...)`` a batch the model takes; needed only for
+            a model :func:`known_model` does not know.
+
     Raises:
-        ValueError: a model family surgery does not know (the message lists
-            those it does), or one activation module serving several layers
-            (its calls cannot be told apart by module).
+        ValueError: a model outside :func:`known_model` without
+            ``example_inputs``, or one activation module serving several layers
+            of a known model (its calls cannot be told apart by module).
+        ImportError: such a model without Torch-Pruning installed.
     """
+    if not known_model(model):
+        if example_inputs is None:
+            raise ValueError(f"{type(model).__name__} is not one of the toolkit's nets: its "
+                             "layers are found by tracing it; pass example_inputs (a batch)")
+        return _graph_layers(model, example_inputs)
     names = {id(m): n for n, m in model.named_modules()}
     if isinstance(model, Rectangular):
         found = _rectangular(model)
@@ -102,11 +154,8 @@ def hidden_layers(model: nn.Module) -> list[HiddenLayer]:
     elif isinstance(model, ResNet):
         found = [(block.convs[i], block.norms[i], block.activations[i], block.convs[i + 1])
                  for block in model.blocks for i in range(len(block.convs) - 1)]
-    elif isinstance(model, nn.Sequential):
-        found = _sequential(model)
     else:
-        raise ValueError(f"surgery knows Rectangular, MoonsConv, ResNet and nn.Sequential chains "
-                         f"of Linear/Conv2d (+ BatchNorm) + activation; got {type(model).__name__}")
+        found = _sequential(model)
     tied = isinstance(model, Rectangular) and model.skip is not None
     calls = Counter(id(f[2]) for f in found)
     shared = sorted({names[id(f[2])] for f in found if calls[id(f[2])] > 1})
@@ -123,6 +172,37 @@ def hidden_layers(model: nn.Module) -> list[HiddenLayer]:
         layers.append(HiddenLayer(names[id(module)], module, act, (reader,),
                                   norm if isinstance(norm, NORMS) else None,
                                   not (tied or reader.split is not None), names[id(act)]))
+    return layers
+
+
+def layers_of(model: nn.Module, example_inputs: Tensor | None = None
+              ) -> list[HiddenLayer] | None:
+    """:func:`hidden_layers` for a technique that recycles units: a known
+    model's layers at once; any other model's from ``example_inputs``
+    (traced), or ``None`` when none are given yet (a technique then asks
+    again with its first training batch)."""
+    if known_model(model):
+        return hidden_layers(model)
+    return None if example_inputs is None else hidden_layers(model, example_inputs[:2])
+
+
+def _graph_layers(model: nn.Module, example_inputs: Tensor) -> list[HiddenLayer]:
+    from .graph import UnitGraph
+
+    graph = UnitGraph(model, example_inputs)
+    layers, skipped = [], []
+    for g in graph.groups:
+        if not g.simple:
+            skipped.append(g.name)
+            continue
+        norms = [m for n, m in model.named_modules() if n in g.writers and isinstance(m, NORMS)]
+        readers = tuple(Reader(m, norm=graph.norm_after(m)) for _, m, _, _ in g.readers)
+        layers.append(HiddenLayer(g.name, g.root, None, readers, norms[0] if norms else None))
+    if skipped:
+        warnings.warn(f"{type(model).__name__}: {len(skipped)} layer(s) skipped, their units "
+                      f"coupled beyond one layer and its readers (residual streams, "
+                      f"concatenations, depthwise convs, norms over channels, attention): "
+                      f"{', '.join(skipped)}", UserWarning, stacklevel=3)
     return layers
 
 
@@ -165,19 +245,15 @@ def _sequential(model: nn.Sequential) -> list:
 def layer_outputs(model: nn.Module, layers: list[HiddenLayer], x: Tensor) -> list[Tensor]:
     """The outputs (after the activation) of ``layers`` on one no-grad forward
     of ``x`` in the model's current mode: one ``(N, C, *spatial)`` tensor per
-    layer (the first call of its activation module)."""
+    layer (the first call of what :meth:`HiddenLayer.watch` watches)."""
     seen: dict[int, Tensor] = {}
     handles = []
-
-    def hook(module, inputs, output):
-        seen.setdefault(id(module), output.detach())
-
     try:
-        for layer in layers:
-            handles.append(layer.activation.register_forward_hook(hook))
+        for i, layer in enumerate(layers):
+            handles.append(layer.watch(lambda m, h, i=i: seen.setdefault(i, h)))
         with torch.no_grad():
             model(x)
     finally:
         for h in handles:
             h.remove()
-    return [seen[id(layer.activation)] for layer in layers]
+    return [seen[i] for i in range(len(layers))]

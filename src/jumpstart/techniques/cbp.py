@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from ..core.activations import post_activation
+import warnings
+
 from ..core.status import unit_observations
-from ..surgery import (INITS, absorb, hidden_layers, outgoing_weight_sum, reinit_units,
-                       zero_outgoing)
+from ..surgery import INITS, absorb, layers_of, outgoing_weight_sum, reinit_units, zero_outgoing
 from .base import Option, Technique, TrainContext, choice, int_at_least, number
 
 
@@ -22,7 +22,9 @@ class ContinualBackprop(Technique):
 
     Per hidden layer (never the output layer), with ``h_i`` the unit's
     activation averaged over the batch (conv: over batch and positions) from
-    the step's training forward and ``w_ki`` its outgoing weights:
+    the step's training forward (watched by a hook:
+    :meth:`~jumpstart.surgery.HiddenLayer.watch`) and ``w_ki`` its outgoing
+    weights:
 
     - ``u_i <- eta u_i + (1 - eta) |h_i| sum_k |w_ki|`` (contribution utility)
       and ``f_i <- eta f_i + (1 - eta) h_i`` (mean activation), bias-corrected
@@ -49,14 +51,19 @@ class ContinualBackprop(Technique):
 
     On a net with residual connections the residual path still carries a
     replaced unit (only the next layer's weights read by it are zeroed).
+    Any other model (a torchvision or timm net) is traced as for
+    :class:`~jumpstart.techniques.redo.ReDo` (layers whose units are one
+    layer's outputs; the rest skipped with a warning); a layer whose reader
+    has neither a bias nor a BatchNorm to absorb the replaced unit's mean is
+    skipped too, with a warning. There the units' activations are watched at
+    the reader's input (after any pooling between), and the first step,
+    taken before the trace, updates no utility.
 
     Raises:
-        ValueError: at attach, a model :func:`~jumpstart.surgery.hidden_layers`
-            does not know.
+        ImportError: a model outside the toolkit without Torch-Pruning.
     """
 
     name = "cbp"
-    needs_activations = True
     options = {
         "cbp_rho": Option(1e-4, *number(lambda v: 0 <= v <= 1, "a number in [0, 1]")),
         "cbp_maturity": Option(100, *int_at_least(0)),
@@ -65,20 +72,40 @@ class ContinualBackprop(Technique):
     }
 
     def attach(self, ctx: TrainContext) -> None:
-        self.layers = hidden_layers(ctx.model)
+        self.layers, self.handles, self.replaced = None, [], 0
+        self._watch(layers_of(ctx.model, getattr(ctx.data, "x_train", None)))
+
+    def _watch(self, layers) -> None:
+        if layers is None:
+            return
+        absorbable = [l for l in layers
+                      if all(r.module.bias is not None or r.norm is not None for r in l.readers)]
+        if len(absorbable) < len(layers):
+            left = sorted({l.name for l in layers} - {l.name for l in absorbable})
+            warnings.warn(f"cbp: layer(s) {', '.join(left)} skipped: a reader has neither a "
+                          "bias nor a BatchNorm to absorb a replaced unit's mean",
+                          UserWarning, stacklevel=3)
+        self.layers = absorbable
         self.state = [{"util": torch.zeros(layer.width), "mean": torch.zeros(layer.width),
-                       "age": torch.zeros(layer.width, dtype=torch.long), "debt": 0.0}
-                      for layer in self.layers]
-        self.replaced = 0
+                       "age": torch.zeros(layer.width, dtype=torch.long), "debt": 0.0,
+                       "h": None} for layer in self.layers]
+        for layer, st in zip(self.layers, self.state):
+            self.handles.append(layer.watch(lambda module, h, st=st: self._seen(module, h, st)))
+
+    @staticmethod
+    def _seen(module, h: torch.Tensor, st: dict) -> None:
+        if module.training and torch.is_grad_enabled():  # a training forward
+            st["h"] = unit_observations(h.float()).mean(0).cpu()
 
     def after_step(self, ctx: TrainContext) -> None:
-        acts = dict(ctx.activations or ())
+        if self.layers is None:
+            self._watch(layers_of(ctx.model, ctx.batch[0]))
+            return
         eta = self.config["cbp_eta"]
         for layer, st in zip(self.layers, self.state):
-            g = acts.get(layer.activation_name)
-            if g is None:
+            h, st["h"] = st["h"], None
+            if h is None:
                 continue
-            h = unit_observations(post_activation(layer.activation, g.float())).mean(0).cpu()
             out = outgoing_weight_sum(layer).cpu()
             st["age"] += 1
             st["util"].mul_(eta).add_((1 - eta) * h.abs() * out)
@@ -108,3 +135,8 @@ class ContinualBackprop(Technique):
     def after_epoch(self, ctx: TrainContext) -> None:
         ctx.log("replaced", self.replaced)
         self.replaced = 0
+
+    def detach(self, ctx: TrainContext) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []

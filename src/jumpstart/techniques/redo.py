@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..core.status import dormant_scores, unit_observations
-from ..surgery import INITS, hidden_layers, layer_outputs, reinit_units, zero_outgoing
+from ..surgery import INITS, layer_outputs, layers_of, reinit_units, zero_outgoing
 from .base import Option, Technique, TrainContext, choice, int_at_least, number
 
 
@@ -43,9 +43,18 @@ class ReDo(Technique):
     ``redo_batch`` (default 256), ``redo_init`` (one of
     :data:`~jumpstart.surgery.INITS`, default ``glorot``).
 
+    Any model: the toolkit's nets and ``nn.Sequential`` chains are read by
+    hand; any other (a torchvision or timm net) is traced once through
+    Torch-Pruning's dependency graph on the run's first training inputs
+    (:func:`~jumpstart.surgery.hidden_layers`), and only its layers whose
+    units are one conv or linear layer's outputs read by the next ones are
+    recycled; a residual stream, a concatenation, a depthwise conv or a
+    LayerNorm'd channel is skipped with a warning naming it (re-drawing one
+    branch's rows there would not re-initialize the unit). Such a layer's
+    scores are taken at its reader's input (after any pooling between).
+
     Raises:
-        ValueError: at attach, a model :func:`~jumpstart.surgery.hidden_layers`
-            does not know.
+        ImportError: a model outside the toolkit without Torch-Pruning.
     """
 
     name = "redo"
@@ -57,7 +66,7 @@ class ReDo(Technique):
     }
 
     def attach(self, ctx: TrainContext) -> None:
-        self.layers = hidden_layers(ctx.model)
+        self.layers = layers_of(ctx.model, getattr(ctx.data, "x_train", None))
         self.inputs = None
 
     def _remember(self, x: torch.Tensor) -> None:
@@ -79,6 +88,8 @@ class ReDo(Technique):
 
     def after_step(self, ctx: TrainContext) -> None:
         self._remember(ctx.batch[0])
+        if self.layers is None:
+            self.layers = layers_of(ctx.model, ctx.batch[0])
         if ctx.step % self.config["redo_every"]:
             return
         for layer, mask in zip(self.layers, self.dormant(ctx.model)):
