@@ -31,7 +31,7 @@ $(ZOO)/.installed: pyproject.toml
 	touch $(ZOO)/.installed
 
 test-zoo: $(ZOO)/.installed
-	$(ZOO)/bin/python -m pytest -q tests/test_zoo.py
+	$(ZOO)/bin/python -m pytest -q tests/test_zoo.py tests/test_zoo_surgery.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py

@@ -306,3 +306,34 @@ def test_one_activation_module_for_several_layers_is_refused():
 def test_decorrelated_init_of_width_one_stays_finite():
     net = Rectangular(3, 1, 2, 1, init="decorrelated")
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_fold_linear_folds_a_dependent_always_active_unit_by_hand():
+    """Three units reading two features, all active on [0, 1]^2:
+    g2 = g0 + g1 - 1.5 (w2 = w0 + w1, b2 = b0 + b1 - 1.5), so one folds."""
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        net[0].bias.copy_(torch.tensor([1.0, 1.0, 0.5]))
+        net[2].weight.copy_(torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, -1.0]]))
+        net[2].bias.zero_()
+    x = torch.rand(50, 2)
+    with torch.no_grad():
+        before = net(x)
+    pruned, report = prune_dead(net, x, fold=True)
+    assert report.folded == {"0": 1} and pruned[0].out_features == 2
+    with torch.no_grad():
+        assert torch.allclose(pruned(x), before, atol=1e-5)
+        # by hand at x = (0.25, 0.5): g = (1.25, 1.5, 1.25); logits (1*1.25 + 2*1.5 + 3*1.25,
+        # 1.5 - 1.25) = (8.0, 0.25)
+        assert pruned(torch.tensor([[0.25, 0.5]]))[0].tolist() == pytest.approx([8.0, 0.25])
+    assert prune_dead(net, x)[1].folded == {}  # not folded unless asked
+
+
+def test_fold_linear_leaves_independent_units():
+    net = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.eye(3))
+        net[0].bias.fill_(1.0)
+    x = torch.rand(20, 3)
+    assert prune_dead(net, x, fold=True)[1].folded == {}  # rank 3 = 3 active units

@@ -24,7 +24,7 @@ The package: layer discovery (:mod:`.layers`), the unit operations
 (:mod:`.units`), exact compression (:mod:`.compression`).
 """
 
-from .compression import CompressionReport, prune_dead
+from .compression import CompressionReport, fold_linear, prune_dead
 from .graph import EXACT_OPS, UnitGraph, UnitGroup
 from .layers import (NORMS, PASS_THROUGH, WEIGHTED, HiddenLayer, Reader, hidden_layers, known_model,
                      layer_outputs, layers_of)
@@ -32,6 +32,6 @@ from .units import (INITS, Touched, absorb, draw, outgoing_weight_sum, prune_uni
                     silence_units, widen, zero_outgoing)
 
 __all__ = ["EXACT_OPS", "INITS", "NORMS", "PASS_THROUGH", "WEIGHTED", "CompressionReport", "HiddenLayer",
-           "Reader", "Touched", "UnitGraph", "UnitGroup", "absorb", "draw", "hidden_layers", "known_model", "layer_outputs", "layers_of",
+           "Reader", "Touched", "UnitGraph", "UnitGroup", "absorb", "draw", "fold_linear", "hidden_layers", "known_model", "layer_outputs", "layers_of",
            "outgoing_weight_sum", "prune_dead", "prune_units", "reinit_units", "silence_units",
            "widen", "zero_outgoing"]

@@ -9,11 +9,13 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.linalg
 import torch
 from torch import Tensor, nn
 
 from ..core.hooks import HIDDEN_ACTIVATIONS
-from ..core.status import DEAD, activation_status
+from ..core.status import DEAD, LINEAR, activation_status
+from ..optim import zero_state
 from .graph import UnitGraph
 from .layers import NORMS, WEIGHTED, hidden_layers, known_model
 from .units import prune_units, silence_units
@@ -36,6 +38,9 @@ class CompressionReport:
         skipped: dependency-graph path: group (root layer name) -> why it was
             not pruned (its channels pass through a LayerNorm, layer scale or
             attention split; or its removal moved the logits and was undone).
+        folded: hidden layer name -> linear (always-active) units folded into
+            the next layer (:func:`fold_linear`), counted apart from the dead
+            units (``units_after`` includes both).
     """
 
     layers: list[dict]
@@ -43,6 +48,7 @@ class CompressionReport:
     max_logit: float
     emptied: list[str]
     skipped: dict[str, str] = field(default_factory=dict)
+    folded: dict[str, int] = field(default_factory=dict)
 
     def totals(self) -> dict[str, float]:
         """Parameters and multiply-adds before and after, summed, and the share removed."""
@@ -115,7 +121,8 @@ def _logits(model: nn.Module, data: Tensor, batch_size: int = 1024) -> Tensor:
 
 
 def prune_dead(model: nn.Module, data: Tensor, *, batch_size: int = 1024, inplace: bool = False,
-               optimizer=None, tolerance: float = 1e-5) -> tuple[nn.Module, CompressionReport]:
+               optimizer=None, tolerance: float = 1e-5, fold: bool = False
+               ) -> tuple[nn.Module, CompressionReport]:
     """Remove every hidden unit dead on ``data`` (exact compression).
 
     The toolkit's nets and ``nn.Sequential`` chains
@@ -154,6 +161,8 @@ def prune_dead(model: nn.Module, data: Tensor, *, batch_size: int = 1024, inplac
             parameters replace the old ones in it with the survivors' state
             (Adam moments, momentum: :func:`jumpstart.optim.move_state`).
         tolerance: the graph path's per-group check, relative to ``max(1, max |logit|)``.
+        fold: on the known path, then fold stably active (linear) units
+            into the next layer where exact (:func:`fold_linear`).
 
     Returns:
         ``(pruned_model, report)``: the pruned model (eval mode) and a
@@ -176,8 +185,11 @@ def prune_dead(model: nn.Module, data: Tensor, *, batch_size: int = 1024, inplac
     own_norm = None if graph is not None else {
         id(l.module): l.norm for l in hidden_layers(pruned) if l.norm is not None}
     before = _costs(pruned, data, own_norm)
+    folded: dict[str, int] = {}
     if graph is None:
         emptied, skipped = _prune_known(pruned, data, batch_size, optimizer), {}
+        if fold:
+            folded = fold_linear(pruned, data, batch_size=batch_size, optimizer=optimizer)
     else:
         emptied, skipped = _prune_graph(graph, data, batch_size, optimizer, tolerance)
     after_logits = _logits(pruned, data, batch_size)
@@ -190,7 +202,7 @@ def prune_dead(model: nn.Module, data: Tensor, *, batch_size: int = 1024, inplac
         layers=rows,
         max_logit_diff=float((after_logits - before_logits).abs().max()),
         max_logit=float(before_logits.abs().max()),
-        emptied=emptied, skipped=skipped)
+        emptied=emptied, skipped=skipped, folded=folded)
     return pruned, report
 
 
@@ -244,3 +256,84 @@ def _prune_graph(graph: UnitGraph, data: Tensor, batch_size: int, optimizer,
         if why is not None:
             skipped[group.name] = why
     return emptied, skipped
+
+
+@torch.no_grad()
+def fold_linear(model: nn.Module, data: Tensor, *, batch_size: int = 1024, optimizer=None,
+                rtol: float = 1e-6) -> dict[str, int]:
+    """Fold stably active units into the next layer where it is exact
+    (Serra, Kumar, Ramalingam, "Lossless compression of deep neural
+    networks", CPAIOR 2020, Sec. 4), in place, input to output.
+
+    A ReLU unit active (pre-activation ``> 0``) on every sample of ``data``
+    is linear there: ``h_i = w_i . x + b_i``. When the incoming weights
+    ``W_S`` ``(|S|, n)`` of a layer's stably active units ``S`` have rank
+    ``r < |S|`` (more such units than independent directions, e.g. 3 of
+    them reading a 2-feature input, or a layer whose inputs lost dead units),
+    ``|S| - r`` of them are combinations of a basis ``B`` (column-pivoted QR
+    of ``W_S^T``): ``w_i = sum_j a_ij w_j``, so
+    ``h_i = sum_j a_ij h_j + (b_i - sum_j a_ij b_j)`` wherever the units are
+    active; the reader's weights ``W'[:, j] += a_ij W'[:, i]`` and bias
+    ``b' += W'[:, i] c_i`` take them over and unit ``i`` is removed
+    (:func:`prune_units`). Exact on ``data`` up to float rounding (the
+    fit's residual ``|w_i - sum_j a_ij w_j|`` must be ``<= rtol |w_i|``).
+
+    Only dense hidden layers of the toolkit's nets and ``nn.Sequential``
+    chains: ``nn.Linear`` with ReLU, no BatchNorm, read by one ``nn.Linear``
+    with a bias (a conv reader would read the constant ``c_i`` through zero
+    padding at the border, which is not exact; left out).
+
+    Args:
+        model: a model :func:`~jumpstart.surgery.layers.known_model` knows.
+        data: ``(N, ...)`` inputs on which the units are stably active.
+        batch_size: samples per forward.
+        optimizer: if given, the survivors keep their state; the reader's
+            columns and bias that took over folded units have it zeroed.
+        rtol: relative tolerance of the rank and the fit.
+
+    Returns:
+        Hidden layer name -> units folded (layers with none left out).
+    """
+    folded: dict[str, int] = {}
+    for index in range(len(hidden_layers(model))):
+        layer = hidden_layers(model)[index]
+        reader = layer.readers[0] if len(layer.readers) == 1 else None
+        if (not isinstance(layer.module, nn.Linear) or not isinstance(layer.activation, nn.ReLU)
+                or layer.norm is not None or not layer.resizable or reader is None
+                or not isinstance(reader.module, nn.Linear) or reader.module.bias is None
+                or (reader.group, reader.copies, reader.norm) != (1, 1, None)
+                or layer.width < 2):
+            continue
+        status = activation_status(model, data, batch_size=batch_size,
+                                   activations=HIDDEN_ACTIVATIONS)
+        codes = status.unit_status[status.layer_names.index(layer.activation_name)]
+        stable = np.flatnonzero(codes == LINEAR)
+        if len(stable) < 2:
+            continue
+        w = layer.module.weight.double()
+        ws = w[stable]
+        _, r, pivots = scipy.linalg.qr(ws.T.cpu().numpy(), pivoting=True, mode="economic")
+        diag = np.abs(np.diag(r))
+        rank = int((diag > rtol * max(diag.max(initial=0.0), 1e-30)).sum())
+        if rank >= len(stable):
+            continue
+        basis = torch.as_tensor(stable[pivots[:rank]], device=w.device)
+        extra = torch.as_tensor(stable[pivots[rank:]], device=w.device)
+        alpha = torch.linalg.lstsq(w[basis].T, w[extra].T).solution.T  # (|extra|, rank)
+        fit = (alpha @ w[basis] - w[extra]).norm(dim=1)
+        ok = fit <= rtol * w[extra].norm(dim=1).clamp_min(1e-30)
+        extra, alpha = extra[ok], alpha[ok]
+        if not len(extra):
+            continue
+        b = layer.module.bias.double() if layer.module.bias is not None else w.new_zeros(len(w))
+        const = b[extra] - alpha @ b[basis]  # (|extra|,)
+        rw = reader.module.weight
+        read = rw[:, extra].double()  # (out, |extra|)
+        rw[:, basis] += (read @ alpha).to(rw)
+        reader.module.bias += (read @ const).to(rw)
+        if optimizer is not None:
+            zero_state(optimizer, rw, (slice(None), basis))
+            zero_state(optimizer, reader.module.bias, slice(None))
+        prune_units(layer, extra.cpu(), optimizer=optimizer)
+        folded[layer.name] = len(extra)
+    return folded

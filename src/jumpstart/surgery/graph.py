@@ -40,6 +40,9 @@ from ..optim import move_state
 #: refuses the group.
 EXACT_OPS = ("CONV", "DEPTHWISE_CONV", "LINEAR", "BN", "ELEMENTWISE", "RESHAPE", "CONCAT",
              "SPLIT")
+#: substrings of the autograd op (or module class) names of activations
+_ACTIVATION_NAMES = ("relu", "hardtanh", "gelu", "silu", "swish", "elu", "mish", "sigmoid",
+                     "tanh", "softplus")
 _SHAPE_ATTRS = ("in_channels", "out_channels", "in_features", "out_features", "num_features",
                 "groups")
 
@@ -74,9 +77,12 @@ class UnitGroup:
             conv's input, the last dim of a linear layer's) and ``units``
             ``(K,)`` the unit each position carries (a flatten gives one unit
             several positions).
-        writers: names of the modules whose output channels or entries are
-            the units (the root, BatchNorms, depthwise convs, the other
-            branches of a residual add).
+        writers: ``(name, module, positions, units)`` per module whose
+            output channels or entries carry the units (the root, BatchNorms,
+            depthwise convs, the other branches of a residual add; a
+            BatchNorm over a concatenation holds a unit at an offset position).
+        activations: the activation ops the channels pass through (autograd
+            names such as ``ReluBackward0``, or module class names).
         refusal: why removing units of this group could not be exact
             (``None``: it can be).
     """
@@ -85,15 +91,17 @@ class UnitGroup:
     root: nn.Module
     width: int
     readers: list[tuple[str, nn.Module, Tensor, Tensor]]
-    writers: list[str]
+    writers: list[tuple[str, nn.Module, Tensor, Tensor]]
+    activations: tuple[str, ...] = ()
     refusal: str | None = None
 
     @property
     def simple(self) -> bool:
-        """One weighted writer (the root, with at most one BatchNorm) and
-        readers that read each unit at one input channel: a hidden layer
-        :class:`~jumpstart.surgery.HiddenLayer` can describe."""
-        return (self.refusal is None and len(self.readers) > 0
+        """One weighted writer (the root, with at most one BatchNorm), an
+        activation, and readers that read each unit at one input channel: a
+        hidden layer :class:`~jumpstart.surgery.HiddenLayer` can describe (a
+        linear bottleneck, with no activation, is not one)."""
+        return (self.refusal is None and len(self.readers) > 0 and len(self.activations) > 0
                 and all(len(p) == self.width and bool((p == u).all())
                         for _, m, p, u in self.readers)
                 and not any(_depthwise(m) for _, m, _, _ in self.readers)
@@ -169,25 +177,29 @@ class UnitGraph:
 
     def _group(self, group) -> UnitGroup | None:
         root = group[0].dep.target.module
-        readers, writers, other = [], [], set()
+        readers, writers, other, acts = [], [], set(), []
         for module, kind, out, idxs, roots in self._items(group):
             if kind not in EXACT_OPS:
                 other.add(kind)
+            if kind == "ELEMENTWISE":
+                op = str(getattr(module, "_grad_fn", type(module).__name__))
+                if any(a in op.lower() for a in _ACTIVATION_NAMES):
+                    acts.append(op)
             if not isinstance(module, nn.Module) or kind not in ("CONV", "DEPTHWISE_CONV",
                                                                    "LINEAR", "BN"):
                 continue
-            name = self.names.get(module, kind)
+            entry = (self.names.get(module, kind), module, torch.as_tensor(idxs, dtype=torch.long),
+                     torch.as_tensor(roots, dtype=torch.long))
             if not out or kind == "DEPTHWISE_CONV":
-                readers.append((name, module, torch.as_tensor(idxs, dtype=torch.long),
-                                torch.as_tensor(roots, dtype=torch.long)))
+                readers.append(entry)
             if out:
-                writers.append(name)
+                writers.append(entry)
         if not readers:
             return None  # the output layer: its units are the logits
         refusal = (f"its channels pass through {', '.join(sorted(other))}, which mix or "
                    "scale them (removal would not be exact)") if other else None
         width = int(root.weight.shape[0])
-        return UnitGroup(self.names[root], root, width, readers, writers, refusal)
+        return UnitGroup(self.names[root], root, width, readers, writers, tuple(acts), refusal)
 
     def norm_after(self, module: nn.Module) -> nn.Module | None:
         """The BatchNorm that normalizes ``module``'s output directly (its

@@ -195,7 +195,7 @@ def _graph_layers(model: nn.Module, example_inputs: Tensor) -> list[HiddenLayer]
         if not g.simple:
             skipped.append(g.name)
             continue
-        norms = [m for n, m in model.named_modules() if n in g.writers and isinstance(m, NORMS)]
+        norms = [m for _, m, _, _ in g.writers if isinstance(m, NORMS)]
         readers = tuple(Reader(m, norm=graph.norm_after(m)) for _, m, _, _ in g.readers)
         layers.append(HiddenLayer(g.name, g.root, None, readers, norms[0] if norms else None))
     if skipped:
