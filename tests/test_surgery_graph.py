@@ -236,3 +236,20 @@ def test_redo_and_cbp_train_a_residual_model_and_leave_the_stream_alone(name):
     # layers, and never the stream
     assert torch.equal(net.stem[0].weight, stream)
     assert not torch.equal(net.blocks[0]["conv1"].weight, inner)
+
+
+def test_report_figure_shows_units_before_and_after_per_changed_layer():
+    torch.manual_seed(5)
+    net = Residual().eval()
+    _kill_bn(net.blocks[1]["bn1"], [0, 2, 3])
+    _, report = prune_dead(net, torch.randn(16, 3, 8, 8))
+    fig = report.figure(title="toy")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    changed = [r for r in report.layers if r["macs_before"] and r["units_after"] < r["units_before"]]
+    assert labels == [r["name"] for r in changed] and "blocks.1.conv1" in labels
+    widths = [p.get_width() for p in ax.patches]  # the 'before' bars, then the 'after' bars
+    assert widths == [r["units_before"] for r in changed] + [r["units_after"] for r in changed]
+    assert ax.get_title().startswith("toy\nparameters -")
+    assert [t.get_text().strip() for t in ax.texts] == [
+        f"-{r['units_before'] - r['units_after']}" for r in changed]  # units removed

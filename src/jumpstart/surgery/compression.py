@@ -65,6 +65,43 @@ class CompressionReport:
         """``max_logit_diff / max(max_logit, 1)``."""
         return self.max_logit_diff / max(self.max_logit, 1.0)
 
+    def figure(self, *, title: str = "Units removed per layer", only_changed: bool = True):
+        """A bar chart of units per layer before and after (one bar pair
+        per weighted layer, input to output; BatchNorm rows left out), the
+        units removed written beside each, and the totals in the title.
+
+        Args:
+            title: first line of the title.
+            only_changed: show only layers that lost units (all when none did).
+
+        Returns:
+            The matplotlib ``Figure`` (about 7 in wide, 0.22 in per layer).
+        """
+        import matplotlib.pyplot as plt
+
+        rows = [r for r in self.layers if r["macs_before"] > 0]  # BatchNorm rows have none
+        shown = [r for r in rows if r["units_after"] < r["units_before"]] if only_changed else rows
+        shown = shown or rows
+        fig, ax = plt.subplots(figsize=(7, 1.6 + 0.22 * len(shown)), constrained_layout=True)
+        y = np.arange(len(shown))
+        before = [r["units_before"] for r in shown]
+        after = [r["units_after"] for r in shown]
+        ax.barh(y, before, color="#cccccc", label="before")
+        ax.barh(y, after, color="#1f77b4", label="after")
+        for i, (b, a) in enumerate(zip(before, after)):
+            if b > a:
+                ax.text(b, i, f" -{b - a}", va="center", fontsize=8)
+        ax.set_yticks(y, [r["name"] for r in shown], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("units (output channels / features)")
+        ax.set_xlim(0, max(before) * 1.15)
+        t = self.totals()
+        ax.set_title(f"{title}\nparameters -{t['params_removed']:.1%}, multiply-adds "
+                     f"-{t['macs_removed']:.1%}, max |logit change| {self.max_logit_diff:.1e}",
+                     fontsize=9)
+        ax.legend(loc="lower right", fontsize=8)
+        return fig
+
     def to_frame(self):
         """The per-layer table as a pandas DataFrame."""
         import pandas as pd
