@@ -4,8 +4,8 @@
     .venv-zoo/bin/python examples/prune_own_model.py --model resnet18 --epochs 3 \
         --out docs/results/prune-resnet18          # torchvision: the zoo environment
 
-``--model plain``: :class:`PlainNet` below, a user's own deep thin CNN (20
-convs of 16 channels, ReLU, no BatchNorm, PyTorch's default init, a global
+``--model plain``: :class:`PlainNet` below, a user's own deep thin CNN
+(``--depth`` convs of ``--width`` channels, default 20 x 16, ReLU, no BatchNorm, PyTorch's default init, a global
 average pool and a linear head; written as a plain ``nn.Module``, so
 surgery traces it). ``--model resnet18``: ``torchvision.models.resnet18(
 num_classes=10)``, random init. Either is trained on the 10,000 cifar10-10k
@@ -46,9 +46,9 @@ class PlainNet(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
-def build(name: str) -> nn.Module:
+def build(name: str, depth: int, width: int) -> nn.Module:
     if name == "plain":
-        return PlainNet()
+        return PlainNet(depth, width)
     import torchvision.models as tvm  # the zoo environment
 
     return tvm.resnet18(num_classes=10)
@@ -64,13 +64,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["plain", "resnet18"], default="plain")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--depth", type=int, default=20, help="plain: conv layers")
+    parser.add_argument("--width", type=int, default=16, help="plain: channels per layer")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("prune-own-model"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     data = load_dataset("cifar10-10k", seed=args.seed)
-    model = build(args.model)
+    model = build(args.model, args.depth, args.width)
     start = time.perf_counter()
     fit(model, data, lr=1e-3, epochs=args.epochs, batch_size=128, seed=args.seed,
         optimizer="adam", augment="crop_flip", progress=True)
@@ -80,7 +82,7 @@ def main() -> None:
     pruned, report = prune_dead(model, data.x_train, batch_size=500)
     took = time.perf_counter() - start
     acc_pruned = accuracy(pruned, data.x_val, data.y_val)
-    label = {"plain": "a plain 20 x 16 conv net (no BatchNorm)",
+    label = {"plain": f"a plain {args.depth} x {args.width} conv net (no BatchNorm)",
              "resnet18": "torchvision resnet18"}[args.model]
     report.figure(title=f"{label}, cifar10-10k, {args.epochs} epochs, seed "
                         f"{args.seed}: units dead on the 10,000 training images removed"
@@ -89,9 +91,10 @@ def main() -> None:
     t = report.totals()
     changed = [r for r in report.layers if r["units_after"] < r["units_before"]]
     env = ".venv-zoo/bin/python" if args.model == "resnet18" else "python"
+    dims = f" --depth {args.depth} --width {args.width}" if args.model == "plain" else ""
     (args.out / "README.md").write_text(f"""# {args.out.name} (dead units of {label})
 
-`{env} examples/prune_own_model.py --model {args.model} --epochs {args.epochs} --out {args.out}`:
+`{env} examples/prune_own_model.py --model {args.model}{dims} --epochs {args.epochs} --out {args.out}`:
 {label} ({t['params_before']:,} parameters), random init, trained on cifar10-10k (10,000 training
 images, 32 x 32, crop+flip), Adam 1e-3, batch 128, **{args.epochs} epochs, one seed
 ({args.seed})**; validation part 2,000 images, chance 0.10. Training took {trained:.0f} s

@@ -1,6 +1,8 @@
 """The README's Python example runs as written (with fewer epochs)."""
 
 import re
+
+import pytest
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -64,3 +66,28 @@ def test_readme_any_model_example_runs(capsys):
     exec(compile(code, "README.md", "exec"), {})
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["1", "GELU", "2", "64", "8x10x64"]
+
+
+def test_readme_own_model_pruning_example_runs(tmp_path, monkeypatch):
+    pytest.importorskip("torch_pruning")
+    import torch
+    from torch import nn
+
+    class Own(nn.Module):  # not one of the toolkit's nets: traced
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.head = nn.Conv2d(3, 6, 3), nn.Conv2d(6, 6, 3), nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.b(torch.relu(self.a(x)))).mean((2, 3)))
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    code = next(b for b in blocks if "report.figure()" in b)
+    model = Own()
+    with torch.no_grad():
+        model.a.weight[2] = 0
+        model.a.bias[2] = -1.0
+    monkeypatch.chdir(tmp_path)
+    scope = {"model": model, "x_train": torch.randn(8, 3, 8, 8)}
+    exec(code, scope)
+    assert scope["pruned"].a.out_channels <= 5 and (tmp_path / "units.png").exists()

@@ -115,8 +115,7 @@ def test_in_place_pruning_of_a_resnet_carries_adam_state():
 
 
 @pytest.mark.parametrize("technique", ["redo", "cbp"])
-@pytest.mark.parametrize("name", ["tv:resnet18", "tv:mobilenet_v2", "timm:convnext_atto",
-                                  "timm:vit_tiny"])
+@pytest.mark.parametrize("name", list(MODELS))
 def test_recycling_touches_simple_layers_and_never_coupled_ones(technique, name):
     build, size, _ = MODELS[name]
     torch.manual_seed(2)

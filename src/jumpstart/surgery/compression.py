@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import textwrap
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,7 +83,7 @@ class CompressionReport:
         rows = [r for r in self.layers if r["macs_before"] > 0]  # BatchNorm rows have none
         shown = [r for r in rows if r["units_after"] < r["units_before"]] if only_changed else rows
         shown = shown or rows
-        fig, ax = plt.subplots(figsize=(7, 1.6 + 0.22 * len(shown)), constrained_layout=True)
+        fig, ax = plt.subplots(figsize=(7, 1.9 + 0.22 * len(shown)), layout="constrained")
         y = np.arange(len(shown))
         before = [r["units_before"] for r in shown]
         after = [r["units_after"] for r in shown]
@@ -96,10 +97,10 @@ class CompressionReport:
         ax.set_xlabel("units (output channels / features)")
         ax.set_xlim(0, max(before) * 1.15)
         t = self.totals()
-        ax.set_title(f"{title}\nparameters -{t['params_removed']:.1%}, multiply-adds "
+        ax.set_title(f"{textwrap.fill(title, 75)}\nparameters -{t['params_removed']:.1%}, multiply-adds "
                      f"-{t['macs_removed']:.1%}, max |logit change| {self.max_logit_diff:.1e}",
                      fontsize=9)
-        ax.legend(loc="lower right", fontsize=8)
+        fig.legend(loc="outside lower center", ncols=2, fontsize=8)
         return fig
 
     def to_frame(self):
