@@ -253,3 +253,25 @@ def test_report_figure_shows_units_before_and_after_per_changed_layer():
     assert ax.get_title().startswith("toy\nparameters -")
     assert [t.get_text().strip() for t in ax.texts] == [
         f"-{r['units_before'] - r['units_after']}" for r in changed]  # units removed
+
+
+def test_conv1d_readers_read_units_at_dim_1():
+    class Seq1d(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.head = nn.Conv1d(2, 5, 3), nn.Conv1d(5, 4, 3), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.b(torch.relu(self.a(x)))).mean(2))
+
+    net = Seq1d().eval()
+    with torch.no_grad():
+        net.a.weight[3] = 0
+        net.a.bias[3] = -1.0
+    x = torch.randn(12, 2, 9)
+    with torch.no_grad():
+        before = net(x)
+    pruned, _ = prune_dead(net, x)
+    assert pruned.a.out_channels <= 4 and pruned.b.in_channels == pruned.a.out_channels
+    with torch.no_grad():
+        assert torch.allclose(pruned(x), before, atol=1e-5)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.conv import _ConvNd
 
 from ..optim import move_state
 
@@ -229,7 +230,7 @@ class UnitGraph:
 
         def hook(module, inputs):
             x = inputs[0].detach()
-            dims = [d for d in range(x.dim()) if d != (1 if isinstance(module, nn.Conv2d)
+            dims = [d for d in range(x.dim()) if d != (1 if isinstance(module, _ConvNd)
                                                         else x.dim() - 1)]
             m = x.abs().amax(dim=dims).float()
             peak[module] = m if module not in peak else torch.maximum(peak[module], m)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.conv import _ConvNd
 
 from ..core.hooks import HIDDEN_ACTIVATIONS
 from ..models import MoonsConv, Rectangular, ResNet
@@ -102,7 +103,7 @@ class HiddenLayer:
 
         def pre(m, inputs):
             h = inputs[0].detach()
-            fn(m, h if isinstance(m, nn.Conv2d) else h.reshape(-1, h.shape[-1]))
+            fn(m, h if isinstance(m, _ConvNd) else h.reshape(-1, h.shape[-1]))
         return reader.register_forward_pre_hook(pre)
 
 
