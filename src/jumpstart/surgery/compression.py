@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..core.hooks import HIDDEN_ACTIVATIONS
 from ..core.status import DEAD, LINEAR, activation_status
 from ..optim import zero_state
-from .graph import UnitGraph
+from .graph import UnitGraph, eval_logits, model_device
 from .layers import NORMS, WEIGHTED, hidden_layers, known_model
 from .units import prune_units, silence_units
 
@@ -141,21 +141,11 @@ def _costs(model: nn.Module, x: Tensor, own_norm: dict[int, nn.Module] | None
             if isinstance(m, WEIGHTED) or (norms and isinstance(m, NORMS)):
                 handles.append(m.register_forward_hook(hook))
         with torch.no_grad():
-            model(x[:1].to(_device(model)))
+            model(x[:1].to(model_device(model)))
     finally:
         for h in handles:
             h.remove()
     return out
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
-def _logits(model: nn.Module, data: Tensor, batch_size: int = 1024) -> Tensor:
-    device = _device(model)
-    with torch.no_grad():
-        return torch.cat([model(x.to(device)).cpu() for x in data.split(batch_size)])
 
 
 def prune_dead(model: nn.Module, data: Tensor, *, batch_size: int = 1024, inplace: bool = False,
@@ -219,18 +209,19 @@ def prune_dead(model: nn.Module, data: Tensor, *, batch_size: int = 1024, inplac
                          "inplace=True with it")
     pruned = (model if inplace else copy.deepcopy(model)).eval()
     graph = None if known_model(pruned) else UnitGraph(pruned, data[:2])
-    before_logits = _logits(pruned, data, batch_size)
-    own_norm = None if graph is not None else {
-        id(l.module): l.norm for l in hidden_layers(pruned) if l.norm is not None}
+    before_logits = eval_logits(pruned, data, batch_size)
+    layers = hidden_layers(pruned) if graph is None else None
+    own_norm = None if layers is None else {
+        id(l.module): l.norm for l in layers if l.norm is not None}
     before = _costs(pruned, data, own_norm)
     folded: dict[str, int] = {}
     if graph is None:
-        emptied, skipped = _prune_known(pruned, data, batch_size, optimizer), {}
+        emptied, skipped = _prune_known(pruned, layers, data, batch_size, optimizer), {}
         if fold:
             folded = fold_linear(pruned, data, batch_size=batch_size, optimizer=optimizer)
     else:
         emptied, skipped = _prune_graph(graph, data, batch_size, optimizer, tolerance)
-    after_logits = _logits(pruned, data, batch_size)
+    after_logits = eval_logits(pruned, data, batch_size)
     after = _costs(pruned, data, own_norm)
     rows = [{"name": n, "units_before": u0, "units_after": after[n][0],
              "params_before": p0, "params_after": after[n][1],
@@ -244,8 +235,8 @@ def prune_dead(model: nn.Module, data: Tensor, *, batch_size: int = 1024, inplac
     return pruned, report
 
 
-def _prune_known(pruned: nn.Module, data: Tensor, batch_size: int, optimizer) -> list[str]:
-    layers = hidden_layers(pruned)
+def _prune_known(pruned: nn.Module, layers: list, data: Tensor, batch_size: int,
+                 optimizer) -> list[str]:
     by_act = {l.activation_name: l for l in layers}
     status = activation_status(pruned, data, batch_size=batch_size,
                                layers=None, activations=HIDDEN_ACTIVATIONS)
@@ -280,6 +271,7 @@ def _prune_graph(graph: UnitGraph, data: Tensor, batch_size: int, optimizer,
                  tolerance: float) -> tuple[list[str], dict[str, str]]:
     dead = graph.dead(data, batch_size=batch_size)
     check = data[:64]
+    reference = graph.logits(check)  # every kept removal is checked against the original
     emptied, skipped = [], {}
     for group in graph.groups:
         if group.refusal is not None:
@@ -289,7 +281,7 @@ def _prune_graph(graph: UnitGraph, data: Tensor, batch_size: int, optimizer,
         if len(units) == group.width:
             emptied.append(group.name)
             units = units[1:]
-        why = graph.remove(group, units, check=check, optimizer=optimizer,
+        why = graph.remove(group, units, check=(check, reference), optimizer=optimizer,
                            tolerance=tolerance)
         if why is not None:
             skipped[group.name] = why
@@ -333,8 +325,10 @@ def fold_linear(model: nn.Module, data: Tensor, *, batch_size: int = 1024, optim
         Hidden layer name -> units folded (layers with none left out).
     """
     folded: dict[str, int] = {}
-    for index in range(len(hidden_layers(model))):
-        layer = hidden_layers(model)[index]
+    # one status pass: folding a layer leaves every pre-activation on data as it was
+    status = activation_status(model, data, batch_size=batch_size,
+                               activations=HIDDEN_ACTIVATIONS)
+    for layer in hidden_layers(model):
         reader = layer.readers[0] if len(layer.readers) == 1 else None
         if (not isinstance(layer.module, nn.Linear) or not isinstance(layer.activation, nn.ReLU)
                 or layer.norm is not None or not layer.resizable or reader is None
@@ -342,8 +336,6 @@ def fold_linear(model: nn.Module, data: Tensor, *, batch_size: int = 1024, optim
                 or (reader.group, reader.copies, reader.norm) != (1, 1, None)
                 or layer.width < 2):
             continue
-        status = activation_status(model, data, batch_size=batch_size,
-                                   activations=HIDDEN_ACTIVATIONS)
         codes = status.unit_status[status.layer_names.index(layer.activation_name)]
         stable = np.flatnonzero(codes == LINEAR)
         if len(stable) < 2:

@@ -140,8 +140,7 @@ class UnitGraph:
         if not isinstance(self.example_inputs, Tensor) or self.example_inputs.shape[0] < 1:
             raise ValueError("example_inputs must be a tensor of at least one sample")
         self.names = {m: n for n, m in self.model.named_modules()}
-        device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
-        self.example_inputs = self.example_inputs.to(device)
+        self.example_inputs = self.example_inputs.to(model_device(self.model))
         was = self.model.training
         self.model.eval()
         try:
@@ -164,7 +163,7 @@ class UnitGraph:
 
         handles = [m.register_forward_pre_hook(seen) for m in self.model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         try:
-            self._logits(self.example_inputs[:1])
+            self.logits(self.example_inputs[:1])
         finally:
             for h in handles:
                 h.remove()
@@ -239,7 +238,7 @@ class UnitGraph:
         handles = [m.register_forward_pre_hook(hook) for m in modules]
         was = self.model.training
         self.model.eval()
-        device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
+        device = model_device(self.model)
         try:
             for x in data.split(batch_size):
                 self.model(x.to(device))
@@ -257,14 +256,16 @@ class UnitGraph:
             out[g.name] = (~live).nonzero().flatten()
         return out
 
-    def remove(self, group: UnitGroup, units: Tensor, *, check: Tensor | None = None,
-               optimizer=None, tolerance: float = 1e-5) -> str | None:
+    def remove(self, group: UnitGroup, units: Tensor, *,
+               check: tuple[Tensor, Tensor] | None = None, optimizer=None,
+               tolerance: float = 1e-5) -> str | None:
         """Remove ``units`` of ``group`` and every coupled channel, in place.
 
-        With ``check`` (inputs ``(M, ...)``), the logits on it are compared
-        before and after (eval mode); a change above ``tolerance`` relative to
-        ``max(1, max |logit|)`` undoes the removal (the modules get their old
-        parameters back). Given an ``optimizer``, each replaced parameter
+        With ``check = (inputs (M, ...), logits (M, K))`` (the logits to
+        keep, e.g. :meth:`logits` of the model before any removal), the
+        logits after are compared with them (eval mode); a change above
+        ``tolerance`` relative to ``max(1, max |logit|)`` undoes the removal
+        (the modules get their old parameters back). Given an ``optimizer``, each replaced parameter
         takes the old one's place with the survivors' state
         (:func:`jumpstart.optim.move_state`), once the check has passed.
 
@@ -286,7 +287,6 @@ class UnitGraph:
             raise ValueError(f"group {group.name}: a group keeps at least one unit")
         if not len(units):
             return None
-        before = self._logits(check) if check is not None else None
         tp_group = self.dg.get_pruning_group(group.root, self.dg.get_pruner_of_module(
             group.root).prune_out_channels, idxs=units.tolist())
         touched, removed = {}, {}
@@ -299,8 +299,9 @@ class UnitGraph:
                                     if hasattr(module, a)})
             removed.setdefault((module, 0 if out else 1), set()).update(int(i) for i in idxs)
         tp_group.prune(record_history=False)
-        if before is not None:
-            after = self._logits(check)
+        if check is not None:
+            inputs, before = check
+            after = self.logits(inputs)
             moved = float((after - before).abs().max()) if after.shape == before.shape \
                 else float("inf")
             if not moved <= tolerance * max(1.0, float(before.abs().max())):
@@ -342,13 +343,26 @@ class UnitGraph:
                 move_state(optimizer, old, new, dim=dim, src=keep,
                            dst=torch.arange(len(keep)))
 
-    def _logits(self, x: Tensor) -> Tensor:
-        was = self.model.training
-        self.model.eval()
-        device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
-        try:
-            with torch.no_grad():
-                return self.model(x.to(device)).float().cpu()
-        finally:
-            self.model.train(was)
+    def logits(self, x: Tensor) -> Tensor:
+        """:func:`eval_logits` of the traced model."""
+        return eval_logits(self.model, x)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def eval_logits(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
+    """``model``'s logits ``(M, K)`` on ``x`` ``(M, ...)``, float32 on the
+    CPU: no-grad forwards of ``batch_size`` samples in eval mode (the
+    model's mode is restored)."""
+    was = model.training
+    model.eval()
+    device = model_device(model)
+    try:
+        with torch.no_grad():
+            return torch.cat([model(b.to(device)).float().cpu() for b in x.split(batch_size)])
+    finally:
+        model.train(was)
 

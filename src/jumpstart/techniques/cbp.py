@@ -7,9 +7,9 @@ authors' code, shibhansh/loss-of-plasticity ``lop/algos/gnt.py``).
 
 from __future__ import annotations
 
-import torch
-
 import warnings
+
+import torch
 
 from ..core.status import unit_observations
 from ..surgery import INITS, absorb, layers_of, outgoing_weight_sum, reinit_units, zero_outgoing
