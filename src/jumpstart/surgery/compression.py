@@ -293,7 +293,9 @@ def fold_linear(model: nn.Module, data: Tensor, *, batch_size: int = 1024, optim
                 rtol: float = 1e-6) -> dict[str, int]:
     """Fold stably active units into the next layer where it is exact
     (Serra, Kumar, Ramalingam, "Lossless compression of deep neural
-    networks", CPAIOR 2020, Sec. 4), in place, input to output.
+    networks", CPAIOR 2020: its stably active units; the paper is not in
+    ``../shared/papers``, so this follows its idea, not a checked
+    section), in place, input to output.
 
     A ReLU unit active (pre-activation ``> 0``) on every sample of ``data``
     is linear there: ``h_i = w_i . x + b_i``. When the incoming weights
@@ -323,6 +325,11 @@ def fold_linear(model: nn.Module, data: Tensor, *, batch_size: int = 1024, optim
 
     Returns:
         Hidden layer name -> units folded (layers with none left out).
+
+    Raises:
+        ValueError: a model :func:`~jumpstart.surgery.layers.known_model`
+            does not know (from :func:`hidden_layers`); non-finite
+            pre-activations (:class:`~jumpstart.core.status.NonFiniteError`).
     """
     folded: dict[str, int] = {}
     # one status pass: folding a layer leaves every pre-activation on data as it was

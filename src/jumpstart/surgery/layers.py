@@ -181,7 +181,15 @@ def layers_of(model: nn.Module, example_inputs: Tensor | None = None
     """:func:`hidden_layers` for a technique that recycles units: a known
     model's layers at once; any other model's from ``example_inputs``
     (traced), or ``None`` when none are given yet (a technique then asks
-    again with its first training batch)."""
+    again with its first training batch).
+
+    Args:
+        model: the network.
+        example_inputs: ``(N, ...)`` inputs; the first two are traced.
+
+    Raises:
+        ImportError, ValueError: as :func:`hidden_layers`.
+    """
     if known_model(model):
         return hidden_layers(model)
     return None if example_inputs is None else hidden_layers(model, example_inputs[:2])
