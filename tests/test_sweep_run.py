@@ -278,6 +278,23 @@ def test_runs_outside_the_stacks_keep_one_group_per_depth(tmp_path):
     assert all(k[0] == ["jumpstart"] for k in kinds if "batchnorm" not in k[0])
 
 
+def test_single_loop_runs_are_groups_of_one(tmp_path):
+    from jumpstart.experiments.sweep import plan
+    from jumpstart.train.route import route
+
+    path = tmp_path / "redo.toml"
+    path.write_text(TINY.format(epochs=5, depths=[2]).replace(
+        '["baseline", "jumpstart"]', '["redo", "batchnorm"]'))
+    sweep = load_sweep(path)
+    assert sorted(route(c) for c in sweep.runs) == ["population", "population",
+                                                    "single", "single"]
+    groups = plan(sweep, set())
+    # the two ReDo runs (single-run loop) are recorded each as it ends; the two
+    # batchnorm runs (one population) stay together
+    assert sorted((len(g), g[0]["technique"]) for g in groups) == [
+        (1, "redo"), (1, "redo"), (2, "batchnorm")]
+
+
 def test_population_needs_a_depth_for_every_member():
     with pytest.raises(ValueError, match="give depth, or a depth for every member"):
         train_population([Member(3, 0, 1e-3, depth=2), Member(3, 1)], epochs=1)

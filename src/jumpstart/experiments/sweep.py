@@ -95,6 +95,8 @@ def plan(runs, done: set[str], max_group: int = MAX_GROUP) -> list[list[dict]]:
     depth and member keys may share a population whatever their depth:
     :func:`_cut` merges neighbouring depths where that saves per-epoch
     overhead without making any group costlier than the costliest depth alone.
+    A run of the single-run loop is a group of its own, so it is recorded as
+    soon as it ends (a group of them would share only the data load).
     No group holds more than ``max_group`` runs (a bigger one is split in order).
     """
     groups: dict[str, list[dict]] = defaultdict(list)
@@ -103,9 +105,12 @@ def plan(runs, done: set[str], max_group: int = MAX_GROUP) -> list[list[dict]]:
         runs, max_group = runs.iter_runs(), runs.max_group
     for config in runs:
         if run_key(config) not in done:
-            if route(config) == "stacks":
+            trainer = route(config)
+            if trainer == "stacks":
                 key = group_key({**config, "depth": None})
                 merged.add(key)
+            elif trainer == "single":  # trained one at a time: a group would share
+                key = run_key(config)  # only the data load, and record only at its end
             else:
                 key = group_key(config)
             groups[key].append(config)
