@@ -37,7 +37,10 @@ def _expected(gf: torch.Tensor) -> tuple[list[int], list[float]]:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("ties", [False, True])
-def test_kernel_matches_the_first_extreme_by_hand(dtype, channels_last, ties):
+@pytest.mark.parametrize("threads", [1, 2])  # the serial and the parallel driver
+def test_kernel_matches_the_first_extreme_by_hand(dtype, channels_last, ties, threads,
+                                                   monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     torch.manual_seed(0)
     g = torch.randn(5, 3, 4, 3)
     if ties:  # few distinct values: many tied extremes
@@ -53,6 +56,21 @@ def test_kernel_matches_the_first_extreme_by_hand(dtype, channels_last, ties):
     # mem addresses the same elements in g's own memory
     memory = g.permute(0, 2, 3, 1).reshape(-1) if channels_last else g.reshape(-1)
     assert memory[mem].float().tolist() == want_values
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernel_leaves_pytorch_thread_count_alone(threads):
+    # Numba's OpenMP pool shares PyTorch's runtime: starting it (once per
+    # process, so a fresh one here) set a 1-thread sweep worker to all cores
+    import subprocess
+    import sys
+
+    code = ("import torch; from jumpstart.core.extremes import margin_extremes; "
+            f"torch.set_num_threads({threads}); "
+            "[margin_extremes(torch.randn(4, 3, 5).to(d)) for d in (torch.float32, torch.bfloat16)]; "
+            "print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(threads)]
 
 
 def test_negative_zero_ties_with_zero():
