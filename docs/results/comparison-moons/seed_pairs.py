@@ -2,18 +2,18 @@
 chosen per problem (as the comparison report chooses it, on validation), its
 test accuracy per depth as median [min-max] over seeds, and paired per
 (problem, seed) against Jumpstart: wins/draws/losses and the two-sided
-Wilcoxon signed-rank p (scipy, draws dropped).
+Wilcoxon signed-rank p (:mod:`jumpstart.experiments.statistics`, as
+the comparison report: draws dropped).
 
     python docs/results/comparison-moons/seed_pairs.py runs/compare.db
 """
 
 import sys
 
-from scipy.stats import wilcoxon
-
 from jumpstart.experiments.compare import load_comparison
 from jumpstart.experiments.comparison_report import benchmark_runs
 from jumpstart.experiments.selection import ACCURACY, selected_runs
+from jumpstart.experiments.statistics import paired_record, paired_test
 from jumpstart.experiments.store import load
 
 bench = load_comparison(benchmarks=["moons-paper"]).benchmarks[0]
@@ -26,8 +26,9 @@ for label in acc.mean().sort_values(ascending=False).index:
     for depth in (10, 30):
         v = acc.loc[depth, label]
         cells.append(f"{v.median():.3f} [{v.min():.3f}-{v.max():.3f}]")
-    diff = (acc[label] - acc["jumpstart"]).dropna()
-    wdl = f"{(diff > 0).sum()}/{(diff == 0).sum()}/{(diff < 0).sum()}"
-    p = wilcoxon(diff[diff != 0]).pvalue if (diff != 0).any() and label != "jumpstart" else None
-    print(f"| {label} | {cells[0]} | {cells[1]} | {'' if label == 'jumpstart' else wdl} "
-          f"| {'' if p is None else f'{p:.3f}'} |")
+    if label == "jumpstart":
+        print(f"| {label} | {cells[0]} | {cells[1]} |  |  |")
+        continue
+    wdl = "/".join(map(str, paired_record(acc[label], acc["jumpstart"])))
+    p = paired_test(acc[label], acc["jumpstart"])[0]
+    print(f"| {label} | {cells[0]} | {cells[1]} | {wdl} | {p:.3f} |")

@@ -109,7 +109,10 @@ def _extremes_parallel(a, last, shift, mask, found, bits):  # pragma: no cover -
 
 @_serial
 def _extremes_serial(a, last, shift, mask, found, bits):  # pragma: no cover - compiled
-    """:func:`_extremes_parallel` on the calling thread."""
+    """:func:`_extremes_parallel` on the calling thread. A copy, not the same
+    function compiled a second time without ``parallel``: Numba's on-disk cache
+    names its entries by function and signature only, so two builds of one
+    function would load each other's code."""
     n, c = a.shape[0], a.shape[2] if last else a.shape[1]
     hi, lo = np.empty((n, c), np.int64), np.empty((n, c), np.int64)
     for i in range(n):
