@@ -8,7 +8,8 @@ turn on a fresh store in a temporary folder (the old one first, or as
 folder (the current one: this checkout's ``src``). Make an old version's
 folder with ``git worktree add /tmp/old COMMIT``; it must take the same
 ``sweep`` command line. Prints each version's commit, wall seconds, runs
-stored and failed, and the old version's time over each one's. Run it on a
+stored and failed, the sweep's exit code, and the old version's time over
+each one's. Run it on a
 quiet machine: nothing else may share the cores. Data: ``$JUMPSTART_DATA``,
 else this checkout's ``../shared/data``.
 """
@@ -36,6 +37,8 @@ def _commit(src: Path) -> str:
 def _run(name: str, src: Path, preset: str, workers: int, folder: Path) -> dict:
     """One version's whole sweep on a fresh store: wall seconds and counts."""
     db = folder / f"{name}.db"
+    # the data folder named for both: an old tree outside this checkout would
+    # look for ../shared/data beside itself
     env = {**os.environ, "PYTHONPATH": str(src),
            "JUMPSTART_DATA": os.environ.get("JUMPSTART_DATA", str(HERE.parent / "shared/data"))}
     code = "import sys; from jumpstart.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -70,11 +73,11 @@ def main() -> None:
             results[name] = _run(name, trees[name], preset, args.workers, Path(tmp))
     old = results["old"]["seconds"]
     print(f"\n{args.preset}, {args.workers} workers\n")
-    print("| code | commit | wall s | runs done | failed | old / this |")
-    print("|---|---|---|---|---|---|")
+    print("| code | commit | exit code | wall s | runs done | failed | old / this |")
+    print("|---|---|---|---|---|---|---|")
     for name in order:
         r = results[name]
-        print(f"| {name} | {r['commit']} | {r['seconds']:.0f} | {r['done']} | {r['failed']} "
+        print(f"| {name} | {r['commit']} | {r['rc']} | {r['seconds']:.0f} | {r['done']} | {r['failed']} "
               f"| {old / r['seconds']:.2f}x |")
 
 
