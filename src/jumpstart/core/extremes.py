@@ -185,6 +185,10 @@ def margin_extremes(gf: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
         elements). ``None`` where the kernel does not apply (another device,
         dtype or layout, ``S < 2``, or inside ``torch.compile``): use PyTorch
         ops then. Raises nothing.
+
+    Threads: as many as PyTorch's ``torch.get_num_threads()`` (at most the
+    samples ``N``); on one, the serial driver on the calling thread. PyTorch's
+    thread count is the same after the call as before.
     """
     if (torch.compiler.is_compiling() or gf.device.type != "cpu" or gf.dim() != 3
             or gf.dtype not in _BITS or not 2 <= gf.shape[2] <= _LOW):
