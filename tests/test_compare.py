@@ -68,7 +68,8 @@ def _hand_store(tmp_path):
 def test_report_aggregates_a_hand_made_store(tmp_path):
     comparison, db = _hand_store(tmp_path)
     paths = write_comparison_report(comparison, db, tmp_path / "out")
-    assert [p.name for p in paths] == ["comparison.csv", "comparison.md", "comparison.png"]
+    assert [p.name for p in paths] == ["comparison.csv", "comparison.md", "comparison.png",
+                                       "comparison_problems.csv"]
     table = pd.read_csv(paths[0]).set_index("technique")
     base, js = table.loc["baseline"], table.loc["jumpstart"]
     # selected per cell on validation: depth 1 lam 0.1 (val 0.8 > 0.7), depth 2 lam 1 (0.85 > 0.6)
@@ -96,6 +97,25 @@ def test_report_aggregates_a_hand_made_store(tmp_path):
     assert "| baseline | 1/0/1 (p=1) |" in text and "lam in {0.1, 1}" in text
     assert "| baseline | 0.650 |" in text
     assert paths[2].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_pairs_each_seed_and_gives_seed_ranges(tmp_path):
+    comparison, db = _hand_store(tmp_path)
+    paths = write_comparison_report(comparison, db, tmp_path / "out")
+    base = pd.read_csv(paths[0]).set_index("technique").loc["baseline"]
+    # baseline - jumpstart (chosen: lam 0.1 at depth 1, lam 1 at depth 2) per (depth, seed):
+    # 0.4 - 0.6 = -0.2, 0.6 - 0.6 = 0 (draw), 0.8 - 0.75 = +0.05 twice -> 2/1/1;
+    # |d| ranks 1.5, 1.5, 3: W+ = W- = 3, the null mean, so p = 1
+    assert base["vs_jumpstart_seeds"] == "2/1/1"
+    assert base["p_seeds"] == pytest.approx(1.0)
+    problems = pd.read_csv(paths[3]).set_index(["problem", "technique"])
+    row = problems.loc[("depth=1 width=3", "baseline")]
+    assert (row["seeds"], row["median"], row["min"], row["max"]) == (2, 0.5, 0.4, 0.6)
+    row = problems.loc[("depth=2 width=3", "jumpstart")]  # the chosen lam 1, not lam 0.1
+    assert (row["config"], row["seeds"], row["median"]) == ("lam=1", 2, 0.75)
+    text = paths[1].read_text()
+    assert "| depth=1 width=3 | 0.500 [0.400-0.600] | 0.600 [0.600-0.600] |" in text
+    assert "| baseline | 2/1/1 (p=1) |" in text
 
 
 def test_the_test_split_never_chooses(tmp_path):
