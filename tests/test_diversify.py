@@ -146,7 +146,7 @@ def test_logdet_needs_a_narrow_layer():
         tech.attach(TrainContext(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))))
 
 
-def test_init_comparison_report(tmp_path):
+def test_init_comparison_report(tmp_path, figures):
     from jumpstart.experiments import load, load_sweep, run_sweep
     from jumpstart.experiments.report import write_report
     from jumpstart.experiments.store import ResultsStore
@@ -173,5 +173,14 @@ def test_init_comparison_report(tmp_path):
     assert table.loc["decorrelated", "gain@3"] == pytest.approx(
         (at["decorrelated"] - at["glorot"]) / at["glorot"])
     assert table.loc["glorot", "gain@3"] == 0
+    (ax,) = figures["init_curves.png"].axes  # one data set, one net: one panel
+    assert ax.get_title() == "moons, 1 x 4" and ax.get_xlabel() == "epoch"
+    assert ax.get_ylabel() == "val_acc (median)"
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert sorted(lines) == ["decorrelated", "glorot"]
+    for init in ("glorot", "decorrelated"):  # each line: that init's median over seeds
+        med = curves[curves["init"] == init].groupby("epoch")["val_acc"].median()
+        assert list(lines[init].get_xdata()) == list(med.index)
+        assert list(lines[init].get_ydata()) == pytest.approx(list(med.values))
     # the nets at init: decorrelated rows are less correlated than Glorot's
     assert table.loc["decorrelated", "weight_corr_mean"] < table.loc["glorot", "weight_corr_mean"]

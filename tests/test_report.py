@@ -7,7 +7,7 @@ import pytest
 
 from jumpstart.cli import main
 from jumpstart.experiments import ResultsStore, run_key
-from jumpstart.experiments.report import write_report
+from jumpstart.experiments.report import RESNET50_TOP1, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # (technique, width, depth) -> best_train_acc per run, None = failed; the
@@ -74,6 +74,36 @@ def test_writes_figures_and_trainable_depth_table(db, tmp_path):
     assert "| 3 | 2 | 1/3 | 10 | 2/3 |" in md
 
 
+def _panels(fig) -> dict:
+    """Panel title -> the heatmap's cell values (widths x depths; NaN = grey)."""
+    return {ax.get_title(): np.ma.filled(ax.images[0].get_array().astype(float), np.nan)
+            for ax in fig.axes if ax.get_visible() and ax.images}
+
+
+def test_grid_figures_are_drawn_from_the_cell_medians(db, tmp_path, figures):
+    write_report(db, tmp_path)
+    fig2 = figures["fig2_moons.png"]
+    panels = _panels(fig2)
+    # rows widths 2, 3; columns depths 2, 5, 10; medians as in ACC's comments
+    assert panels["train, baseline"] == pytest.approx(
+        np.array([[0.875, 0.6875, 0.5], [0.9375, 0.75, 0.5]]))
+    assert panels["train, jumpstart"] == pytest.approx(
+        np.array([[1.0, 0.9, 0.5625], [1.0, 0.75, 0.9375]]))
+    # best_val_acc = best_train_acc - 0.0625 in every run
+    assert panels["validation, jumpstart"] == pytest.approx(panels["train, jumpstart"] - 0.0625)
+    ax = next(a for a in fig2.axes if a.get_title() == "train, baseline")
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("depth", "width")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "5", "10"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["2", "3"]
+    bar = [a for a in fig2.axes if not a.get_title()]
+    assert [a.get_ylabel() for a in bar] == ["best accuracy (0.5: chance)"]
+    # the failed run leaves jumpstart (2, 5) one seed; every other cell has 2
+    assert fig2._suptitle.get_text() == "Best accuracy, median over 1-2 seeds (CPAIOR 2022 Fig. 2)"
+    status = _panels(figures["unit_status_heatmaps.png"])
+    assert status["dead units, baseline"] == pytest.approx(1 - panels["train, baseline"])
+    assert status["linear units, jumpstart"] == pytest.approx(np.full((2, 3), 0.25))
+
+
 def test_threshold_and_sweep_filter(db, tmp_path):
     write_report(db, tmp_path, sweep="moons", threshold=0.75)
     lines = (tmp_path / "trainable_depth.csv").read_text().splitlines()
@@ -120,7 +150,7 @@ def test_cli_report_errors(tmp_path, capsys, name, fragment):
     assert err.startswith("jumpstart: error:") and fragment in err
 
 
-def test_table1_mnist_by_hand(tmp_path):
+def test_table1_mnist_by_hand(tmp_path, figures):
     """CPAIOR Table 1 from a hand-made MNIST store: best accuracies, successful
     models (best val > 0.5), cells where each technique is best (ties count twice)."""
     # (technique, width, depth) -> (best_train_acc, best_val_acc)
@@ -146,9 +176,18 @@ def test_table1_mnist_by_hand(tmp_path):
     assert t.loc["baseline", "successful"] == 2 and t.loc["jumpstart", "successful"] == 3
     assert t.loc["baseline", "best_cells"] == 2 and t.loc["jumpstart", "best_cells"] == 2
     assert "| jumpstart | 0.9950 | 0.9700 | 3/3 | 2 |" in (out / "table1_mnist.md").read_text()
+    heat = figures["mnist_heatmaps.png"]
+    panels = _panels(heat)  # widths 2, 8 x depths 4, 28; (8, 28) was not run: grey
+    assert np.array_equal(panels["validation, baseline"],
+                          np.array([[0.97, 0.11], [0.985, np.nan]]), equal_nan=True)
+    assert np.array_equal(panels["train, jumpstart"],
+                          np.array([[0.995, 0.9], [0.98, np.nan]]), equal_nan=True)
+    assert [a.get_ylabel() for a in heat.axes if not a.get_title()] == [
+        "best accuracy (0.1: chance)"]
+    assert heat._suptitle.get_text() == "MNIST: best accuracy, one seed (CPAIOR 2022 Table 1)"
 
 
-def test_imagenet_table_by_hand(tmp_path):
+def test_imagenet_table_by_hand(tmp_path, figures):
     """Medians over seeds per (technique, width), the gap to torchvision's
     ResNet-50 top-1 (0.7613), failed runs left out; curves figure written."""
     # (technique, seed, state) -> (best_val_acc, val_acc, dead ratio)
@@ -187,7 +226,14 @@ def test_imagenet_table_by_hand(tmp_path):
     assert t.loc["batchnorm+skip", "gap_to_reference"] == pytest.approx(-0.0013)
     assert "| jumpstart | 2 | 0.7200 | 0.7100 | -0.0413 | 1,000 | 2 | 0.200 | 0.000 | 2 |" in (
         out / "imagenet_results.md").read_text()
-    assert (out / "imagenet_curves.png").stat().st_size > 0
+    (ax,) = figures["imagenet_curves.png"].axes
+    lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
+    # one line per run that did not fail (its val_acc curve), and the reference
+    assert lines == {"jumpstart w2 s0": [0.6, 0.69], "jumpstart w2 s1": [0.64, 0.73],
+                     "batchnorm+skip w2 s0": [0.66, 0.75],
+                     "torchvision ResNet-50": [RESNET50_TOP1, RESNET50_TOP1]}
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("epoch", "validation top-1")
+    assert ax.get_legend() is not None
 
 
 def test_by_splits_a_technique_into_variants(db, tmp_path, capsys):
