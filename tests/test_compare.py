@@ -99,7 +99,7 @@ def test_report_aggregates_a_hand_made_store(tmp_path):
     assert paths[2].read_bytes()[:4] == b"\x89PNG"
 
 
-def test_report_pairs_each_seed_and_gives_seed_ranges(tmp_path):
+def test_report_pairs_each_seed_and_gives_seed_ranges(tmp_path, figures):
     comparison, db = _hand_store(tmp_path)
     paths = write_comparison_report(comparison, db, tmp_path / "out")
     base = pd.read_csv(paths[0]).set_index("technique").loc["baseline"]
@@ -116,6 +116,8 @@ def test_report_pairs_each_seed_and_gives_seed_ranges(tmp_path):
     text = paths[1].read_text()
     assert "| depth=1 width=3 | 0.500 [0.400-0.600] | 0.600 [0.600-0.600] |" in text
     assert "| baseline | 2/1/1 (p=1) |" in text
+    (ax,) = figures["comparison.png"].axes  # two problems: fewer than MIN_PROBLEMS
+    assert ax.get_title() == "cells\n(no interval: 2 problems)"
 
 
 def test_the_test_split_never_chooses(tmp_path):
@@ -300,6 +302,10 @@ def test_the_figure_shows_intervals_and_greys_a_benchmark_at_chance(tmp_path, fi
     bars = [seg for c in ax.collections for seg in c.get_segments()]
     spans = sorted((round(s[0][0], 3), round(s[1][0], 3)) for s in bars if s[0][1] == s[1][1])
     assert spans == [(0.5, 0.8), (0.6, 0.75)]
+    (ticks,) = [line for line in ax.get_lines() if line.get_gid() == "problems"]
+    # per problem, the median over seeds: baseline 0.5 (depth 1), 0.8; jumpstart 0.6, 0.75
+    ticked = sorted(zip(ticks.get_ydata(), ticks.get_xdata()))
+    assert np.allclose(ticked, [(0, 0.5), (0, 0.8), (1, 0.6), (1, 0.75)])
     text = (tmp_path / "out" / "comparison.md").read_text()
     assert f"- cells: chance {chance:g}; " + ("no technique is above it" if grey else
                                              "some technique is above it") in text

@@ -229,12 +229,14 @@ def beats_chance(table: pd.DataFrame, chance: float | None) -> bool | None:
     return bool((low > chance).any())
 
 
-def _figure(path: Path, tables: dict[str, pd.DataFrame], chances: dict[str, float | None]
-            ) -> None:
+def _figure(path: Path, tables: dict[str, pd.DataFrame], chances: dict[str, float | None],
+            problems: dict[str, pd.DataFrame]) -> None:
     """One panel per benchmark: each technique's mean test accuracy (dot,
-    labelled) with its 95% bootstrap interval (bar), the chance level
-    (dashed); a benchmark where no technique is above chance
-    (:func:`beats_chance`) is drawn on grey and says so."""
+    labelled) with its 95% bootstrap interval (bar), each problem's median
+    over seeds (grey ticks, :func:`problem_table`), the chance level
+    (dashed); a panel says when its interval is undefined (fewer than
+    :data:`MIN_PROBLEMS` problems), and a benchmark where no technique is
+    above chance (:func:`beats_chance`) is drawn on grey and says so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -255,8 +257,13 @@ def _figure(path: Path, tables: dict[str, pd.DataFrame], chances: dict[str, floa
             if pd.notna(m):
                 ax.annotate(f"{m:.2f}", (m, yi), textcoords="offset points", xytext=(0, 5),
                             ha="center", fontsize=7)
+        each = problems[name]
+        rows = each["technique"].map({label: i for i, label in enumerate(labels)})
+        ax.plot(each["median"], rows, "|", color="0.45", ms=7, zorder=1, gid="problems")
         chance = chances.get(name)
         title = name if mean.notna().any() else f"{name}\n(no results)"
+        if mean.notna().any() and low.isna().all():
+            title += f"\n(no interval: {each['problem'].nunique()} problems)"
         if chance is not None:
             ax.axvline(chance, color="grey", ls="--", lw=1)
             if beats_chance(t, chance) is False:
@@ -269,7 +276,8 @@ def _figure(path: Path, tables: dict[str, pd.DataFrame], chances: dict[str, floa
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(labels)), labels, fontsize=8)
     axes[0][0].set_ylim(len(labels) - 0.5, -0.9)  # first technique on top, room for labels
-    fig.suptitle("Mean test accuracy over problems, 95% bootstrap interval", fontsize=10)
+    fig.suptitle("Test accuracy: mean over problems (dot)\nwith its 95% bootstrap interval "
+                 "(bar);\neach problem's median over seeds (grey tick)", fontsize=9)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -313,7 +321,7 @@ def write_comparison_report(comparison: Comparison, db: str | Path, out_dir: str
     problems = {name: problem_table(part) for name, part in parts.items()}
     pd.concat(problems, names=["benchmark"]).reset_index(level=0).to_csv(paths[3], index=False)
     acc = pd.DataFrame({name: pd.to_numeric(t["test_acc"]) for name, t in tables.items()})
-    _figure(paths[2], tables, {b.name: b.chance for b in comparison.benchmarks})
+    _figure(paths[2], tables, {b.name: b.chance for b in comparison.benchmarks}, problems)
     paths[1].write_text(_markdown(comparison, tables, parts, problems, acc, wall or {}))
     return paths
 
