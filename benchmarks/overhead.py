@@ -7,6 +7,7 @@ steps run back to back, which cancels the drift of a shared machine). Targets (i
 1.05x saved bytes.
 
     python benchmarks/overhead.py [--steps 30] [--threads 2] [--device cpu] [--repeats 1]
+        [--models cnn,cnn-fast,resnet18,vgg11,vit,resnet50]
 
 ``--repeats K`` measures each row K times over (fresh models each time) and
 prints the median time ratio with its range: on a shared VM one measurement
@@ -26,7 +27,8 @@ keeps the memory; both steps then fault almost never).
 
 Denormals are flushed to zero, as in every jumpstart trainer. Models: a
 20-layer, 8-filter 3x3 CNN on 28x28 inputs, batch 128 (CPU, 2 threads, NCHW
-float32); resnet18 (the toolkit's) and vgg11 (torchvision's, or its layout
+float32; and ``cnn-fast``: the same on the fast path of a conv net on a CPU,
+channels-last with bfloat16 autocast); resnet18 (the toolkit's) and vgg11 (torchvision's, or its layout
 when torchvision does not import) at batch 8, 64x64, eager and
 ``torch.compile``d (both nets compiled); a ViT-style stack (4 pre-norm blocks, attention and a GELU
 MLP on ``(N, T, D)`` tokens, D 192, T 65, batch 8); on CUDA also the plain ResNet-50 (no BatchNorm, no skips; IEEE Access
@@ -51,6 +53,11 @@ from torch import nn
 from jumpstart import Jumpstart
 
 
+#: the rows ``--models`` picks from (resnet18 and vgg11: eager and compiled; resnet50:
+#: CUDA only)
+MODELS = ("cnn", "cnn-fast", "resnet18", "vgg11", "vit", "resnet50")
+
+
 def thin_cnn(depth: int = 20, width: int = 8, side: int = 28, classes: int = 10) -> nn.Module:
     layers: list[nn.Module] = []
     channels = 1
@@ -60,7 +67,8 @@ def thin_cnn(depth: int = 20, width: int = 8, side: int = 28, classes: int = 10)
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(width * side * side, classes))
 
 
-def saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, js: Jumpstart | None) -> int:
+def saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, js: Jumpstart | None,
+                bf16: bool = False) -> int:
     """Bytes of distinct storages autograd saves for backward in one training step."""
     storages: dict[int, int] = {}
 
@@ -70,9 +78,7 @@ def saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, js: Jumpstar
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = nn.functional.cross_entropy(model(x), y)
-        if js is not None:
-            loss = loss + 1e-3 * js.penalty()
+        loss = _loss(model, x, y, js, bf16)
     loss.backward()
     model.zero_grad(set_to_none=True)
     return sum(storages.values())
@@ -110,13 +116,13 @@ def step_times(model, x, y, js, steps: int, sync, bf16: bool = False,
     return times
 
 
-def penalty_seconds(model, x, y, js, steps: int = 5) -> float:
+def penalty_seconds(model, x, y, js, steps: int = 5, bf16: bool = False) -> float:
     """Seconds per step spent in Jumpstart's deficits (forward and backward
     nodes, children included), from ``torch.profiler`` over ``steps`` steps."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step_times(model, x, y, js, steps, lambda: None)
+        step_times(model, x, y, js, steps, lambda: None, bf16)
     own = sum(e.cpu_time_total for e in prof.key_averages()
               if e.key in ("_MarginDeficits", "_MarginDeficitsBackward"))
     return own / 1e6 / steps
@@ -191,9 +197,10 @@ def vit_stack(depth: int = 4, d: int = 192, patch: int = 8, classes: int = 10) -
 
 
 def measure(name: str, make_model, x, y, steps: int, device, bf16: bool = False,
-            compiled: bool = False) -> dict:
+            compiled: bool = False, channels_last: bool = False) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    layout = torch.channels_last if x.dim() == 4 and device.type == "cuda" else None
+    layout = (torch.channels_last if x.dim() == 4 and (device.type == "cuda" or channels_last)
+              else None)
     models = []
     for _ in range(2):
         torch.manual_seed(0)
@@ -219,7 +226,7 @@ def measure(name: str, make_model, x, y, steps: int, device, bf16: bool = False,
     row.update({"plain ms": mp * 1e3, "jumpstart ms": mj * 1e3,
                 "time x": statistics.median(j / p for p, j in zip(t_plain, t_js))})
     if device.type == "cpu" and not compiled:
-        own = penalty_seconds(regular, x, y, js)
+        own = penalty_seconds(regular, x, y, js, bf16=bf16)
         row.update({"penalty ms": own * 1e3, "penalty x": 1 + own / mp,
                     "faults/step": f"{statistics.median(f_plain):.0f}, "
                                    f"{statistics.median(f_js):.0f}"})
@@ -227,8 +234,8 @@ def measure(name: str, make_model, x, y, steps: int, device, bf16: bool = False,
         row.update({"plain peak MiB": peak_plain / 2**20, "js peak MiB": peak_js / 2**20,
                     "peak x": peak_js / peak_plain})
     else:
-        bytes_plain = saved_bytes(plain, x, y, None)
-        bytes_js = saved_bytes(regular, x, y, js)
+        bytes_plain = saved_bytes(plain, x, y, None, bf16)
+        bytes_js = saved_bytes(regular, x, y, js, bf16)
         row.update({"plain MiB": bytes_plain / 2**20, "jumpstart MiB": bytes_js / 2**20,
                     "memory x": bytes_js / bytes_plain})
     return row
@@ -255,9 +262,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help="comma-separated rows: " + ", ".join(MODELS))
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1; got {args.repeats}")
+    wanted = args.models.split(",")
+    if not set(wanted) <= set(MODELS):
+        parser.error(f"--models: unknown {sorted(set(wanted) - set(MODELS))}; "
+                     f"known: {', '.join(MODELS)}")
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as every jumpstart trainer does (jumpstart.train.fast_path)
     device = torch.device(args.device)
@@ -268,18 +281,25 @@ def main() -> None:
 
     x = torch.randn(128, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (128,), device=device)
-    rows.append(measured("cnn 20x8 3x3, 28x28, batch 128", thin_cnn, x, y, args.steps, device))
+    if "cnn" in wanted:
+        rows.append(measured("cnn 20x8 3x3, 28x28, batch 128", thin_cnn, x, y, args.steps,
+                             device))
+    if "cnn-fast" in wanted:  # jumpstart.train.fast_path's default for a conv net on a CPU
+        rows.append(measured("cnn 20x8 3x3, 28x28, batch 128, channels-last bf16", thin_cnn, x,
+                             y, args.steps, device, bf16=True, channels_last=True))
     from jumpstart.models import resnet18
 
     x = torch.randn(8, 3, 64, 64, device=device)
     y = torch.randint(0, 10, (8,), device=device)
     for name, make in (("resnet18", lambda: resnet18(num_classes=10)), ("vgg11", vgg11)):
         for compiled in (False, True):
-            rows.append(measured(f"{name}, 64x64, batch 8{', compiled' if compiled else ''}",
-                                make, x, y, args.steps, device, compiled=compiled))
-    rows.append(measured("vit stack 4x192, 65 tokens, batch 8", vit_stack, x, y, args.steps,
-                        device))
-    if device.type == "cuda":
+            if name in wanted:
+                rows.append(measured(f"{name}, 64x64, batch 8{', compiled' if compiled else ''}",
+                                     make, x, y, args.steps, device, compiled=compiled))
+    if "vit" in wanted:
+        rows.append(measured("vit stack 4x192, 65 tokens, batch 8", vit_stack, x, y,
+                             args.steps, device))
+    if device.type == "cuda" and "resnet50" in wanted:
         from jumpstart.models import resnet50
 
         x = torch.randn(128, 3, 224, 224, device=device)
