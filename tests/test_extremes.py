@@ -38,17 +38,20 @@ def _expected(gf: torch.Tensor) -> tuple[list[int], list[float]]:
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("threads", [1, 2])  # the serial and the parallel driver
-def test_kernel_matches_the_first_extreme_by_hand(dtype, channels_last, ties, threads,
+# channels-last steps of BLOCK // C positions (64 elements): C 3 -> 21 positions a step,
+# 12 positions = no full step; C 4 -> 16, 45 = 2 steps + 13 left; C 8 -> 8, 35 = 4 + 3
+@pytest.mark.parametrize("shape", [(5, 3, 4, 3), (3, 4, 9, 5), (2, 8, 5, 7)])
+def test_kernel_matches_the_first_extreme_by_hand(dtype, channels_last, ties, threads, shape,
                                                    monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     torch.manual_seed(0)
-    g = torch.randn(5, 3, 4, 3)
+    g = torch.randn(shape)
     if ties:  # few distinct values: many tied extremes
         g = (g * 2).round() / 2
     g = g.to(dtype)
     if channels_last:
         g = g.contiguous(memory_format=torch.channels_last)
-    gf = g.reshape(5, 3, -1)
+    gf = g.reshape(shape[0], shape[1], -1)
     flat, mem, values = margin_extremes(gf)
     want_flat, want_values = _expected(gf)
     assert flat.tolist() == want_flat

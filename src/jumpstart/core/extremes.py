@@ -56,23 +56,51 @@ def _key(x, shift, mask):  # pragma: no cover - compiled
     return ((np.int64(x) ^ (sgn & mask)) - sgn) << 32
 
 
+#: elements a channels-last sample's loop takes per step: ``BLOCK // C``
+#: positions of all ``C`` channels (at least one position), so a layer of few
+#: channels still runs long vector loops (with 8 channels one position per
+#: step ran 2.6x slower than the standard layout's loop)
+BLOCK = 64
+
+
 @numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
 def _sample_last(a, shift, mask, hi, lo):  # pragma: no cover - compiled
     """One sample ``a`` ``(S, C)`` C-contiguous (a channels-last tensor's
-    memory): its rows' packed extremes into ``hi``/``lo`` ``(C,)``, vectorized
-    over the channels."""
+    memory): its rows' packed extremes into ``hi``/``lo`` ``(C,)``.
+
+    The memory is read in steps of ``P = BLOCK // C`` positions (``P * C``
+    consecutive elements, lane ``m`` holding channel ``m % C`` of position
+    ``step * P + m // C``), each lane its own running extreme, vectorized over
+    the lanes; the positions left over (``S % P``) go to lanes ``0..C-1``;
+    then each channel's ``P`` lanes are folded. The packed position keeps the
+    first position among ties through the folds."""
     s, c = a.shape
-    top = np.full(c, np.iinfo(np.int64).min, np.int64)
-    bottom = np.full(c, np.iinfo(np.int64).max, np.int64)
-    for j in range(s):
+    p = max(1, BLOCK // c)
+    width, steps = p * c, s // p
+    flat = a.reshape(s * c)
+    top = np.full(width, np.iinfo(np.int64).min, np.int64)
+    bottom = np.full(width, np.iinfo(np.int64).max, np.int64)
+    lane = np.arange(width) // c  # each lane's position within a step
+    for step in range(steps):
+        base, first = step * width, step * p
+        for m in range(width):
+            key = _key(flat[base + m], shift, mask)
+            j = first + lane[m]
+            top[m] = max(top[m], key + (_LOW - j))
+            bottom[m] = min(bottom[m], key + j)
+    for j in range(steps * p, s):
         row = a[j]
-        down = np.int64(_LOW - j)
         for k in range(c):
             key = _key(row[k], shift, mask)
-            top[k] = max(top[k], key + down)
+            top[k] = max(top[k], key + (_LOW - j))
             bottom[k] = min(bottom[k], key + j)
-    hi[:] = top
-    lo[:] = bottom
+    for k in range(c):
+        t, b = top[k], bottom[k]
+        for q in range(1, p):
+            t = max(t, top[q * c + k])
+            b = min(b, bottom[q * c + k])
+        hi[k] = t
+        lo[k] = b
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
