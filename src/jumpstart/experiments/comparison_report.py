@@ -122,7 +122,7 @@ def _cost(part: pd.DataFrame, alone: set[str]) -> pd.Series:
 
 
 def benchmark_table(bench: Benchmark, runs: pd.DataFrame, labels: list[str],
-                    alone: set[str]) -> pd.DataFrame:
+                    alone: set[str], picked: pd.DataFrame) -> pd.DataFrame:
     """One row per technique label of one benchmark: the columns of
     :data:`COLUMNS` (definitions in the module docstring).
 
@@ -131,6 +131,9 @@ def benchmark_table(bench: Benchmark, runs: pd.DataFrame, labels: list[str],
         runs: :func:`benchmark_runs`' frame.
         labels: the compared labels, in the report's order.
         alone: keys of the runs trained by the single-run loop.
+        picked: the runs of each (problem, technique)'s chosen setting,
+            :func:`~jumpstart.experiments.selection.selected_runs` of ``runs``
+            (computed once per benchmark, shared with :func:`problem_table`).
 
     Returns:
         DataFrame indexed by label; a label without any run that did not
@@ -163,8 +166,8 @@ def benchmark_table(bench: Benchmark, runs: pd.DataFrame, labels: list[str],
             table.loc[label, "trainability"] = metrics.loc[label, "trainability"]
             table.loc[label, "convergence"] = metrics.loc[label, "convergence"]
         acc = chosen.pivot(index="dataset", columns="technique", values="test_acc")
-        seeded = selected_runs(runs).pivot_table(index=["dataset", "seed"],
-                                                 columns="technique", values=ACCURACY)
+        seeded = picked.pivot_table(index=["dataset", "seed"], columns="technique",
+                                    values=ACCURACY)
         for pairs, record_col, p_col in ((acc, "vs_jumpstart", "p_vs_jumpstart"),
                                          (seeded, "vs_jumpstart_seeds", "p_seeds")):
             if REFERENCE not in pairs:
@@ -179,12 +182,13 @@ def benchmark_table(bench: Benchmark, runs: pd.DataFrame, labels: list[str],
     return table
 
 
-def problem_table(runs: pd.DataFrame) -> pd.DataFrame:
+def problem_table(picked: pd.DataFrame) -> pd.DataFrame:
     """Per (problem, technique): the setting chosen there on validation and
     its test accuracy over seeds.
 
     Args:
-        runs: :func:`benchmark_runs`' frame.
+        picked: :func:`~jumpstart.experiments.selection.selected_runs` of
+            :func:`benchmark_runs`' frame.
 
     Returns:
         One row per (problem, technique) with a run that did not fail:
@@ -193,11 +197,10 @@ def problem_table(runs: pd.DataFrame) -> pd.DataFrame:
         of the test accuracy at the best-validation epoch over those seeds
         (NaN where no seed has one).
     """
-    chosen = selected_runs(runs)
-    if not len(chosen):
+    if not len(picked):
         return pd.DataFrame(columns=["problem", "technique", "config", "seeds", "median",
                                      "min", "max"])
-    return (chosen.groupby(["dataset", "technique", "config"], as_index=False)
+    return (picked.groupby(["dataset", "technique", "config"], as_index=False)
             .agg(seeds=("seed", "size"), median=(ACCURACY, "median"), min=(ACCURACY, "min"),
                  max=(ACCURACY, "max"))
             .rename(columns={"dataset": "problem"}))
@@ -305,11 +308,13 @@ def write_comparison_report(comparison: Comparison, db: str | Path, out_dir: str
     """
     runs = load(db)
     labels = list(comparison.techniques)
-    tables, parts = {}, {}
+    tables, parts, problems = {}, {}, {}
     for bench in comparison.benchmarks:
         parts[bench.name] = part = benchmark_runs(bench, runs)
         alone = {run_key(c) for c in bench.sweep.runs if route(c) == "single"}
-        tables[bench.name] = benchmark_table(bench, part, labels, alone)
+        picked = selected_runs(part)  # the chosen settings' runs, once per benchmark
+        tables[bench.name] = benchmark_table(bench, part, labels, alone, picked)
+        problems[bench.name] = problem_table(picked)
     if not any(len(p) for p in parts.values()):
         raise ValueError(f"{db} holds no run of this comparison; run `jumpstart compare` first")
     out = Path(out_dir)
@@ -318,7 +323,6 @@ def write_comparison_report(comparison: Comparison, db: str | Path, out_dir: str
              out / "comparison_problems.csv"]
     frame = pd.concat({name: t for name, t in tables.items()}, names=["benchmark"]).reset_index()
     frame.to_csv(paths[0], index=False)
-    problems = {name: problem_table(part) for name, part in parts.items()}
     pd.concat(problems, names=["benchmark"]).reset_index(level=0).to_csv(paths[3], index=False)
     acc = pd.DataFrame({name: pd.to_numeric(t["test_acc"]) for name, t in tables.items()})
     _figure(paths[2], tables, {b.name: b.chance for b in comparison.benchmarks}, problems)
