@@ -429,3 +429,28 @@ def test_runs_record_the_parameter_counts_the_report_reads():
     run = train_run(dataset="moons", depth=3, width=4, technique="nr", nr_max_epochs=1,
                     nr_lam=0.05, epochs=2, lr=0.05, optimizer="sgd", seed=1)
     assert run.metrics()["params_at_init"] == 69
+
+
+def test_nr_table_gives_each_technique_its_median_and_range_over_seeds():
+    from jumpstart.experiments.nr_report import nr_table
+
+    # batchnorm: 3 seeds, best 0.5 / 0.7 / 0.6 (median 0.6), final 0.4 / 0.7 / 0.5;
+    # nr[cross]: 2 seeds, best 0.3 / 0.4 (median 0.35); a failed run counts nowhere
+    runs = pd.DataFrame({
+        "key": list("abcdef"), "state": ["done"] * 5 + ["failed"],
+        "technique": ["batchnorm"] * 3 + ["nr"] * 3, "nr_mode": [None] * 3 + ["cross"] * 3,
+        "best_val_acc": [0.5, 0.7, 0.6, 0.3, 0.4, 0.9],
+        "val_acc": [0.4, 0.7, 0.5, 0.3, 0.2, 0.9]})
+    curves = pd.DataFrame({"key": ["d", "e"], "epoch": [2, 2], "rejuvenation_epoch": [1, 2],
+                           "rejuvenation_u": [0.2, 0.3], "nr_capped": [0, 1]})
+    table = nr_table(runs, curves).set_index("technique")
+    assert table.loc["batchnorm", ["best_acc", "best_acc_min", "best_acc_max"]].tolist() == \
+        pytest.approx([0.6, 0.5, 0.7])
+    assert table.loc["batchnorm", ["final_acc", "final_acc_min", "final_acc_max"]].tolist() == \
+        pytest.approx([0.5, 0.4, 0.7])
+    assert table.loc["nr[cross]", ["best_acc", "best_acc_min", "best_acc_max", "final_acc",
+                                   "rejuvenation_epoch", "capped", "seeds"]].tolist() == \
+        pytest.approx([0.35, 0.3, 0.4, 0.25, 1.5, 1, 2])
+    assert list(table.columns[:6]) == ["best_acc", "best_acc_min", "best_acc_max", "final_acc",
+                                       "final_acc_min", "final_acc_max"]
+    assert np.isnan(table.loc["batchnorm", "rejuvenation_epoch"])  # never fired: undefined

@@ -16,6 +16,8 @@ from .selection import markdown_table
 MEDIANS = ("best_acc", "final_acc", "params_before", "params_after", "effective_after",
            "rejuvenation_epoch", "utilization_at_rejuvenation", "unit_dead_ratio",
            "unit_linear_ratio")
+#: the accuracy columns that also get their range over seeds (``_min``, ``_max``)
+RANGES = ("best_acc", "final_acc")
 
 
 def _label(row) -> str:
@@ -25,7 +27,8 @@ def _label(row) -> str:
 
 def nr_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """One row per technique (``nr`` split by ``nr_mode``): medians over
-    seeds of the best and final held-out accuracy (``val_acc``), parameters
+    seeds of the best and final held-out accuracy (``val_acc``; also their
+    smallest and largest over seeds, ``best_acc_min`` ... ``final_acc_max``), parameters
     before and after rejuvenation (all, and those a forward uses:
     :func:`~jumpstart.models.split.effective_params`), the epoch rejuvenation
     fired, the utilization then, the dead and linear unit ratios of the final
@@ -52,9 +55,13 @@ def nr_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
             "unit_dead_ratio": row.get("unit_dead_ratio", np.nan),
             "unit_linear_ratio": row.get("unit_linear_ratio", np.nan)})
     table = pd.DataFrame(rows)
-    med = table.groupby("technique", sort=False)[list(MEDIANS)].median()
-    med["capped"] = table.groupby("technique", sort=False)["capped"].sum()
-    med["seeds"] = table.groupby("technique", sort=False).size()
+    groups = table.groupby("technique", sort=False)
+    med = groups[list(MEDIANS)].median()
+    for col in RANGES:
+        med.insert(med.columns.get_loc(col) + 1, f"{col}_min", groups[col].min())
+        med.insert(med.columns.get_loc(col) + 2, f"{col}_max", groups[col].max())
+    med["capped"] = groups["capped"].sum()
+    med["seeds"] = groups.size()
     return med.reset_index()
 
 
@@ -78,7 +85,8 @@ def write_nr_report(job: ReportInput) -> list[Path]:
     table.to_csv(paths[0], index=False)
     paths[1].write_text(
         "Neural Rejuvenation beside the other techniques, median over seeds: best and final "
-        "held-out accuracy (val_acc), parameters of the net before and after rejuvenation "
+        "held-out accuracy (val_acc; with their smallest and largest over the seeds, _min "
+        "and _max), parameters of the net before and after rejuvenation "
         "(all; and those a forward uses, the split halves' cross blocks left out), the epoch "
         "rejuvenation fired and the utilization then (capped: runs where the epoch cap fired "
         "it, not the target), dead and linear unit ratios of the final net on the training "
