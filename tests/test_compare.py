@@ -17,6 +17,7 @@ from jumpstart.experiments.compare import load_comparison
 from jumpstart.experiments.comparison_report import write_comparison_report
 from jumpstart.experiments.config import SweepError, run_key
 from jumpstart.experiments.store import ResultsStore
+from jumpstart.train.run_options import RUN_OPTIONS
 
 # two conv cells on mnist-5k (runs trained alone, so the cost column is defined)
 HAND = """
@@ -188,6 +189,26 @@ def test_the_shipped_comparison_gives_every_technique_the_same_budget():
     init = [c for k, c in configs.items() if bench.labels[k] == "decorrelated-init"]
     assert {c["init"] for c in init} == {"decorrelated"} and {c["technique"] for c in init} == {
         "baseline"}
+
+
+def test_a_file_of_techniques_takes_the_shipped_benchmark_and_its_own_replaces_it(tmp_path):
+    """A file that only fixes settings names a shipped benchmark and gets its
+    protocol (the same runs as the default file's at that setting); a
+    benchmark table of its own replaces the shipped one whole."""
+    techniques = '[technique.jumpstart]\nfixed = { aggregation = "balanced", lam = 0.1 }\n'
+    path = tmp_path / "fixed.toml"
+    path.write_text('benchmarks = ["uci-demo"]\n' + techniques)
+    (bench,) = load_comparison(path).benchmarks
+    shipped = load_comparison(benchmarks=["uci-demo"], techniques=["jumpstart"]).benchmarks[0]
+    at_lam = {run_key(c) for c in shipped.sweep.runs if c["lam"] == 0.1}
+    assert {run_key(c) for c in bench.sweep.runs} == at_lam and len(at_lam) == 3
+    assert bench.description == shipped.description
+    path.write_text('benchmarks = ["uci-demo"]\n' + techniques + '[benchmark.uci-demo]\n'
+                    'problem = ["depth"]\nfixed = { dataset = "moons", width = 2 }\n'
+                    'grid = { depth = [1, 2] }\n')
+    (own,) = load_comparison(path).benchmarks
+    assert [(c["dataset"], c["depth"], c["epochs"]) for c in own.sweep.runs] == [
+        ("moons", 1, RUN_OPTIONS["epochs"].default), ("moons", 2, RUN_OPTIONS["epochs"].default)]
 
 
 def test_data_dir_reaches_the_table_benchmarks_only(tmp_path):

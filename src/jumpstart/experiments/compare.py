@@ -20,6 +20,10 @@ A comparison file (TOML; the shipped one is ``comparisons/default.toml``,
   (technique options scaled to the protocol: each run takes those its
   technique has, below its own ``fixed``), optional ``max_group`` (as in a
   sweep file: 1 records each long single-loop run as soon as it ends).
+  Another comparison file may name a benchmark of the shipped default
+  comparison without defining it: it is then that benchmark, protocol and
+  all, so a file that changes the techniques only holds the techniques; a
+  ``[benchmark.NAME]`` table of its own replaces the shipped one whole.
 
 Each benchmark becomes one sweep named ``compare-NAME`` whose grids are the
 benchmark's ``grid`` joined with each technique's (``[[grid]]`` tables, so
@@ -155,8 +159,10 @@ def load_comparison(name_or_path: str | Path | None = None, *,
     Args:
         name_or_path: a shipped comparison (:func:`comparisons`) or a
             ``.toml`` path; ``None`` is :data:`DEFAULT`.
-        benchmarks: the benchmarks to run, by name; ``None``: the file's
-            ``benchmarks`` list.
+        benchmarks: the benchmarks to run, by name (the file's own or, for
+            a file other than the default, the default's); ``None``: the
+            file's ``benchmarks`` list, or else its own benchmarks, or else
+            the default's.
         techniques: the technique labels to compare; ``None``: all of them.
         seeds: replaces every benchmark's ``seed`` axis with ``0 .. seeds-1``.
         data_dir: folder of tables (as ``jumpstart sweep --data-dir``), for
@@ -176,8 +182,10 @@ def load_comparison(name_or_path: str | Path | None = None, *,
     _table(source, "top level", doc, {"name", "description", "benchmarks", "technique",
                                       "benchmark"})
     techs = _table(source, "technique", doc.get("technique", {}))
-    marks = _table(source, "benchmark", doc.get("benchmark", {}))
-    default = doc.get("benchmarks", list(marks))
+    own = _table(source, "benchmark", doc.get("benchmark", {}))
+    shipped = {} if source == f"comparison {DEFAULT}" else _read(None)[1]["benchmark"]
+    marks = {**shipped, **own}
+    default = doc.get("benchmarks", list(own or marks))
     entries, grids = {}, {}
     for label in techs:
         entry = _table(source, f"technique.{label}", techs[label], TECHNIQUE_KEYS)
