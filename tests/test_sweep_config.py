@@ -125,3 +125,41 @@ def test_unknown_preset_and_missing_file(tmp_path):
         load_sweep("nope")
     with pytest.raises(SweepError, match="not found"):
         load_sweep(tmp_path / "missing.toml")
+
+
+def test_a_file_extending_another_changes_only_what_it_says(tmp_path):
+    """[fixed] and technique tables merge key by key, top-level values and the
+    grid replace: each run is the base file's run with the changed keys."""
+    write(tmp_path, BASIC, "base.toml")
+    child = write(tmp_path, 'name = "c"\nextends = "base.toml"\n[fixed]\nepochs = 20\n'
+                  '[jumpstart]\naggregation = "sum"\n', "child.toml")
+    base, sweep = load_sweep(tmp_path / "base.toml"), load_sweep(child)
+    assert sweep.name == "c" and len(sweep.runs) == len(base.runs) == 12
+    expected = [{**r, "epochs": 20, **({"aggregation": "sum"} if r["technique"] == "jumpstart"
+                                       else {})} for r in base.runs]
+    assert sweep.runs == expected  # lam 0.001 kept from the base's [jumpstart]
+    grandchild = write(tmp_path, 'name = "g"\nextends = "child.toml"\n[grid]\ndepth = [7]\n'
+                       'width = [2]\ntechnique = ["jumpstart"]\n', "g.toml")
+    (run,) = load_sweep(grandchild).runs
+    assert (run["depth"], run["width"], run["epochs"], run["lam"], run["aggregation"]) == (
+        7, 2, 20, 0.001, "sum")
+
+
+def test_a_preset_extended_by_name_keeps_its_runs_but_the_change(tmp_path):
+    path = write(tmp_path, 'name = "m"\nextends = "moons-paper"\n[fixed]\nlr = 0.001\n')
+    preset, sweep = load_sweep("moons-paper"), load_sweep(path)
+    assert sweep.runs == [{**r, "lr": 0.001} for r in preset.runs]
+    assert sweep.name == "m" and preset.runs[0]["lr"] == 0.01
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('name = "a"\nextends = "a.toml"\n', "extends cycle"),
+    ('name = "a"\nextends = 3\n', "extends must be a preset name"),
+    ('name = "a"\nextends = "nope"\n', "extends unknown sweep preset 'nope'"),
+    ('name = "a"\nextends = "nope.toml"\n', "extends sweep file"),
+])
+def test_bad_extends_say_what_is_wrong(tmp_path, text, fragment):
+    path = write(tmp_path, text, "a.toml")
+    with pytest.raises(SweepError) as err:
+        load_sweep(path)
+    assert fragment in str(err.value) and str(path) in str(err.value)

@@ -23,6 +23,13 @@ A sweep file has a ``name``, optional ``description``, and tables:
   grids) give the union of their products, each over ``[fixed]``: e.g. one
   technique with its own optimizer beside the others.
 
+A file may start from another: ``extends = "PRESET"`` (a shipped preset) or
+``extends = "other.toml"`` (a path, relative to the file's folder). It is that
+sweep with the file's changes: a top-level value (``name``, ``description``,
+``save_weights``, ``max_group``) replaces the other's, ``[fixed]`` and the
+technique tables are merged key by key (the file's keys win), and a grid
+given replaces the other's grids whole.
+
 A run is a flat dict (its *config*); its key is a hash of the config's
 canonical JSON, so the same run always has the same key.
 """
@@ -167,25 +174,46 @@ def presets() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-def _read(preset_or_path: str | Path) -> tuple[str, dict]:
+def _read(preset_or_path: str | Path, seen: tuple[str, ...] = ()) -> tuple[str, dict]:
+    """The sweep document of a preset or file, its ``extends`` applied (see
+    the module docstring); ``seen``: the files extending it (a cycle is an
+    error)."""
     path = Path(preset_or_path)
+    folder = None
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise SweepError(f"sweep file {path} not found")
-        source, text = str(path), path.read_text()
+            raise SweepError((f"{seen[-1]}: extends " if seen else "")
+                             + f"sweep file {path} not found")
+        source, text, folder = str(path), path.read_text(), path.resolve().parent
     else:
         name = str(preset_or_path)
         if name not in presets():
             raise SweepError(
-                f"unknown sweep preset {name!r}; presets: {', '.join(presets())} "
+                (f"{seen[-1]}: extends " if seen else "")
+                + f"unknown sweep preset {name!r}; presets: {', '.join(presets())} "
                 "(or give the path of a .toml file)"
             )
         source = f"preset {name}"
         text = (resources.files("jumpstart.experiments") / "presets" / f"{name}.toml").read_text()
     try:
-        return source, tomllib.loads(text)
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SweepError(f"{source}: not valid TOML: {exc}") from None
+    parent = doc.pop("extends", None)
+    if parent is None:
+        return source, doc
+    if not (isinstance(parent, str) and parent):
+        raise SweepError(f"{source}: extends must be a preset name or a .toml path; "
+                         f"got {parent!r}")
+    if source in seen:
+        raise SweepError(f"{source}: extends cycle: {' -> '.join((*seen, source))}")
+    if folder is not None and parent.endswith(".toml"):
+        parent = folder / parent
+    base = _read(parent, (*seen, source))[1]
+    for key, value in doc.items():
+        merge = key != "grid" and isinstance(value, dict) and isinstance(base.get(key), dict)
+        base[key] = {**base[key], **value} if merge else value
+    return source, base
 
 
 def _check_value(source: str, where: str, key: str, value) -> None:
