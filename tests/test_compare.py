@@ -94,8 +94,14 @@ def test_report_aggregates_a_hand_made_store(tmp_path):
     # 12 s against 10 s for 2 epochs each (the failed run left out)
     assert js["cost"] == pytest.approx(1.2) and base["cost"] == pytest.approx(1.0)
     assert (base["runs"], base["failed"], js["runs"], js["failed"]) == (4, 0, 8, 1)
+    # (cell, seed) pairs, baseline - Jumpstart: depth 1 -0.2 and 0 (a draw), depth 2 +0.05
+    # twice; the signed ranks of the non-zero three (3 against 1.5 + 1.5) balance: p = 1
+    assert base["vs_jumpstart_seeds"] == "2/1/1"
+    assert base["p_seeds"] == pytest.approx(1.0)
     text = paths[1].read_text()
     assert "| baseline | 1/0/1 (p=1) |" in text and "lam in {0.1, 1}" in text
+    # both p columns of the benchmark's own table in two significant digits, not 3 decimals
+    assert "| 1/0/1 | 1 | 2/1/1 | 1 |" in text
     assert "| baseline | 0.650 |" in text
     assert paths[2].read_bytes()[:4] == b"\x89PNG"
 

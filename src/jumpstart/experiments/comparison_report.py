@@ -406,7 +406,8 @@ def _markdown(comparison: Comparison, tables: dict, parts: dict, problems: dict,
         if bench.success is None:
             table = table.drop(columns="trained")
         shown = table.map(_fmt)
-        shown["p_vs_jumpstart"] = table["p_vs_jumpstart"].map(lambda v: _fmt(v, ".2g"))
+        for p_col in ("p_vs_jumpstart", "p_seeds"):
+            shown[p_col] = table[p_col].map(lambda v: _fmt(v, ".2g"))
         lines += [markdown_table(shown, index=True), ""]
         if len(problems[bench.name]):
             lines += ["Per problem: test accuracy at the best-validation epoch, median "
