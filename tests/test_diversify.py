@@ -176,11 +176,24 @@ def test_init_comparison_report(tmp_path, figures):
     (ax,) = figures["init_curves.png"].axes  # one data set, one net: one panel
     assert ax.get_title() == "moons, 1 x 4" and ax.get_xlabel() == "epoch"
     assert ax.get_ylabel() == "val_acc (median)"
-    lines = {line.get_label(): line for line in ax.get_lines()}
+    lines = {line.get_label(): line for line in ax.get_lines() if line.get_linestyle() == "-"}
     assert sorted(lines) == ["decorrelated", "glorot"]
-    for init in ("glorot", "decorrelated"):  # each line: that init's median over seeds
-        med = curves[curves["init"] == init].groupby("epoch")["val_acc"].median()
+    (chance,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert list(chance.get_ydata()) == [0.5, 0.5]  # moons: two balanced classes
+    bands = ax.collections
+    assert len(bands) == 2
+    for init, band in zip(("decorrelated", "glorot"), bands):  # lines in groupby order
+        per_epoch = curves[curves["init"] == init].groupby("epoch")["val_acc"]
+        med = per_epoch.median()  # each line: that init's median over seeds
         assert list(lines[init].get_xdata()) == list(med.index)
         assert list(lines[init].get_ydata()) == pytest.approx(list(med.values))
+        # its band: from the lowest seed to the highest at each epoch
+        ys = band.get_paths()[0].vertices[:, 1]
+        assert ys.min() == pytest.approx(per_epoch.min().min())
+        assert ys.max() == pytest.approx(per_epoch.max().max())
+        by_seed = curves[(curves["init"] == init) & (curves["epoch"] == 1)]["val_acc"]
+        assert table.loc[init, "acc@1_min"] == pytest.approx(by_seed.min())
+        assert table.loc[init, "acc@1_max"] == pytest.approx(by_seed.max())
+    assert "median over seeds (2 per line)" in figures["init_curves.png"].get_suptitle()
     # the nets at init: decorrelated rows are less correlated than Glorot's
     assert table.loc["decorrelated", "weight_corr_mean"] < table.loc["glorot", "weight_corr_mean"]

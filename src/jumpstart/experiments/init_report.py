@@ -33,7 +33,8 @@ def init_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     Returns:
         One row per (dataset, depth, width, init): ``acc@E`` and
         ``gain@E`` for each early epoch ``E``, ``acc@end``, ``gain@end``,
-        ``seeds``.
+        the range over seeds of the first and the last
+        (``acc@1_min``/``_max``, ``acc@end_min``/``_max``), ``seeds``.
     """
     metric = held_out_metric(curves)
     ok = runs[runs["state"] != "failed"]
@@ -49,8 +50,9 @@ def init_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     per_run = ok[["key", "dataset", "depth", "width", "init", "seed"]].merge(pd.DataFrame(rows),
                                                                           on="key")
     cols = [f"acc@{e}" for e in EARLY_EPOCHS] + ["acc@end"]
+    ranges = {f"{c}_{f}": (c, f) for c in ("acc@1", "acc@end") for f in ("min", "max")}
     table = per_run.groupby(["dataset", "depth", "width", "init"], as_index=False).agg(
-        **{c: (c, "median") for c in cols}, seeds=("seed", "size"))
+        **{c: (c, "median") for c in cols}, **ranges, seeds=("seed", "size"))
     ref = table[table["init"] == REFERENCE].set_index(["dataset", "depth", "width"])[cols]
     for c in cols:
         base = table.set_index(["dataset", "depth", "width"]).index.map(
@@ -87,7 +89,9 @@ def write_init_report(job: ReportInput) -> list[Path]:
     """For runs that differ in ``init``: ``init_comparison.md/.csv``
     (:func:`init_table` joined with :func:`init_diversity`) and ``init_curves.png`` (held-out accuracy per
     epoch, a row of panels per data set, one panel per depth x width, one
-    line per init; median over seeds). Returns the paths written."""
+    line per init: the median over seeds, a band from the lowest to the
+    highest seed, a dashed line at the data set's chance level). Returns the
+    paths written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,11 +102,14 @@ def write_init_report(job: ReportInput) -> list[Path]:
     table = init_table(runs, curves).merge(init_diversity(runs),
                                            on=["dataset", "depth", "width", "init"])
     paths = [out / "init_comparison.csv", out / "init_comparison.md", out / "init_curves.png"]
-    table.to_csv(paths[0], index=False)
     metric = held_out_metric(curves)
-    shown = ["dataset", "depth", "width", "init", "acc@1", "acc@5", "acc@end", "gain@1",
-             "gain@2", "gain@3", "gain@4", "gain@5", "gain@end", "weight_corr_mean",
-             "act_corr_mean", "constant_units", "seeds"]
+    table["acc@1 range"] = [f"{a:.3f}-{b:.3f}" for a, b in zip(table["acc@1_min"],
+                                                               table["acc@1_max"])]
+    table["acc@end range"] = [f"{a:.3f}-{b:.3f}" for a, b in zip(table["acc@end_min"],
+                                                                 table["acc@end_max"])]
+    shown = ["dataset", "depth", "width", "init", "acc@1", "acc@1 range", "acc@5", "acc@end",
+             "acc@end range", "gain@1", "gain@2", "gain@3", "gain@4", "gain@5", "gain@end",
+             "weight_corr_mean", "act_corr_mean", "constant_units", "seeds"]
     chances = {d: chance_level(d) for d in dict.fromkeys(table["dataset"])}
     sets = ", ".join(f"{d} (chance {c:g})" if c else d for d, c in chances.items())
     epochs = ", ".join(map(str, sorted(runs["epochs"].dropna().astype(int).unique())))
@@ -112,6 +119,7 @@ def write_init_report(job: ReportInput) -> list[Path]:
         f"the relative gain over {REFERENCE} init; diversity of the nets at init (mean "
         "|correlation| between weight rows and between unit activations, constant units).\n\n"
         + markdown_table(table[shown]))
+    table.drop(columns=["acc@1 range", "acc@end range"]).to_csv(paths[0], index=False)
     datasets = list(dict.fromkeys(table["dataset"]))
     shapes = list(dict.fromkeys(zip(table["depth"], table["width"])))
     fig, axes = plt.subplots(len(datasets), len(shapes), figsize=(3.2 * len(shapes),
@@ -122,12 +130,20 @@ def write_init_report(job: ReportInput) -> list[Path]:
             part = per_run[(per_run["dataset"] == dataset) & (per_run["depth"] == depth)
                            & (per_run["width"] == width)]
             for init, sub in part.groupby("init"):
-                med = sub.groupby("epoch")[metric].median()
-                ax.plot(med.index, med.values, label=init, marker=".")
+                by_epoch = sub.groupby("epoch")[metric]
+                med, low, high = by_epoch.median(), by_epoch.min(), by_epoch.max()
+                (line,) = ax.plot(med.index, med.values, label=init, marker=".")
+                ax.fill_between(low.index, low.values, high.values, color=line.get_color(),
+                                alpha=0.15, linewidth=0)
+            if chances[dataset] is not None:
+                ax.axhline(chances[dataset], color="grey", linestyle="--", linewidth=0.8)
             ax.set_title(f"{dataset}, {depth} x {width}", fontsize=9)
             ax.set_xlabel("epoch")
         row[0].set_ylabel(f"{metric} (median)")
     axes[0][0].legend(fontsize=8)
+    seeds = ", ".join(map(str, sorted(table["seeds"].unique())))
+    fig.suptitle(f"median over seeds ({seeds} per line), band: lowest to highest seed; "
+                 "dashed: chance", fontsize=9)
     fig.savefig(paths[2], dpi=110)
     plt.close(fig)
     return paths
