@@ -86,7 +86,7 @@ def test_run_key_is_canonical():
 def test_presets_ship_and_expand():
     assert {"moons-paper", "moons-paper-keras", "moons-quick"} <= set(presets())
     paper = load_sweep("moons-paper")
-    assert len(paper.runs) == 432  # 24 depths x 9 widths x 2 techniques
+    assert len(paper.runs) == 1296  # 24 depths x 9 widths x 2 techniques x 3 seeds
     assert {r["depth"] for r in paper.runs} == {1, 2, 3, 4, 5, 10, 15, 20, 25, 30, 35, 40, 45,
                                                50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150}
     keras = load_sweep("moons-paper-keras")
