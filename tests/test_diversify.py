@@ -197,3 +197,32 @@ def test_init_comparison_report(tmp_path, figures):
     assert "median over seeds (2 per line)" in figures["init_curves.png"].get_suptitle()
     # the nets at init: decorrelated rows are less correlated than Glorot's
     assert table.loc["decorrelated", "weight_corr_mean"] < table.loc["glorot", "weight_corr_mean"]
+
+
+@pytest.mark.parametrize("kind", ["weight_corr", "logdet", "decov", "ncl"])
+def test_penalty_under_bfloat16_autocast_is_the_float32_formula(kind):
+    # the fast path runs the forward and the loss under bfloat16 autocast;
+    # torch.logdet has no bfloat16 kernel (the runs failed before) and the
+    # others would round correlations: every kind is computed in float32
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Conv2d(3, 2, 3), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(8, 2))
+    tech = make_technique("diversify", div_kind=kind, div_lam=1.0)
+    ctx = TrainContext(net, None, epoch=1)
+    tech.attach(ctx)
+    x = torch.randn(5, 2, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        net(x)
+        got = tech.loss(ctx)
+    assert got.dtype == torch.float32 and len(tech.layers) == 2  # logdet: H 3, 2 < D 18, 27
+    got = float(got.detach())
+    if kind in ("weight_corr", "logdet"):  # on the float32 weights: the same numbers
+        want = sum(getattr(C, kind)(m.weight, m.bias) for m in (net[0], net[2])) / 2
+        assert got == pytest.approx(float(want), rel=1e-6)
+    else:  # on the bfloat16 pre-activations, widened: the formula over them in float32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            g1 = net[0](x)
+            g2 = net[2](torch.relu(g1))
+        obs = [torch.relu(g.float()).permute(0, 2, 3, 1).reshape(-1, g.shape[1]) for g in (g1, g2)]
+        want = sum(getattr(C, kind)(o) for o in obs) / 2
+        assert got == pytest.approx(float(want), rel=1e-5)

@@ -8,6 +8,7 @@ confirmed and the reconstruction implemented here.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ..core import correlation
@@ -52,7 +53,10 @@ class Diversify(Technique):
     Options: ``div_kind``, ``div_lam`` (>= 0, default 0.01), ``div_schedule``
     (default ``const``), ``div_epochs`` (default 5), ``div_tau`` (in [0, 1],
     default 0.3). Activations are taken after each layer's activation (conv:
-    every sample and position is an observation).
+    every sample and position is an observation). The penalty is computed in
+    float32 with autocast off, whatever precision the forward ran in (the
+    fast path's bfloat16: ``torch.logdet`` has no bfloat16 kernel, and
+    bfloat16's 8-bit mantissa would round correlations to about 0.004).
 
     Raises:
         ValueError: at attach, a model :func:`~jumpstart.surgery.hidden_layers`
@@ -108,13 +112,15 @@ class Diversify(Technique):
         if kind in ("weight_corr", "logdet"):
             return getattr(correlation, kind)(layer.module.weight, layer.module.bias)
         g = self.pre[layer.activation_name]
-        h = post_activation(layer.activation, g)
+        h = post_activation(layer.activation, g.float())
         return getattr(correlation, kind)(unit_observations(h))
 
     def loss(self, ctx: TrainContext) -> Tensor | None:
         if not self.on or self.config["div_lam"] == 0:
             return None
-        terms = [self._penalty(layer) for layer in self.layers]
+        device = self.layers[0].module.weight.device.type
+        with torch.autocast(device, enabled=False):  # float32 (see the class)
+            terms = [self._penalty(layer) for layer in self.layers]
         return self.config["div_lam"] * sum(terms[1:], terms[0]) / len(terms)
 
     def after_epoch(self, ctx: TrainContext) -> None:
