@@ -59,9 +59,12 @@ def trainable_depth(runs, threshold: float = 0.9):
     Returns:
         DataFrame with columns ``width``, ``technique``, ``trainable_depth``
         (largest trainable depth, ``<NA>`` if none), ``trainable_cells`` (how
-        many depths at that width are trainable) and ``cells`` (how many depths
-        were run there, cells whose runs all failed included); sorted by width,
-        then technique (baseline, jumpstart, others).
+        many depths at that width are trainable), ``cells`` (how many depths
+        were run there, cells whose runs all failed included) and
+        ``seed_depths``: the same largest depth for each seed alone (its runs'
+        median per depth, failed runs left out), in seed order, ``"-"`` for a
+        seed where none trains (e.g. ``"30, 40, -"``); sorted by width, then
+        technique (baseline, jumpstart, others).
     """
     frame = _medians(runs, "best_train_acc").rename("acc").reset_index()
     frame["trainable"] = frame["acc"] >= threshold
@@ -70,6 +73,14 @@ def trainable_depth(runs, threshold: float = 0.9):
         trainable_depth=("good_depth", "max"), trainable_cells=("trainable", "sum"),
         cells=("depth", "size"))
     table["trainable_depth"] = table["trainable_depth"].astype("Int64")
+    ok = runs[runs["state"] != "failed"]
+    per_seed = ok.groupby([*GRID, "seed"])["best_train_acc"].median().reset_index()
+    per_seed["good_depth"] = per_seed["depth"].where(per_seed["best_train_acc"] >= threshold)
+    deepest = per_seed.groupby(["width", "technique", "seed"])["good_depth"].max()
+    listed = deepest.groupby(["width", "technique"]).agg(
+        lambda d: ", ".join("-" if pd.isna(v) else str(int(v)) for v in d))
+    table["seed_depths"] = [listed.get((w, t), "") for w, t in zip(table["width"],
+                                                                  table["technique"])]
     order = {t: i for i, t in enumerate(_techniques(runs))}
     return table.sort_values(["width", "technique"], key=lambda s: s.map(order) if
                              s.name == "technique" else s, ignore_index=True)
@@ -78,19 +89,22 @@ def trainable_depth(runs, threshold: float = 0.9):
 def _markdown(table, techniques: list[str], threshold: float) -> str:
     head = (f"Trainable depth: per width and technique, the largest depth whose median "
             f"(over seeds) best train accuracy is >= {threshold:g}, and how many of the "
-            f"depths run at that width reach it (trainable/run); '-' where none does.")
-    cols = ["width"] + [f"{t} {what}" for t in techniques for what in ("depth", "cells")]
+            f"depths run at that width reach it (trainable/run); '-' where none does; "
+            f"'per seed': the largest such depth of each seed alone, in seed order.")
+    cols = ["width"] + [f"{t} {what}" for t in techniques
+                        for what in ("depth", "per seed", "cells")]
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     by = table.set_index(["width", "technique"])
     for width in sorted(table["width"].unique()):
         row = [str(width)]
         for t in techniques:
             if (width, t) not in by.index:
-                row += ["", ""]
+                row += ["", "", ""]
                 continue
             r = by.loc[(width, t)]
             depth = r["trainable_depth"]
-            row += ["-" if pd.isna(depth) else str(depth), f"{r['trainable_cells']}/{r['cells']}"]
+            row += ["-" if pd.isna(depth) else str(depth), r["seed_depths"],
+                    f"{r['trainable_cells']}/{r['cells']}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
