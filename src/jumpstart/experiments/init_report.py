@@ -17,6 +17,8 @@ from .selection import markdown_table
 EARLY_EPOCHS = (1, 2, 3, 4, 5)
 #: the reference initialization of the relative gains
 REFERENCE = "glorot"
+#: accuracies whose range over seeds the report gives beside the median
+RANGED = ("acc@1", "acc@end")
 
 
 def held_out_metric(curves: pd.DataFrame) -> str:
@@ -50,7 +52,7 @@ def init_table(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     per_run = ok[["key", "dataset", "depth", "width", "init", "seed"]].merge(pd.DataFrame(rows),
                                                                           on="key")
     cols = [f"acc@{e}" for e in EARLY_EPOCHS] + ["acc@end"]
-    ranges = {f"{c}_{f}": (c, f) for c in ("acc@1", "acc@end") for f in ("min", "max")}
+    ranges = {f"{c}_{f}": (c, f) for c in RANGED for f in ("min", "max")}
     table = per_run.groupby(["dataset", "depth", "width", "init"], as_index=False).agg(
         **{c: (c, "median") for c in cols}, **ranges, seeds=("seed", "size"))
     ref = table[table["init"] == REFERENCE].set_index(["dataset", "depth", "width"])[cols]
@@ -102,11 +104,10 @@ def write_init_report(job: ReportInput) -> list[Path]:
     table = init_table(runs, curves).merge(init_diversity(runs),
                                            on=["dataset", "depth", "width", "init"])
     paths = [out / "init_comparison.csv", out / "init_comparison.md", out / "init_curves.png"]
+    table.to_csv(paths[0], index=False)
     metric = held_out_metric(curves)
-    table["acc@1 range"] = [f"{a:.3f}-{b:.3f}" for a, b in zip(table["acc@1_min"],
-                                                               table["acc@1_max"])]
-    table["acc@end range"] = [f"{a:.3f}-{b:.3f}" for a, b in zip(table["acc@end_min"],
-                                                                 table["acc@end_max"])]
+    shown_table = table.assign(**{f"{c} range": [f"{a:.3f}-{b:.3f}" for a, b in zip(
+        table[f"{c}_min"], table[f"{c}_max"])] for c in RANGED})
     shown = ["dataset", "depth", "width", "init", "acc@1", "acc@1 range", "acc@5", "acc@end",
              "acc@end range", "gain@1", "gain@2", "gain@3", "gain@4", "gain@5", "gain@end",
              "weight_corr_mean", "act_corr_mean", "constant_units", "seeds"]
@@ -118,8 +119,7 @@ def write_init_report(job: ReportInput) -> list[Path]:
         f"Held-out accuracy ({metric}) at epochs 1-5 and at the end, median over seeds, and "
         f"the relative gain over {REFERENCE} init; diversity of the nets at init (mean "
         "|correlation| between weight rows and between unit activations, constant units).\n\n"
-        + markdown_table(table[shown]))
-    table.drop(columns=["acc@1 range", "acc@end range"]).to_csv(paths[0], index=False)
+        + markdown_table(shown_table[shown]))
     datasets = list(dict.fromkeys(table["dataset"]))
     shapes = list(dict.fromkeys(zip(table["depth"], table["width"])))
     fig, axes = plt.subplots(len(datasets), len(shapes), figsize=(3.2 * len(shapes),

@@ -40,11 +40,20 @@ def _over_seeds(runs) -> str:
     return f"median over {hi} seeds" if lo == hi else f"median over {lo}-{hi} seeds"
 
 
-def _medians(runs, metric: str):
-    """Series over the (technique, width, depth) cells that were run: median of
-    ``metric`` over each cell's runs that did not fail (NaN if all failed)."""
+def _medians(runs, metric: str, by: tuple[str, ...] = GRID):
+    """Series over the (technique, width, depth) cells that were run (or the
+    groups of ``by``): median of ``metric`` over each one's runs that did not
+    fail (NaN if all failed)."""
     value = runs[metric].where(runs["state"] != "failed")
-    return runs.assign(value=value).groupby(list(GRID))["value"].median()
+    return runs.assign(value=value).groupby(list(by))["value"].median()
+
+
+def _deepest(acc, threshold: float, by: list[str]):
+    """Per group of ``by``, the largest depth whose ``acc`` (a Series indexed
+    by :data:`GRID` and more) is ``>= threshold``, NaN where none is."""
+    frame = acc.rename("acc").reset_index()
+    return frame["depth"].where(frame["acc"] >= threshold).groupby(
+        [frame[k] for k in by]).max()
 
 
 def trainable_depth(runs, threshold: float = 0.9):
@@ -66,18 +75,16 @@ def trainable_depth(runs, threshold: float = 0.9):
         seed where none trains (e.g. ``"30, 40, -"``); sorted by width, then
         technique (baseline, jumpstart, others).
     """
-    frame = _medians(runs, "best_train_acc").rename("acc").reset_index()
-    frame["trainable"] = frame["acc"] >= threshold
-    frame["good_depth"] = frame["depth"].where(frame["trainable"])
-    table = frame.groupby(["width", "technique"], as_index=False).agg(
-        trainable_depth=("good_depth", "max"), trainable_cells=("trainable", "sum"),
-        cells=("depth", "size"))
-    table["trainable_depth"] = table["trainable_depth"].astype("Int64")
-    ok = runs[runs["state"] != "failed"]
-    per_seed = ok.groupby([*GRID, "seed"])["best_train_acc"].median().reset_index()
-    per_seed["good_depth"] = per_seed["depth"].where(per_seed["best_train_acc"] >= threshold)
-    deepest = per_seed.groupby(["width", "technique", "seed"])["good_depth"].max()
-    listed = deepest.groupby(["width", "technique"]).agg(
+    cells = _medians(runs, "best_train_acc")
+    frame = cells.rename("acc").reset_index()
+    table = frame.assign(trainable=frame["acc"] >= threshold).groupby(
+        ["width", "technique"], as_index=False).agg(
+        trainable_cells=("trainable", "sum"), cells=("depth", "size"))
+    table.insert(2, "trainable_depth", _deepest(cells, threshold, ["width", "technique"])
+                 .astype("Int64").values)
+    per_seed = _deepest(_medians(runs, "best_train_acc", (*GRID, "seed")), threshold,
+                        ["width", "technique", "seed"])
+    listed = per_seed.groupby(level=["width", "technique"]).agg(
         lambda d: ", ".join("-" if pd.isna(v) else str(int(v)) for v in d))
     table["seed_depths"] = [listed.get((w, t), "") for w, t in zip(table["width"],
                                                                   table["technique"])]
